@@ -1,0 +1,16 @@
+//! alluxiofs client core: pure Rust, no Python.
+//!
+//! - [`path`]: UFS URL normalization, `path_id`, confinement.
+//! - [`info`]: the Alluxio file-info JSON shared with the worker.
+//! - [`ring`]: the Alluxio-compatible consistent hash ring.
+//! - [`pages`]: page math and range planning.
+//! - [`client`]: parallel range reads from cache workers.
+//! - [`reader`]: a sequential reader with readahead.
+
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod info;
+pub mod path;
+
+pub use error::{Error, Result};
