@@ -1,0 +1,92 @@
+"""Type stubs of the native module ``alluxiofs._alluxiofs`` (Rust, PyO3)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from typing_extensions import Buffer
+
+__version__: str
+
+class AlluxioError(OSError):
+    """An alluxiofs failure that no builtin exception describes."""
+
+class ObjectChangedError(AlluxioError):
+    """The object changed in the UFS while a file was open."""
+
+Fallback = Callable[[str, int, int], bytes]
+
+class NativeClient:
+    """Hash ring plus pooled HTTP client to the cache workers (one per process)."""
+
+    def __init__(
+        self,
+        workers: list[tuple[str, int]],
+        page_size: int = 1048576,
+        vnodes: int = 5,
+        replicas: int = 1,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 30.0,
+        retries: int = 2,
+        max_chunk: int = 8388608,
+        max_parallel: int = 16,
+        coalesce_gap: int = 1048576,
+        auth_token: str | None = None,
+        readahead_initial: int = 1048576,
+        readahead_max: int = 67108864,
+    ) -> None: ...
+    def workers(self) -> list[str]: ...
+    def workers_for(self, url: str) -> list[str]: ...
+    def info(self, url: str) -> dict[str, Any]: ...
+    def list(self, url: str) -> list[dict[str, Any]]: ...
+    def invalidate(self, url: str, recursive: bool = False) -> None: ...
+    def read(
+        self,
+        url: str,
+        start: int,
+        end: int,
+        version: str | None = None,
+        fallback: Fallback | None = None,
+    ) -> bytes: ...
+    def read_into(
+        self,
+        url: str,
+        offset: int,
+        buf: Buffer,
+        version: str | None = None,
+        fallback: Fallback | None = None,
+    ) -> int: ...
+    def read_ranges(
+        self,
+        urls: list[str],
+        starts: list[int],
+        ends: list[int],
+        fallback: Fallback | None = None,
+    ) -> list[bytes | Exception]: ...
+    def open_reader(self, url: str, size: int, version: str | None = None) -> NativeReader: ...
+    def get_text(self, worker: str, path: str) -> str: ...
+    def stats(self) -> dict[str, Any]: ...
+
+class NativeReader:
+    """Sequential reader with readahead, for file objects."""
+
+    @property
+    def size(self) -> int: ...
+    def read_at(self, offset: int, length: int, fallback: Fallback | None = None) -> bytes: ...
+    def readinto_at(self, offset: int, buf: Buffer, fallback: Fallback | None = None) -> int: ...
+
+class HashRing:
+    """The Alluxio-compatible consistent hash ring."""
+
+    def __init__(
+        self,
+        hostnames: list[str] | None = None,
+        identities: list[str] | None = None,
+        vnodes: int = 5,
+    ) -> None: ...
+    def points(self) -> list[tuple[int, str]]: ...
+    def get_multiple(self, key: str, n: int) -> list[str]: ...
+
+def worker_identity(hostname: str) -> str: ...
+def normalize_url(url: str) -> str: ...
+def path_id(url: str) -> str: ...
+def run_worker(argv: list[str]) -> None: ...

@@ -1,0 +1,206 @@
+"""Client options: one place for every knob, its default, and where it is read from.
+
+Precedence: keyword arguments > ``ALLUXIOFS_*`` environment variables > the YAML
+file named by ``config_file=`` or ``ALLUXIOFS_CONFIG`` > defaults. Alluxio-style
+``options={"alluxio.worker.page.store.page.size": "1MB", ...}`` (what the PyPI
+``alluxiofs`` client takes) are honoured too. See ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_size(value: int | str) -> int:
+    """Parse ``1048576``, ``64KiB``, ``1MiB``, ``10GiB`` or ``1MB`` (MB means MiB, as in Alluxio)."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"size must not be negative: {value}")
+        return value
+    m = _SIZE_RE.match(str(value))
+    if not m:
+        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 64KiB, 1MiB, 10GiB)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def parse_seconds(value: float | int | str) -> float:
+    """Parse ``2``, ``2.5``, ``500ms``, ``30s``, ``1m`` into seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    s = str(value).strip().lower()
+    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if s.endswith(suffix):
+            try:
+                return float(s[: -len(suffix)]) * mult
+            except ValueError:
+                break
+    try:
+        return float(s)
+    except ValueError:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 2, 500ms, 30s)") from None
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclasses.dataclass
+class ClientOptions:
+    """Every client knob with its default. Field docs are in docs/configuration.md."""
+
+    worker_hosts: str | None = None
+    """Comma-separated ``host[:port]`` list; empty means the embedded local worker."""
+    worker_http_port: int = 28080
+    """Port for hosts in ``worker_hosts`` given without one (Alluxio's default)."""
+    etcd_hosts: str | None = None
+    """etcd endpoints for worker discovery (not implemented yet)."""
+    page_size: int = 1 << 20
+    """Page size in bytes; must match the workers'."""
+    vnodes: int = 5
+    """Virtual nodes per worker on the hash ring (Alluxio's default is 5)."""
+    replicas: int = 1
+    """Preferred workers per path tried in order before falling back to the UFS."""
+    connect_timeout: float = 2.0
+    """Seconds to connect to a worker."""
+    request_timeout: float = 30.0
+    """Seconds for one whole worker request."""
+    retries: int = 2
+    """Retries per worker on connection errors, timeouts and 5xx."""
+    max_chunk: int = 8 << 20
+    """Reads larger than this are split into page-aligned chunks fetched in parallel."""
+    max_parallel: int = 16
+    """Concurrent worker requests per call."""
+    coalesce_gap: int = 1 << 20
+    """``cat_ranges``: ranges of one file closer than this are fetched as one."""
+    readahead_initial: int = 1 << 20
+    """First readahead window of a sequentially read file."""
+    readahead_max: int = 64 << 20
+    """Largest readahead window."""
+    auth_token: str | None = None
+    """Bearer token the workers require, if any."""
+    auth_token_file: str | None = None
+    """File holding the token (alternative to ``auth_token``)."""
+    fallback: bool = True
+    """Read from the UFS when no worker can answer (fail open, counted in ``stats()``)."""
+    embedded_capacity: int = 10 << 30
+    """Disk capacity of the embedded local worker's page store."""
+    embedded_memory_capacity: int = 256 << 20
+    """Memory tier of the embedded local worker."""
+
+    _SIZES = ("page_size", "max_chunk", "coalesce_gap", "readahead_initial", "readahead_max",
+              "embedded_capacity", "embedded_memory_capacity")
+    _SECONDS = ("connect_timeout", "request_timeout")
+    _INTS = ("worker_http_port", "vnodes", "replicas", "retries", "max_parallel")
+    _BOOLS = ("fallback",)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set one option from a string or typed value, with a clear error for bad input."""
+        if key not in {f.name for f in dataclasses.fields(self)}:
+            raise ValueError(f"unknown alluxiofs option {key!r}")
+        if value is None:
+            setattr(self, key, None)
+            return
+        try:
+            if key in self._SIZES:
+                value = parse_size(value)
+            elif key in self._SECONDS:
+                value = parse_seconds(value)
+            elif key in self._INTS:
+                value = int(value)
+            elif key in self._BOOLS:
+                value = _parse_bool(value)
+            elif key == "worker_hosts" and not isinstance(value, str):
+                value = ",".join(str(v) for v in value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"alluxiofs option {key}: {e}") from None
+        setattr(self, key, value)
+
+
+# Alluxio property names the PyPI client accepts in ``options=``.
+_ALLUXIO_KEYS = {
+    "alluxio.worker.page.store.page.size": "page_size",
+    "alluxio.user.consistent.hash.virtual.node.count.per.worker": "vnodes",
+    "alluxio.worker.http.server.port": "worker_http_port",
+}
+
+
+def resolve_options(
+    kwargs: dict[str, Any], alluxio_options: dict[str, Any] | None, config_file: str | None
+) -> ClientOptions:
+    """Merge defaults, the YAML file, the environment, Alluxio options and kwargs."""
+    opts = ClientOptions()
+    path = config_file or os.environ.get("ALLUXIOFS_CONFIG")
+    if path:
+        for k, v in _load_yaml(path).items():
+            opts.set(str(k), v)
+    names = [f.name for f in dataclasses.fields(opts)]
+    for name in names:
+        env = os.environ.get("ALLUXIOFS_" + name.upper())
+        if env is not None and env != "":
+            opts.set(name, env)
+    for k, v in (alluxio_options or {}).items():
+        if k in _ALLUXIO_KEYS:
+            opts.set(_ALLUXIO_KEYS[k], v)
+    for k, v in kwargs.items():
+        if k in names:
+            opts.set(k, v)
+        else:
+            raise TypeError(f"AlluxioFileSystem got an unexpected option {k!r}")
+    if opts.auth_token is None and opts.auth_token_file:
+        with open(opts.auth_token_file) as f:
+            opts.auth_token = f.read().strip()
+    if opts.page_size <= 0:
+        raise ValueError("page_size must be positive")
+    if opts.replicas < 1:
+        raise ValueError("replicas must be at least 1")
+    return opts
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"reading the alluxiofs config file {path} needs PyYAML: pip install pyyaml"
+        ) from None
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    return data.get("client", data)
+
+
+def parse_worker_hosts(spec: str, default_port: int) -> list[tuple[str, int]]:
+    """``"h1,h2:28081,[::1]:9000"`` → ``[("h1", 28080), ("h2", 28081), ("::1", 9000)]``."""
+    out: list[tuple[str, int]] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else default_port
+        elif item.count(":") == 1:
+            host, p = item.split(":")
+            port = int(p)
+        else:
+            host, port = item, default_port
+        if not host or not (0 < port < 65536):
+            raise ValueError(f"bad worker address {item!r} in worker_hosts")
+        out.append((host, port))
+    return out

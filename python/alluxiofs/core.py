@@ -1,0 +1,596 @@
+"""``AlluxioFileSystem``: the fsspec filesystem of alluxiofs.
+
+Reads go to the cache workers through the Rust core (hash-ring routing,
+parallel page-aligned range reads, readahead, all with the GIL released);
+writes go to the target (UFS) filesystem and invalidate what the workers know
+about the written paths. When no worker can answer, reads fall back to the
+target filesystem: counted in :meth:`AlluxioFileSystem.stats` and logged once
+per worker, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from fsspec import filesystem as _fsspec_filesystem
+from fsspec.spec import AbstractFileSystem
+from fsspec.utils import stringify_path, tokenize
+
+from . import _alluxiofs, embedded
+from .config import ClientOptions, parse_worker_hosts, resolve_options
+
+logger = logging.getLogger("alluxiofs")
+
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+_CANONICAL = {"s3a": "s3", "gcs": "gs", "local": "file", "abfs": "az", "adl": "az"}
+# fsspec's own keyword arguments that reach __init__ and are not ours.
+_FSSPEC_KWARGS = {
+    "skip_instance_cache",
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+    "asynchronous",
+    "loop",
+    "fo",
+}
+
+# One native client per process and configuration, shared by the instances
+# fsspec creates (per thread, per pickle round trip). Keyed by PID because data
+# loaders fork: a child must not reuse the parent's sockets or runtime.
+_CLIENTS: dict[tuple[Any, ...], tuple[int, _alluxiofs.NativeClient]] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _canonical_protocol(p: str | None) -> str | None:
+    if p is None:
+        return None
+    p = p.lower()
+    return _CANONICAL.get(p, p)
+
+
+class AlluxioFileSystem(AbstractFileSystem):
+    """An fsspec filesystem that reads through alluxiofs cache workers.
+
+    Parameters
+    ----------
+    worker_hosts:
+        ``"host[:port],host[:port]"`` of the cache workers. Empty: use (and
+        start if needed) the embedded local worker of this machine.
+    target_protocol:
+        The UFS protocol (``s3``, ``gs``, ``az``, ``http``, ``file``...). Inferred
+        from the first URL with a scheme when not given.
+    target_options:
+        Options for the target fsspec filesystem (used for writes and for the
+        fallback when no worker can answer), e.g. s3fs's ``key``, ``secret``,
+        ``client_kwargs={"endpoint_url": ...}``. The embedded worker gets the
+        same credentials.
+    options:
+        Alluxio properties, as the PyPI ``alluxiofs`` client takes them
+        (``alluxio.worker.page.store.page.size``, ...).
+    config_file:
+        A YAML file of client options (else ``$ALLUXIOFS_CONFIG``).
+    **kwargs:
+        Any field of :class:`alluxiofs.config.ClientOptions` (``page_size``,
+        ``replicas``, ``request_timeout``, ``fallback``, ...).
+    """
+
+    protocol = ("alluxiofs", "alluxio")
+    root_marker = ""
+    cachable = True
+
+    def __init__(
+        self,
+        worker_hosts: str | list[str] | None = None,
+        target_protocol: str | None = None,
+        target_options: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        config_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        fsspec_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _FSSPEC_KWARGS}
+        fsspec_kwargs.pop("fo", None)
+        super().__init__(**fsspec_kwargs)
+        if worker_hosts is not None:
+            kwargs["worker_hosts"] = worker_hosts
+        self.options: ClientOptions = resolve_options(kwargs, options, config_file)
+        if self.options.etcd_hosts:
+            raise ValueError(
+                "etcd_hosts: worker discovery through etcd is not available in this version; "
+                "pass worker_hosts='host:port,...' or leave both empty for the local worker"
+            )
+        self.target_protocol = _canonical_protocol(target_protocol)
+        self.target_options = dict(target_options or {})
+        self._target_fs: AbstractFileSystem | None = None
+        self._counters_lock = threading.Lock()
+        self._counters = {"ufs_fallback_reads": 0, "ufs_fallback_bytes": 0,
+                          "metadata_fallbacks": 0}  # fmt: skip
+        self._logged_workers: set[str] = set()
+
+    # ------------------------------------------------------------------ paths
+
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = stringify_path(path)
+        if "::" in path:
+            path = path.rsplit("::", 1)[-1]
+        m = _SCHEME_RE.match(path)
+        if m:
+            scheme = m.group(1).lower()
+            rest = path[m.end() :]
+            if scheme in cls.protocol:
+                m2 = _SCHEME_RE.match(rest)
+                if m2:
+                    rest = rest[m2.end() :]
+                    scheme = m2.group(1).lower()
+            path = rest
+            if _canonical_protocol(scheme) == "file" and not path.startswith("/"):
+                path = "/" + path
+        if path.startswith("/"):
+            return "/" + path.strip("/")
+        return path.rstrip("/")
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict[str, Any]:
+        m = _SCHEME_RE.match(stringify_path(path).rsplit("::", 1)[-1])
+        if m and m.group(1).lower() not in AlluxioFileSystem.protocol:
+            return {"target_protocol": _canonical_protocol(m.group(1))}
+        return {}
+
+    def _protocol_for(self, path: str) -> tuple[str, str]:
+        """The target protocol for ``path`` and the path without its scheme."""
+        s = stringify_path(path)
+        if "::" in s:
+            s = s.rsplit("::", 1)[-1]
+        m = _SCHEME_RE.match(s)
+        if m and m.group(1).lower() in self.protocol:
+            s = s[m.end() :]
+            m = _SCHEME_RE.match(s)
+        if m:
+            proto = _canonical_protocol(m.group(1))
+            rest = s[m.end() :]
+            if self.target_protocol is None:
+                self.target_protocol = proto
+            elif proto != self.target_protocol:
+                raise ValueError(
+                    f"{path}: this filesystem reads {self.target_protocol}:// "
+                    f"(target_protocol), not {proto}://"
+                )
+            return proto, rest  # type: ignore[return-value]
+        if self.target_protocol is None:
+            if s.startswith("/"):
+                self.target_protocol = "file"
+            else:
+                raise ValueError(
+                    f"{path}: no target_protocol given and the path has no scheme; "
+                    "pass target_protocol='s3' (or 'file', 'gs', ...) or a full URL"
+                )
+        return self.target_protocol, s
+
+    def _resolve(self, path: str) -> tuple[str, str]:
+        """``path`` → (normalized UFS URL, fsspec name without protocol)."""
+        proto, rest = self._protocol_for(path)
+        if proto == "file":
+            local = rest if rest.startswith("/") else os.path.abspath(rest)
+            url = _alluxiofs.normalize_url("file://" + local)
+        else:
+            url = _alluxiofs.normalize_url(f"{proto}://{rest}")
+        return url, self._name(url)
+
+    @staticmethod
+    def _name(url: str) -> str:
+        m = _SCHEME_RE.match(url)
+        rest = url[m.end() :] if m else url
+        return rest if not rest.startswith("/") else ("/" + rest.strip("/"))
+
+    # ------------------------------------------------------------ the clients
+
+    def _client(self) -> _alluxiofs.NativeClient:
+        """The native client of this process for this configuration (built lazily)."""
+        if self.target_protocol is None:
+            raise ValueError("no target_protocol known yet: pass target_protocol= or a full URL")
+        key = (tokenize(self.options), self.target_protocol, tokenize(self.target_options))
+        pid = os.getpid()
+        with _CLIENTS_LOCK:
+            entry = _CLIENTS.get(key)
+            if entry is not None and entry[0] == pid:
+                return entry[1]
+            o = self.options
+            token = o.auth_token
+            if o.worker_hosts:
+                workers = parse_worker_hosts(o.worker_hosts, o.worker_http_port)
+                if not workers:
+                    raise ValueError(f"worker_hosts {o.worker_hosts!r} names no worker")
+            else:
+                local = embedded.ensure_local_worker(
+                    self.target_protocol,
+                    self.target_options,
+                    capacity=o.embedded_capacity,
+                    memory_capacity=o.embedded_memory_capacity,
+                    page_size=o.page_size,
+                )
+                workers = [(local.host, local.port)]
+                token = local.token
+            client = _alluxiofs.NativeClient(
+                workers,
+                page_size=o.page_size,
+                vnodes=o.vnodes,
+                replicas=o.replicas,
+                connect_timeout=o.connect_timeout,
+                request_timeout=o.request_timeout,
+                retries=o.retries,
+                max_chunk=o.max_chunk,
+                max_parallel=o.max_parallel,
+                coalesce_gap=o.coalesce_gap,
+                auth_token=token,
+                readahead_initial=o.readahead_initial,
+                readahead_max=o.readahead_max,
+            )
+            _CLIENTS[key] = (pid, client)
+            return client
+
+    @property
+    def target_fs(self) -> AbstractFileSystem:
+        """The fsspec filesystem of the UFS (writes, and reads when the cache cannot answer)."""
+        if self._target_fs is None:
+            if self.target_protocol is None:
+                raise ValueError("no target_protocol known yet")
+            self._target_fs = _fsspec_filesystem(self.target_protocol, **self.target_options)
+        return self._target_fs
+
+    def _target_path(self, url: str) -> str:
+        return url[len("file://") :] if url.startswith("file://") else url
+
+    def _fallback(self) -> Any:
+        return self._ufs_read if self.options.fallback else None
+
+    def _ufs_read(self, url: str, start: int, end: int) -> bytes:
+        """Read ``[start, end)`` of ``url`` from the UFS (called by the core for holes)."""
+        data = self.target_fs.cat_file(self._target_path(url), start=start, end=end)
+        with self._counters_lock:
+            self._counters["ufs_fallback_reads"] += 1
+            self._counters["ufs_fallback_bytes"] += len(data)
+        self._log_new_fallbacks()
+        return data
+
+    def _log_new_fallbacks(self) -> None:
+        stats = self._client().stats()
+        for worker, n in stats["fallbacks"].items():
+            if n and worker not in self._logged_workers:
+                self._logged_workers.add(worker)
+                logger.warning(
+                    "alluxiofs: worker %s could not serve reads; reading from the UFS instead "
+                    "(counted in fs.stats()['fallbacks'])",
+                    worker,
+                )
+
+    def _meta(self, op: str, url: str) -> Any:
+        """Metadata from the workers, or from the UFS when none can answer."""
+        client = self._client()
+        try:
+            return client.info(url) if op == "info" else client.list(url)
+        except (ConnectionError, TimeoutError) as e:
+            if not self.options.fallback:
+                raise
+            with self._counters_lock:
+                self._counters["metadata_fallbacks"] += 1
+            logger.warning("alluxiofs: %s of %s from the UFS: %s", op, url, e)
+            tpath = self._target_path(url)
+            if op == "info":
+                return self._from_target(self.target_fs.info(tpath), url)
+            return [self._from_target(d, None) for d in self.target_fs.ls(tpath, detail=True)]
+
+    def _from_target(self, d: dict[str, Any], url: str | None) -> dict[str, Any]:
+        if url is None:
+            name = d["name"]
+            url = _alluxiofs.normalize_url(
+                ("file://" + name) if self.target_protocol == "file"
+                else f"{self.target_protocol}://{name}"
+            )  # fmt: skip
+        etag = d.get("ETag") or d.get("etag")
+        return {
+            "ufs_path": url,
+            "size": int(d.get("size") or 0),
+            "type": "directory" if d.get("type") == "directory" else "file",
+            "mtime": d.get("mtime"),
+            "etag": etag,
+            "cached_percent": 0,
+        }
+
+    def _entry(self, d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "name": self._name(d["ufs_path"]),
+            "size": d["size"],
+            "type": d["type"],
+            "mtime": d["mtime"],
+            "etag": d["etag"],
+            "ufs_path": d["ufs_path"],
+            "cached_percent": d.get("cached_percent", 0),
+        }
+
+    # --------------------------------------------------------------- metadata
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        url, _ = self._resolve(path)
+        return self._entry(self._meta("info", url))
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        url, _ = self._resolve(path)
+        entries = [self._entry(d) for d in self._meta("list", url)]
+        entries.sort(key=lambda e: e["name"])
+        return entries if detail else [e["name"] for e in entries]
+
+    def ukey(self, path: str) -> str:
+        info = self.info(path)
+        return info.get("etag") or tokenize(info["name"], info["size"], info["mtime"])
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """No client-side listing cache to drop (the workers keep metadata with a TTL)."""
+
+    # ------------------------------------------------------------------ reads
+
+    @staticmethod
+    def _check_offset(value: Any, what: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            try:
+                import numpy as np  # noqa: PLC0415 - numpy ints are common in data loaders
+
+                if isinstance(value, np.integer):
+                    return int(value)
+            except ImportError:
+                pass
+            raise ValueError(f"bad range: {what} must be an integer or None, got {value!r}")
+        return value
+
+    def _resolve_range(
+        self, url: str, start: Any, end: Any, size: int | None
+    ) -> tuple[int, int | None]:
+        start = self._check_offset(start, "start") or 0
+        end = self._check_offset(end, "end")
+        if size is None and (start < 0 or end is None or end < 0):
+            size = self._meta("info", url)["size"]
+        if start < 0:
+            start = max(0, size + start)  # type: ignore[operator]
+        if end is None:
+            end = size
+        elif end < 0:
+            end = max(0, size + end)  # type: ignore[operator]
+        if size is not None:
+            start, end = min(start, size), min(end, size)  # type: ignore[type-var]
+        if end < start:  # type: ignore[operator]
+            raise ValueError(f"bad range for {url}: end {end} is before start {start}")
+        return start, end
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        url, _ = self._resolve(path)
+        s, e = self._resolve_range(url, start, end, None)
+        if e == s:
+            return b""
+        return self._client().read(url, s, e, None, self._fallback())
+
+    def cat_ranges(
+        self,
+        paths: list[str],
+        starts: int | list[int | None] | None,
+        ends: int | list[int | None] | None,
+        max_gap: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[bytes | Exception]:
+        if not isinstance(paths, list):
+            raise TypeError("cat_ranges: paths must be a list")
+        n = len(paths)
+        starts = starts if isinstance(starts, list) else [starts] * n
+        ends = ends if isinstance(ends, list) else [ends] * n
+        if len(starts) != n or len(ends) != n:
+            raise ValueError("cat_ranges: paths, starts and ends must have the same length")
+        urls = [self._resolve(p)[0] for p in paths]
+        need_size = sorted(
+            {
+                u
+                for u, s, e in zip(urls, starts, ends, strict=True)
+                if e is None or (s is not None and s < 0) or e < 0
+            }
+        )
+        sizes = dict(zip(need_size, self._sizes(need_size), strict=True))
+        rs, re_ = [], []
+        for u, s, e in zip(urls, starts, ends, strict=True):
+            a, b = self._resolve_range(u, s, e, sizes.get(u))
+            rs.append(a)
+            re_.append(b)
+        out = self._client().read_ranges(urls, rs, re_, self._fallback())
+        if on_error == "raise":
+            for r in out:
+                if isinstance(r, BaseException):
+                    raise r
+        return out
+
+    def _sizes(self, urls: list[str]) -> list[int]:
+        if not urls:
+            return []
+        if len(urls) == 1:
+            return [self._meta("info", urls[0])["size"]]
+        with ThreadPoolExecutor(min(16, len(urls))) as pool:
+            return [d["size"] for d in pool.map(lambda u: self._meta("info", u), urls)]
+
+    def cat(
+        self, path: str | list[str], recursive: bool = False, on_error: str = "raise", **kwargs: Any
+    ) -> bytes | dict[str, bytes | Exception]:
+        paths = self.expand_path(path, recursive=recursive)
+        single = (
+            len(paths) == 1 and not isinstance(path, list)
+            and paths[0] == self._strip_protocol(path)
+        )  # fmt: skip
+        if single:
+            return self.cat_file(paths[0])
+        urls = [self._resolve(p)[0] for p in paths]
+        infos = self._infos(urls)
+        files = [(p, u, i) for p, u, i in zip(paths, urls, infos, strict=True)
+                 if not isinstance(i, BaseException) and i["type"] == "file"]  # fmt: skip
+        data = self._client().read_ranges(
+            [u for _, u, _ in files], [0] * len(files), [i["size"] for _, _, i in files],
+            self._fallback(),
+        )  # fmt: skip
+        out: dict[str, bytes | Exception] = {}
+        for p, i in zip(paths, infos, strict=True):
+            if isinstance(i, BaseException):
+                out[p] = i  # type: ignore[assignment]
+        for (p, _, _), d in zip(files, data, strict=True):
+            out[p] = d
+        if on_error == "raise":
+            for v in out.values():
+                if isinstance(v, BaseException):
+                    raise v
+        elif on_error == "omit":
+            out = {k: v for k, v in out.items() if not isinstance(v, BaseException)}
+        return out
+
+    def _infos(self, urls: list[str]) -> list[dict[str, Any] | Exception]:
+        def one(u: str) -> dict[str, Any] | Exception:
+            try:
+                return self._meta("info", u)
+            except Exception as e:  # noqa: BLE001 - returned to the caller per path
+                return e
+
+        if len(urls) <= 1:
+            return [one(u) for u in urls]
+        with ThreadPoolExecutor(min(16, len(urls))) as pool:
+            return list(pool.map(one, urls))
+
+    def head(self, path: str, size: int = 1024) -> bytes:
+        return self.cat_file(path, 0, size)
+
+    def tail(self, path: str, size: int = 1024) -> bytes:
+        return self.cat_file(path, -size)
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | str | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        from .file import AlluxioFile, WriteThroughFile
+
+        url, name = self._resolve(path)
+        if mode == "rb":
+            return AlluxioFile(self, name, url, block_size=block_size, **kwargs)
+        if "r" in mode or "+" in mode:
+            raise ValueError(f"alluxiofs files open as 'rb' or for writing, not {mode!r}")
+        f = self.target_fs.open(self._target_path(url), mode, block_size=block_size, **kwargs)
+        return WriteThroughFile(f, lambda: self._invalidate(url))
+
+    # ----------------------------------------------------------------- writes
+
+    def _invalidate(self, url: str, recursive: bool = False) -> None:
+        client = self._client()
+        client.invalidate(url, recursive)
+        parent = url.rsplit("/", 1)[0]
+        if "://" in parent and not parent.endswith(":/"):
+            client.invalidate(parent, False)
+
+    def _write(self, op: str, paths: list[str], *args: Any, subtree: bool = False,
+               **kwargs: Any) -> Any:  # fmt: skip
+        """Run ``op`` on the target filesystem, then invalidate the paths it touched
+        (with everything below them when ``subtree``), also when it failed half way."""
+        urls = [self._resolve(p)[0] for p in paths]
+        try:
+            fn = getattr(self.target_fs, op)
+            return fn(*[self._target_path(u) for u in urls], *args, **kwargs)
+        finally:
+            for u in urls:
+                self._invalidate(u, subtree)
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        self._write("pipe_file", [path], value, **kwargs)
+
+    def put_file(self, lpath: str, rpath: str, callback: Any = None, **kwargs: Any) -> None:
+        url, _ = self._resolve(rpath)
+        try:
+            if callback is not None:
+                kwargs["callback"] = callback
+            self.target_fs.put_file(lpath, self._target_path(url), **kwargs)
+        finally:
+            self._invalidate(url)
+
+    def rm_file(self, path: str) -> None:
+        self._write("rm_file", [path])
+
+    def rm(self, path: str | list[str], recursive: bool = False, maxdepth: int | None = None
+           ) -> None:  # fmt: skip
+        for p in path if isinstance(path, list) else [path]:
+            self._write("rm", [p], subtree=True, recursive=recursive, maxdepth=maxdepth)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        self._write("cp_file", [path1, path2], **kwargs)
+
+    def mv(self, path1: str, path2: str, recursive: bool = False, maxdepth: int | None = None,
+           **kwargs: Any) -> None:  # fmt: skip
+        self._write("mv", [path1, path2], subtree=True, recursive=recursive, maxdepth=maxdepth,
+                    **kwargs)  # fmt: skip
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        self._write("mkdir", [path], create_parents=create_parents, **kwargs)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        self._write("makedirs", [path], exist_ok=exist_ok)
+
+    def rmdir(self, path: str) -> None:
+        self._write("rmdir", [path], subtree=True)
+
+    # ------------------------------------------------------------ observation
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this process's client: bytes and requests served by the
+        workers, retries, fallbacks to the UFS per worker, UFS fallback bytes."""
+        out = dict(self._client().stats())
+        with self._counters_lock:
+            out.update(self._counters)
+        return out
+
+    def workers(self) -> list[str]:
+        """``host:port`` of the workers this client routes to."""
+        return list(self._client().workers())
+
+    def worker_metrics(self) -> dict[str, dict[str, float]]:
+        """Each worker's ``/metrics``, as ``{"host:port": {metric: value summed over labels}}``.
+
+        A worker that cannot be reached maps to an empty dict.
+        """
+        client = self._client()
+        out: dict[str, dict[str, float]] = {}
+        for w in client.workers():
+            try:
+                text = client.get_text(w, "/metrics")
+            except (ConnectionError, TimeoutError, OSError):
+                out[w] = {}
+                continue
+            out[w] = parse_prometheus(text)
+        return out
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Sum a Prometheus text exposition over labels: ``{metric_name: value}``."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0].strip()
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out

@@ -1,0 +1,118 @@
+"""File objects of :class:`~alluxiofs.core.AlluxioFileSystem`.
+
+``AlluxioFile`` (mode ``"rb"``) reads through the native reader, which keeps a
+readahead window in Rust for sequential readers and fetches large reads in
+parallel; fsspec's own block cache is off (``cache_type="none"``) so bytes are
+not cached twice. ``readinto`` writes straight into the caller's buffer. The
+object version (ETag) seen at open is pinned: if the object changes while the
+file is open, reads raise :class:`alluxiofs.ObjectChangedError` instead of
+mixing old and new bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fsspec.spec import AbstractBufferedFile
+
+if TYPE_CHECKING:
+    from .core import AlluxioFileSystem
+
+
+class AlluxioFile(AbstractBufferedFile):
+    """A read-only file served by the cache workers."""
+
+    def __init__(
+        self,
+        fs: AlluxioFileSystem,
+        name: str,
+        url: str,
+        block_size: int | str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        info = fs.info(name)
+        if info["type"] != "file":
+            raise IsADirectoryError(21, "is a directory", name)
+        kwargs.pop("cache_type", None)
+        kwargs.pop("size", None)
+        super().__init__(
+            fs,
+            name,
+            mode="rb",
+            block_size=block_size if block_size not in (None, "default") else "default",
+            cache_type="none",
+            size=info["size"],
+            **kwargs,
+        )
+        self._details = info
+        self.url = url
+        self._reader = fs._client().open_reader(url, info["size"], info.get("etag"))
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        return self._reader.read_at(start, end - start, self.fs._fallback())
+
+    def readinto(self, b: Any) -> int:
+        """Read into a writable buffer without an intermediate ``bytes``."""
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        view = memoryview(b).cast("B")
+        n = min(view.nbytes, self.size - self.loc)
+        if n <= 0:
+            return 0
+        got = self._reader.readinto_at(self.loc, view[:n], self.fs._fallback())
+        self.loc += got
+        return got
+
+    def readinto1(self, b: Any) -> int:
+        """Same as :meth:`readinto` (one call is one native read)."""
+        return self.readinto(b)
+
+
+class WriteThroughFile(io.RawIOBase):
+    """A file being written to the UFS; the cache forgets the path on close."""
+
+    def __init__(self, f: Any, on_close: Callable[[], None]) -> None:
+        super().__init__()
+        self._f = f
+        self._on_close = on_close
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: Any) -> int:
+        n = self._f.write(data)
+        return len(data) if n is None else n
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._f.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            self._f.close()
+        finally:
+            super().close()
+            self._on_close()
+
+    def commit(self) -> None:
+        """Forward fsspec's transaction commit to the target file."""
+        self._f.commit()
+
+    def discard(self) -> None:
+        """Forward fsspec's transaction discard to the target file."""
+        self._f.discard()
