@@ -11,6 +11,8 @@
 
 pub mod error;
 pub mod info;
+pub mod pages;
 pub mod path;
+pub mod ring;
 
 pub use error::{Error, Result};
