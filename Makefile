@@ -1,0 +1,108 @@
+# alluxiofs developer entry points.
+#
+#   make test   build once (dev profile), run the Rust tests and the pytest suite
+#   make demo   release build, then the end-to-end demo (examples/demo.py)
+#   make lint   rustfmt, clippy, ruff
+#
+# Both `make test` and `make demo` work on a fresh Debian 12 machine with only
+# the package registries reachable: missing system packages come from apt, the
+# Python tools from PyPI into .venv, Garage (the S3 server of the tests) from
+# crates.io into ~/.cache/alluxiofs/tools.
+#
+# Variables:
+#   S3=moto      skip installing Garage and run the tests against moto_server
+#   PYTEST_ARGS  extra arguments for pytest (e.g. PYTEST_ARGS="-k ring -x")
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# rustup installs cargo into ~/.cargo/bin, which a non-login shell may not have.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+# maturin develop and cargo test share one build in target/.
+export CARGO_TARGET_DIR := $(CURDIR)/target
+
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.requirements-dev.stamp
+TOOLS := $(HOME)/.cache/alluxiofs/tools
+S3 ?=
+PYTEST_ARGS ?=
+
+ifeq ($(shell id -u),0)
+SUDO :=
+else
+SUDO := sudo
+endif
+
+.PHONY: help system-deps venv garage develop develop-release test lint demo clean
+
+help:
+	@echo "make test | make demo | make lint | make venv | make develop | make garage | make clean"
+
+## system-deps: apt packages the build and the tests need (installed only when missing)
+system-deps:
+	@missing=""; \
+	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v python3 >/dev/null 2>&1 || missing="$$missing python3"; \
+	if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+		missing="$$missing python3-venv"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo ">>> installing system packages:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi; \
+	command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found (install Rust >= 1.88 with rustup)" >&2; exit 1; }
+
+## venv: .venv with requirements-dev.txt (skipped while requirements-dev.txt is unchanged)
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements-dev.txt
+	@echo ">>> creating $(VENV) from requirements-dev.txt"
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+## garage: the Garage S3 server and the TCP_NODELAY shim, once, into ~/.cache/alluxiofs/tools
+garage:
+	scripts/install-garage.sh
+
+## develop: build the extension (dev profile) into .venv
+develop: venv
+	@echo ">>> maturin develop (dev profile, target/)"
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet
+
+develop-release: venv
+	@echo ">>> maturin develop --release"
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --release --quiet
+
+ifeq ($(S3),moto)
+TEST_S3_DEPS :=
+TEST_ENV := ALLUXIOFS_TEST_S3=moto
+else
+TEST_S3_DEPS := garage
+TEST_ENV :=
+endif
+
+## test: everything CI runs
+test: system-deps venv $(TEST_S3_DEPS) develop
+	@echo ">>> cargo test (alluxiofs-core, alluxiofs-worker)"
+	cargo test -p alluxiofs-core -p alluxiofs-worker
+	@echo ">>> pytest"
+	$(TEST_ENV) $(PY) -m pytest tests -q --timeout 300 $(PYTEST_ARGS)
+
+## lint: formatting and static checks
+lint: venv
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests examples benches scripts
+
+## demo: release build, then the demo against a local S3 server
+demo: system-deps venv develop-release
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .demo

@@ -1,0 +1,231 @@
+"""Real processes for the end-to-end tests: cache workers on loopback ports.
+
+Imported by ``conftest.py`` (fixtures) and by test modules (helpers). The S3
+server side lives in ``scripts/s3server.py``, shared with the demo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import s3server  # noqa: E402  (needs the sys.path entry above)
+
+S3Server = s3server.S3Server
+start_s3_server = s3server.start_s3_server
+free_port = s3server.free_port
+
+STANDALONE_WORKER = REPO / "target" / "debug" / "alluxiofs-worker"
+
+
+def worker_command() -> list[str]:
+    """How to start a worker: ``python -m alluxiofs worker`` from this venv.
+
+    ``$ALLUXIOFS_TEST_WORKER_BIN`` selects a standalone worker binary instead;
+    when the Python package is not importable, ``target/debug/alluxiofs-worker``
+    is used if it was built.
+    """
+    override = os.environ.get("ALLUXIOFS_TEST_WORKER_BIN")
+    if override:
+        return [override]
+    if importlib.util.find_spec("alluxiofs") is None and STANDALONE_WORKER.exists():
+        return [str(STANDALONE_WORKER)]
+    return [sys.executable, "-m", "alluxiofs", "worker"]
+
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$")
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """Parse Prometheus text exposition into ``(name, labels, value)`` samples."""
+    samples = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m is None:
+            raise ValueError(f"unparsable metrics line: {line!r}")
+        name, labels_text, value = m.groups()
+        labels = {
+            k: v.replace('\\"', '"').replace("\\\\", "\\")
+            for k, v in _LABEL.findall(labels_text or "")
+        }
+        samples.append((name, labels, float(value)))
+    return samples
+
+
+class Worker:
+    """One cache worker process started by the ``start_worker`` fixture."""
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], run_dir: Path, name: str):
+        self._base_args = list(args)
+        self._env = dict(env)
+        self.run_dir = run_dir
+        self.name = name
+        self.log_path = run_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.host = ""
+        self.port = 0
+        self.url = ""
+        self.generation = 0
+        self._start()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _start(self, timeout: float = 60.0) -> None:
+        self.generation += 1
+        ready = self.run_dir / f"{self.name}.ready.{self.generation}.json"
+        with contextlib.suppress(FileNotFoundError):
+            ready.unlink()
+        cmd = [*worker_command(), "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)]
+        cmd += self._base_args
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== start #{self.generation}: {' '.join(cmd)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        info = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"worker {self.name} exited with {self.proc.returncode} before ready:\n"
+                    f"{self.log_tail()}"
+                )
+            try:
+                info = json.loads(ready.read_text())
+                break
+            except (FileNotFoundError, json.JSONDecodeError):
+                time.sleep(0.02)
+        if info is None:
+            self.kill()
+            raise TimeoutError(
+                f"worker {self.name}: no ready file after {timeout}s\n{self.log_tail()}"
+            )
+        self.host = info["host"]
+        self.port = int(info["port"])
+        self.url = info.get("url") or f"http://{self.host}:{self.port}"
+        self.url = self.url.rstrip("/")
+        while time.monotonic() < deadline:
+            try:
+                r = requests.get(f"{self.url}/healthz", timeout=2)
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.kill()
+        raise TimeoutError(f"worker {self.name}: /healthz not ok\n{self.log_tail()}")
+
+    @property
+    def addr(self) -> str:
+        """``host:port`` as passed in ``worker_hosts``."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the worker (and anything in its process group); wait for it."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait for a graceful exit (SIGKILL after ``timeout``); return the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        # Helpers it may have spawned go with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return self.proc.returncode
+
+    def restart(self) -> Worker:
+        """Stop and start again with the same arguments and cache dir (the port may change)."""
+        self.stop()
+        self._start()
+        return self
+
+    # -- observation -------------------------------------------------------------
+
+    def metrics_samples(self) -> list[tuple[str, dict[str, str], float]]:
+        """All samples of GET /metrics."""
+        r = requests.get(f"{self.url}/metrics", timeout=10)
+        r.raise_for_status()
+        return parse_prometheus(r.text)
+
+    def metrics(self) -> dict[str, float]:
+        """Metric name -> value, summed over label sets."""
+        out: dict[str, float] = {}
+        for name, _labels, value in self.metrics_samples():
+            out[name] = out.get(name, 0.0) + value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of ``name`` over the samples whose labels include ``labels``."""
+        return sum(
+            v
+            for n, lab, v in self.metrics_samples()
+            if n == name and all(lab.get(k) == want for k, want in labels.items())
+        )
+
+    def log_tail(self, limit: int = 6000) -> str:
+        """The end of the worker's log file."""
+        try:
+            return self.log_path.read_text(errors="replace")[-limit:]
+        except FileNotFoundError:
+            return ""
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name}, {self.addr}, alive={self.alive})"
+
+
+def metric_total(workers: Iterable[Worker], name: str, **labels: str) -> float:
+    """Sum a metric over the live workers among ``workers``."""
+    return sum(w.metric(name, **labels) for w in workers if w.alive)
+
+
+def ufs_requests(workers: Iterable[Worker], op: str | None = None) -> float:
+    """``alluxiofs_ufs_requests_total`` summed over workers (optionally one ``op``)."""
+    labels = {"op": op} if op else {}
+    return metric_total(workers, "alluxiofs_ufs_requests_total", **labels)
+
+
+def worker_hosts(workers: Iterable[Worker]) -> str:
+    """The ``worker_hosts`` string for a list of workers."""
+    return ",".join(w.addr for w in workers)
