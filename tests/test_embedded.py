@@ -1,0 +1,70 @@
+"""The embedded default: no worker_hosts, a local worker started on first use."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+
+import alluxiofs
+import alluxiofs.embedded
+import fsspec
+import pytest
+import requests
+
+
+def test_embedded_local_files(tmp_path):
+    """target_protocol="file" with no workers: reads are exact, cached, and private."""
+    home = os.environ["ALLUXIOFS_HOME"]
+    assert not home.startswith(os.path.expanduser("~/.cache")), "tests must not use ~/.cache"
+    data_dir = tmp_path / "data"
+    (data_dir / "sub").mkdir(parents=True)
+    files = {
+        data_dir / "a.bin": os.urandom(10),
+        data_dir / "b.bin": os.urandom(2 * 1024 * 1024 + 3),
+        data_dir / "sub" / "c.bin": b"",
+    }
+    for p, d in files.items():
+        p.write_bytes(d)
+
+    try:
+        fs = fsspec.filesystem("alluxiofs", target_protocol="file", skip_instance_cache=True)
+        for p, d in files.items():
+            assert fs.cat_file(str(p)) == d, p
+        assert fs.cat_file(f"file://{data_dir}/b.bin", 5, 100) == files[data_dir / "b.bin"][5:100]
+        names = fs.ls(str(data_dir), detail=False)
+        assert names == [str(data_dir / "a.bin"), str(data_dir / "b.bin"), str(data_dir / "sub")]
+
+        running = alluxiofs.embedded.running()
+        assert len(running) == 1
+        local = running[0]
+        assert local.host == "127.0.0.1"
+        assert fs.workers() == [local.addr]
+
+        # A second read of the same files asks the UFS for nothing.
+        before = fs.worker_metrics()[local.addr]
+        for p, d in files.items():
+            assert fs.cat_file(str(p)) == d
+        after = fs.worker_metrics()[local.addr]
+        assert after["alluxiofs_ufs_requests_total"] == before["alluxiofs_ufs_requests_total"]
+        assert after["alluxiofs_cache_hits_total"] > before["alluxiofs_cache_hits_total"]
+
+        # Another filesystem object (same configuration) finds the same worker.
+        fs2 = fsspec.filesystem(
+            "alluxiofs", target_protocol="file", skip_instance_cache=True, page_size=1048576
+        )
+        assert fs2.cat_file(str(data_dir / "a.bin")) == files[data_dir / "a.bin"]
+        assert len(alluxiofs.embedded.running()) == 1
+
+        with pytest.raises(FileNotFoundError):
+            fs.cat_file(str(data_dir / "nope.bin"))
+        assert fs.stats()["fallbacks"].get(local.addr, 0) == 0
+
+        # Without the bearer token, the worker refuses to read for anyone else.
+        url = urllib.parse.quote(f"file://{data_dir}/a.bin", safe="")
+        r = requests.get(f"http://{local.addr}/v1/info?path={url}", timeout=10)
+        assert r.status_code == 401
+        assert requests.get(f"http://{local.addr}/healthz", timeout=10).status_code == 200
+    finally:
+        stopped = alluxiofs.embedded.stop_all()
+    assert stopped == 1
+    assert alluxiofs.embedded.running() == []
