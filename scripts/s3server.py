@@ -112,7 +112,9 @@ class S3Server:
     def stop(self) -> None:
         """Stop the server process group and remove its temporary directory."""
         if self.proc is not None:
-            _stop_process_group(self.proc)
+            # Garage drains background work for seconds on SIGTERM; its data is
+            # thrown away anyway, so it is killed outright.
+            _stop_process_group(self.proc, grace=0.0 if self.kind == "garage" else 5.0)
             self.proc = None
         if self._owns_workdir and self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -128,16 +130,18 @@ class S3Server:
 
 
 def _stop_process_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group of ``proc``, SIGKILL it after ``grace`` seconds."""
+    """SIGTERM the process group of ``proc``, SIGKILL it after ``grace`` seconds (0: at once)."""
     if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
         try:
+            if grace <= 0:
+                raise subprocess.TimeoutExpired(proc.args, 0)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(grace)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(grace)
+            proc.wait(10)
     else:
         # The leader is gone; children it left behind must go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
