@@ -1,0 +1,727 @@
+//! Worker configuration: one struct, four layers.
+//!
+//! Every knob has a documented default (`docs/configuration.md`) and can be
+//! set from a YAML file, from `ALLUXIOFS_WORKER_*` environment variables and
+//! from command-line flags. Precedence, lowest first:
+//! default < YAML file < environment < flag.
+//!
+//! Each layer is read into a [`ConfigLayer`] (every field optional) and the
+//! layers are merged over [`WorkerConfig::default`], so that a layer only
+//! overrides what it names.
+
+use crate::error::WorkerError;
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default HTTP port of an Alluxio worker.
+pub const DEFAULT_PORT: u16 = 28080;
+/// Default capacity of each cache directory: 10 GiB.
+pub const DEFAULT_CAPACITY: u64 = 10 << 30;
+/// Default size of the memory tier: 256 MiB.
+pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
+/// Default page size: 1 MiB (Alluxio's `alluxio.worker.page.store.page.size`).
+pub const DEFAULT_PAGE_SIZE: u64 = 1 << 20;
+/// Default metadata TTL: 60 s.
+pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
+
+/// Prefix of every environment variable the worker reads.
+pub const ENV_PREFIX: &str = "ALLUXIOFS_WORKER_";
+
+/// One mount: a UFS URL prefix the worker may read, with its own
+/// `object_store` options (which override `ufs_options`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "MountSpec")]
+pub struct MountConfig {
+    /// The UFS URL prefix, e.g. `s3://bucket/datasets` or `/data`.
+    pub url: String,
+    /// `object_store` configuration keys (`endpoint`, `region`, ...).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MountSpec {
+    Url(String),
+    Full {
+        url: String,
+        #[serde(default)]
+        options: BTreeMap<String, String>,
+    },
+}
+
+impl From<MountSpec> for MountConfig {
+    fn from(spec: MountSpec) -> Self {
+        match spec {
+            MountSpec::Url(url) => MountConfig {
+                url,
+                options: BTreeMap::new(),
+            },
+            MountSpec::Full { url, options } => MountConfig { url, options },
+        }
+    }
+}
+
+impl MountConfig {
+    /// A mount of `url` with no extra options.
+    pub fn new(url: impl Into<String>) -> Self {
+        MountConfig {
+            url: url.into(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// One cache directory, with its own capacity (else the global `capacity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "CacheDirSpec")]
+pub struct CacheDirConfig {
+    /// Directory holding the pages (created when missing).
+    pub path: PathBuf,
+    /// Bytes this directory may use; `None` = the global `capacity`.
+    pub capacity: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CacheDirSpec {
+    Path(PathBuf),
+    Full {
+        path: PathBuf,
+        #[serde(default)]
+        capacity: Option<SizeValue>,
+    },
+}
+
+impl TryFrom<CacheDirSpec> for CacheDirConfig {
+    type Error = String;
+    fn try_from(spec: CacheDirSpec) -> Result<Self, String> {
+        Ok(match spec {
+            CacheDirSpec::Path(path) => CacheDirConfig {
+                path,
+                capacity: None,
+            },
+            CacheDirSpec::Full { path, capacity } => CacheDirConfig {
+                path,
+                capacity: capacity.map(|c| c.bytes()).transpose()?,
+            },
+        })
+    }
+}
+
+impl CacheDirConfig {
+    /// A cache directory using the global capacity.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        CacheDirConfig {
+            path: path.into(),
+            capacity: None,
+        }
+    }
+}
+
+/// A size in YAML: a number of bytes or a string such as `64KiB`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            SizeValue::Bytes(b) => Ok(*b),
+            SizeValue::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// A duration in YAML: seconds as a number or a string such as `500ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Secs(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn duration(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Secs(s) => Ok(Duration::from_secs(*s)),
+            DurationValue::Text(t) => parse_duration(t),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
+        }
+    }
+}
+
+/// The complete, merged configuration of a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerConfig {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on; 0 = any free port.
+    pub port: u16,
+    /// UFS URL prefixes the worker serves; at least one.
+    pub mounts: Vec<MountConfig>,
+    /// Page directories.
+    pub cache_dirs: Vec<CacheDirConfig>,
+    /// Default capacity of each cache directory, bytes.
+    pub capacity: u64,
+    /// Memory tier size, bytes; 0 = no memory tier.
+    pub memory_capacity: u64,
+    /// Page size, bytes.
+    pub page_size: u64,
+    /// How long file metadata is cached; zero = ask the UFS every time.
+    #[serde(with = "duration_text")]
+    pub metadata_ttl: Duration,
+    /// `object_store` options applied to every mount.
+    pub ufs_options: BTreeMap<String, String>,
+    /// Bearer token required on every endpoint but `/healthz`.
+    #[serde(skip_serializing)]
+    pub auth_token: Option<String>,
+    /// File holding the auth token (read at start, whitespace trimmed).
+    pub auth_token_file: Option<PathBuf>,
+    /// Where to write `{"host","port","pid","url"}` once listening.
+    pub ready_file: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log level or `tracing` filter directive (`info`, `alluxiofs_worker=debug`).
+    pub log_level: String,
+}
+
+mod duration_text {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/alluxiofs/pages`, else
+/// `~/.cache/alluxiofs/pages`, else `./alluxiofs-cache/pages`.
+pub fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .unwrap_or_else(|| PathBuf::from("alluxiofs-cache"));
+    base.join("alluxiofs").join("pages")
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            host: "127.0.0.1".into(),
+            port: DEFAULT_PORT,
+            mounts: Vec::new(),
+            cache_dirs: vec![CacheDirConfig::new(default_cache_dir())],
+            capacity: DEFAULT_CAPACITY,
+            memory_capacity: DEFAULT_MEMORY_CAPACITY,
+            page_size: DEFAULT_PAGE_SIZE,
+            metadata_ttl: DEFAULT_METADATA_TTL,
+            ufs_options: BTreeMap::new(),
+            auth_token: None,
+            auth_token_file: None,
+            ready_file: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Parse a size: `1048576`, `64KiB`, `1MiB`, `10GiB`, `1.5GiB`. Decimal
+/// units (`KB`, `MB`, `GB`, `TB`) are read as binary ones, as Alluxio does:
+/// `1MB` = 1 MiB = 1,048,576 bytes. Case is ignored.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let mult: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
+    };
+    if num.is_empty() {
+        return Err(format!("invalid size {text:?}: expected a number"));
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("invalid size {text:?}: too large"));
+    }
+    let f: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: bad number {num:?}"))?;
+    let bytes = f * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {text:?}: out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parse a duration: `60s`, `500ms`, `2m`, `0`; a bare number means seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+/// The `alluxiofs worker` command line.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "alluxiofs-worker",
+    version,
+    about = "alluxiofs cache worker: serves UFS files (S3, GCS, Azure, HTTP, local) from a page cache on local disk and memory",
+    long_about = "alluxiofs cache worker.\n\nServes files of the mounted UFS prefixes over the Alluxio worker HTTP API, reading \
+through to the UFS on a miss and keeping pages on local disks and in memory.\n\nEvery option can also be set in a YAML \
+file (--config, keys in snake_case) or an ALLUXIOFS_WORKER_* environment variable. Precedence: flag > environment > \
+YAML > default.",
+    after_help = "Sizes: 1048576, 64KiB, 1MiB, 10GiB (MB/GB are read as MiB/GiB). Durations: 60s, 500ms, 0.\n\
+Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
+_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL.\n\
+Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
+)]
+pub struct Cli {
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, value_name = "H")]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free port [default: 28080].
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+    /// UFS URL prefix to serve (repeatable; at least one): s3://bucket/prefix, gs://..., az://...,
+    /// https://host/prefix, file:///dir or /dir.
+    #[arg(long = "mount", value_name = "URL")]
+    pub mounts: Vec<String>,
+    /// Page cache directory (repeatable) [default: $XDG_CACHE_HOME/alluxiofs/pages].
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dirs: Vec<PathBuf>,
+    /// Capacity of each cache directory [default: 10GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub capacity: Option<u64>,
+    /// Memory tier for hot pages; 0 turns it off [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory_capacity: Option<u64>,
+    /// Page size; clients must use the same [default: 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub page_size: Option<u64>,
+    /// How long file metadata is cached; 0 asks the UFS every time [default: 60s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub metadata_ttl: Option<Duration>,
+    /// object_store option for every mount, e.g. endpoint=http://127.0.0.1:3900 (repeatable).
+    #[arg(long = "ufs-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub ufs_options: Vec<(String, String)>,
+    /// File holding a bearer token required on every endpoint but /healthz.
+    #[arg(long, value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// Once listening, write {"host","port","pid","url"} as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+    /// YAML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level or tracing filter, e.g. debug or alluxiofs_worker=debug [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// One configuration layer (YAML file, environment or flags): every field
+/// optional, `None` = not set in this layer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    host: Option<String>,
+    port: Option<u16>,
+    mounts: Option<Vec<MountConfig>>,
+    cache_dirs: Option<Vec<CacheDirConfig>>,
+    capacity: Option<SizeValue>,
+    memory_capacity: Option<SizeValue>,
+    page_size: Option<SizeValue>,
+    metadata_ttl: Option<DurationValue>,
+    ufs_options: Option<BTreeMap<String, String>>,
+    auth_token: Option<String>,
+    auth_token_file: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+fn cfg_err(msg: impl Into<String>) -> WorkerError {
+    WorkerError::Config(msg.into())
+}
+
+impl ConfigLayer {
+    /// Read a YAML configuration file.
+    pub fn from_yaml_file(path: &Path) -> Result<Self, WorkerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| cfg_err(format!("cannot read config file {}: {e}", path.display())))?;
+        Self::from_yaml(&text).map_err(|e| cfg_err(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Parse YAML text (an empty document is an empty layer).
+    pub fn from_yaml(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Read the `ALLUXIOFS_WORKER_*` variables through `get`.
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, WorkerError> {
+        let var = |name: &str| get(&format!("{ENV_PREFIX}{name}")).filter(|v| !v.trim().is_empty());
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        let mut layer = ConfigLayer {
+            host: var("HOST"),
+            auth_token: var("AUTH_TOKEN"),
+            auth_token_file: var("AUTH_TOKEN_FILE").map(PathBuf::from),
+            log_level: var("LOG_LEVEL"),
+            capacity: var("CAPACITY").map(SizeValue::Text),
+            memory_capacity: var("MEMORY_CAPACITY").map(SizeValue::Text),
+            page_size: var("PAGE_SIZE").map(SizeValue::Text),
+            metadata_ttl: var("METADATA_TTL").map(DurationValue::Text),
+            ..Default::default()
+        };
+        if let Some(p) = var("PORT") {
+            layer.port = Some(
+                p.trim()
+                    .parse()
+                    .map_err(|_| cfg_err(format!("{ENV_PREFIX}PORT: invalid port {p:?}")))?,
+            );
+        }
+        if let Some(m) = var("MOUNTS") {
+            layer.mounts = Some(list(m).into_iter().map(MountConfig::new).collect());
+        }
+        if let Some(d) = var("CACHE_DIRS") {
+            layer.cache_dirs = Some(list(d).into_iter().map(CacheDirConfig::new).collect());
+        }
+        if let Some(f) = var("LOG_FORMAT") {
+            layer.log_format = Some(
+                f.parse()
+                    .map_err(|e| cfg_err(format!("{ENV_PREFIX}LOG_FORMAT: {e}")))?,
+            );
+        }
+        Ok(layer)
+    }
+
+    /// The layer of the command-line flags.
+    pub fn from_cli(cli: &Cli) -> Self {
+        ConfigLayer {
+            host: cli.host.clone(),
+            port: cli.port,
+            mounts: (!cli.mounts.is_empty())
+                .then(|| cli.mounts.iter().cloned().map(MountConfig::new).collect()),
+            cache_dirs: (!cli.cache_dirs.is_empty()).then(|| {
+                cli.cache_dirs
+                    .iter()
+                    .cloned()
+                    .map(CacheDirConfig::new)
+                    .collect()
+            }),
+            capacity: cli.capacity.map(SizeValue::Bytes),
+            memory_capacity: cli.memory_capacity.map(SizeValue::Bytes),
+            page_size: cli.page_size.map(SizeValue::Bytes),
+            metadata_ttl: cli
+                .metadata_ttl
+                .map(|d| DurationValue::Text(format!("{}ms", d.as_millis()))),
+            ufs_options: (!cli.ufs_options.is_empty())
+                .then(|| cli.ufs_options.iter().cloned().collect()),
+            auth_token: None,
+            auth_token_file: cli.auth_token_file.clone(),
+            ready_file: cli.ready_file.clone(),
+            log_format: cli.log_format,
+            log_level: cli.log_level.clone(),
+        }
+    }
+
+    /// Apply this layer over `cfg`: every field set here replaces the one
+    /// there (`ufs_options` are merged key by key).
+    pub fn apply(self, cfg: &mut WorkerConfig) -> Result<(), WorkerError> {
+        macro_rules! set {
+            ($f:ident) => {
+                if let Some(v) = self.$f {
+                    cfg.$f = v;
+                }
+            };
+        }
+        set!(host);
+        set!(port);
+        set!(mounts);
+        set!(cache_dirs);
+        set!(log_format);
+        set!(log_level);
+        if let Some(v) = self.capacity {
+            cfg.capacity = v.bytes().map_err(|e| cfg_err(format!("capacity: {e}")))?;
+        }
+        if let Some(v) = self.memory_capacity {
+            cfg.memory_capacity = v
+                .bytes()
+                .map_err(|e| cfg_err(format!("memory_capacity: {e}")))?;
+        }
+        if let Some(v) = self.page_size {
+            cfg.page_size = v.bytes().map_err(|e| cfg_err(format!("page_size: {e}")))?;
+        }
+        if let Some(v) = self.metadata_ttl {
+            cfg.metadata_ttl = v
+                .duration()
+                .map_err(|e| cfg_err(format!("metadata_ttl: {e}")))?;
+        }
+        if let Some(opts) = self.ufs_options {
+            cfg.ufs_options.extend(opts);
+        }
+        if self.auth_token.is_some() {
+            cfg.auth_token = self.auth_token;
+        }
+        if self.auth_token_file.is_some() {
+            cfg.auth_token_file = self.auth_token_file;
+        }
+        if self.ready_file.is_some() {
+            cfg.ready_file = self.ready_file;
+        }
+        Ok(())
+    }
+}
+
+impl WorkerConfig {
+    /// A configuration with defaults and the given mounts.
+    pub fn with_mounts<S: Into<String>>(mounts: impl IntoIterator<Item = S>) -> Self {
+        WorkerConfig {
+            mounts: mounts.into_iter().map(|m| MountConfig::new(m)).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Parse a command line (`args[0]` is the program name) and the process
+    /// environment into a validated configuration.
+    pub fn from_args<I, T>(args: I) -> Result<Self, WorkerError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args).map_err(WorkerError::Cli)?;
+        Self::from_cli_and_env(&cli, &|k| std::env::var(k).ok())
+    }
+
+    /// Merge default < YAML (`--config` or `ALLUXIOFS_WORKER_CONFIG`) < env
+    /// (read through `env`) < flags, then validate.
+    pub fn from_cli_and_env(
+        cli: &Cli,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, WorkerError> {
+        let mut cfg = WorkerConfig::default();
+        let config_file = cli
+            .config
+            .clone()
+            .or_else(|| env(&format!("{ENV_PREFIX}CONFIG")).map(PathBuf::from));
+        if let Some(path) = config_file {
+            ConfigLayer::from_yaml_file(&path)?.apply(&mut cfg)?;
+        }
+        ConfigLayer::from_env(env)?.apply(&mut cfg)?;
+        ConfigLayer::from_cli(cli).apply(&mut cfg)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check the merged configuration.
+    pub fn validate(&self) -> Result<(), WorkerError> {
+        if self.mounts.is_empty() {
+            return Err(cfg_err(
+                "no mount configured: pass at least one --mount URL (e.g. --mount s3://bucket/prefix or --mount /data), \
+                 or set mounts in the config file or ALLUXIOFS_WORKER_MOUNTS",
+            ));
+        }
+        if self.cache_dirs.is_empty() {
+            return Err(cfg_err("no cache directory configured"));
+        }
+        if self.page_size < 4096 || self.page_size > (1 << 30) {
+            return Err(cfg_err(format!(
+                "page_size {} out of range (4KiB to 1GiB)",
+                self.page_size
+            )));
+        }
+        for m in &self.mounts {
+            alluxiofs_core::path::normalize_url(&m.url)
+                .map_err(|e| cfg_err(format!("mount {:?}: {e}", m.url)))?;
+        }
+        Ok(())
+    }
+
+    /// The auth token: `auth_token`, else the trimmed contents of
+    /// `auth_token_file`, else none.
+    pub fn resolve_auth_token(&self) -> Result<Option<String>, WorkerError> {
+        if let Some(t) = &self.auth_token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.auth_token_file {
+            None => Ok(None),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    cfg_err(format!(
+                        "cannot read auth token file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let token = text.trim().to_string();
+                if token.is_empty() {
+                    return Err(cfg_err(format!(
+                        "auth token file {} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(Some(token))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("64KiB").unwrap(), 64 << 10);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("1MB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("1.5gib").unwrap(), 3 << 29);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn mount_required() {
+        let cli = Cli::try_parse_from(["w"]).unwrap();
+        let err = WorkerConfig::from_cli_and_env(&cli, &env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("--mount"), "{err}");
+    }
+
+    #[test]
+    fn precedence_flag_env_yaml_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("w.yaml");
+        std::fs::write(
+            &yaml,
+            "host: 0.0.0.0\nport: 1111\npage_size: 64KiB\nmetadata_ttl: 5s\n\
+             mounts:\n  - s3://b/x\n  - url: s3://c\n    options: {endpoint: 'http://127.0.0.1:9000'}\n\
+             cache_dirs:\n  - /tmp/a\n  - {path: /tmp/b, capacity: 1GiB}\n\
+             ufs_options: {region: eu-west-1}\nmemory_capacity: 0\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "w",
+            "--config",
+            yaml.to_str().unwrap(),
+            "--port",
+            "3333",
+            "--ufs-option",
+            "allow_http=true",
+        ])
+        .unwrap();
+        let env = env_of(&[
+            ("ALLUXIOFS_WORKER_PORT", "2222"),
+            ("ALLUXIOFS_WORKER_HOST", "10.0.0.1"),
+            ("ALLUXIOFS_WORKER_CAPACITY", "2GiB"),
+        ]);
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env).unwrap();
+        assert_eq!(cfg.port, 3333, "flag beats env and yaml");
+        assert_eq!(cfg.host, "10.0.0.1", "env beats yaml");
+        assert_eq!(cfg.capacity, 2 << 30, "env beats default");
+        assert_eq!(cfg.page_size, 64 << 10, "yaml beats default");
+        assert_eq!(cfg.metadata_ttl, Duration::from_secs(5));
+        assert_eq!(cfg.memory_capacity, 0);
+        assert_eq!(cfg.mounts.len(), 2);
+        assert_eq!(cfg.mounts[1].options["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(cfg.cache_dirs[1].capacity, Some(1 << 30));
+        assert_eq!(cfg.cache_dirs[0].capacity, None);
+        assert_eq!(cfg.ufs_options["region"], "eu-west-1");
+        assert_eq!(cfg.ufs_options["allow_http"], "true");
+        assert_eq!(cfg.log_level, "info");
+    }
+
+    #[test]
+    fn env_lists_and_unknown_yaml_keys() {
+        let cli = Cli::try_parse_from(["w"]).unwrap();
+        let env = env_of(&[
+            ("ALLUXIOFS_WORKER_MOUNTS", "s3://a, /data"),
+            ("ALLUXIOFS_WORKER_CACHE_DIRS", "/x,/y"),
+            ("ALLUXIOFS_WORKER_METADATA_TTL", "0"),
+        ]);
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env).unwrap();
+        assert_eq!(cfg.mounts[1].url, "/data");
+        assert_eq!(cfg.cache_dirs.len(), 2);
+        assert_eq!(cfg.metadata_ttl, Duration::ZERO);
+        assert!(ConfigLayer::from_yaml("hots: x\n").is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! Worker metrics, rendered in the Prometheus text exposition format.
+//!
+//! Plain atomics (no registry crate): counters only grow, gauges are read
+//! from the page store when `/metrics` is rendered. Request counts and
+//! latencies are kept per (endpoint, status) in a small locked map; the
+//! latency histogram uses fixed buckets from 100 µs to 10 s.
+//! Every metric is documented in `docs/metrics.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Kinds of UFS request, the `op` label of `alluxiofs_ufs_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UfsOp {
+    /// A (ranged) data GET.
+    Get,
+    /// A metadata HEAD.
+    Head,
+    /// A listing.
+    List,
+}
+
+impl UfsOp {
+    fn index(self) -> usize {
+        match self {
+            UfsOp::Get => 0,
+            UfsOp::Head => 1,
+            UfsOp::List => 2,
+        }
+    }
+    const ALL: [(UfsOp, &'static str); 3] = [
+        (UfsOp::Get, "get"),
+        (UfsOp::Head, "head"),
+        (UfsOp::List, "list"),
+    ];
+}
+
+/// Upper bounds (seconds) of the request latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Page store gauges, sampled at render time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// Bytes used on disk (headers + data), all directories.
+    pub used_bytes: u64,
+    /// Total disk capacity, all directories.
+    pub capacity_bytes: u64,
+    /// Pages on disk.
+    pub pages: u64,
+    /// Bytes held by the memory tier.
+    pub memory_used_bytes: u64,
+    /// Capacity of the memory tier.
+    pub memory_capacity_bytes: u64,
+    /// Pages held by the memory tier.
+    pub memory_pages: u64,
+}
+
+/// All counters of one worker.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ufs_requests: [AtomicU64; 3],
+    ufs_errors: [AtomicU64; 3],
+    /// Bytes read from the UFS by data GETs.
+    pub ufs_bytes: AtomicU64,
+    /// Pages served from the cache (disk or memory).
+    pub cache_hits: AtomicU64,
+    /// Pages served from the memory tier (a subset of `cache_hits`).
+    pub memory_hits: AtomicU64,
+    /// Pages that had to be read from the UFS.
+    pub cache_misses: AtomicU64,
+    /// Pages evicted to make room.
+    pub evictions: AtomicU64,
+    /// Page files found corrupt (and deleted).
+    pub corrupt_pages: AtomicU64,
+    /// Page writes that failed (the page was still served).
+    pub page_write_errors: AtomicU64,
+    /// Body bytes of range and page answers.
+    pub bytes_served: AtomicU64,
+    /// Metadata lookups answered from the metadata cache.
+    pub metadata_hits: AtomicU64,
+    /// Metadata lookups that asked the UFS.
+    pub metadata_misses: AtomicU64,
+    /// Requests that joined a UFS fetch already in flight for the same page.
+    pub coalesced_pages: AtomicU64,
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Metrics {
+    /// A fresh set of counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Count one UFS request of kind `op`.
+    pub fn ufs_request(&self, op: UfsOp) {
+        self.ufs_requests[op.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count one failed UFS request of kind `op`.
+    pub fn ufs_error(&self, op: UfsOp) {
+        self.ufs_errors[op.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// UFS requests of kind `op` so far.
+    pub fn ufs_requests(&self, op: UfsOp) -> u64 {
+        self.ufs_requests[op.index()].load(Ordering::Relaxed)
+    }
+
+    /// UFS requests of all kinds so far.
+    pub fn ufs_requests_total(&self) -> u64 {
+        UfsOp::ALL
+            .iter()
+            .map(|(op, _)| self.ufs_requests(*op))
+            .sum()
+    }
+
+    /// Read a plain counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Add to a plain counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Record one finished HTTP request.
+    pub fn request(&self, endpoint: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((endpoint.to_string(), status)).or_insert(0) += 1;
+        }
+        if let Ok(mut map) = self.latency.lock() {
+            let h = map.entry(endpoint.to_string()).or_default();
+            let secs = elapsed.as_secs_f64();
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                if secs <= *le {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+
+    /// Requests answered for `endpoint` with `status` so far.
+    pub fn requests(&self, endpoint: &str, status: u16) -> u64 {
+        self.requests
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(endpoint.to_string(), status)).copied())
+            .unwrap_or(0)
+    }
+
+    /// Render every metric in the Prometheus text format.
+    pub fn render(&self, gauges: StoreGauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        counter(
+            "alluxiofs_ufs_bytes_total",
+            "Bytes read from the UFS by data requests.",
+            Self::get(&self.ufs_bytes),
+        );
+        counter(
+            "alluxiofs_cache_hits_total",
+            "Pages served from the cache (disk or memory).",
+            Self::get(&self.cache_hits),
+        );
+        counter(
+            "alluxiofs_cache_memory_hits_total",
+            "Pages served from the memory tier.",
+            Self::get(&self.memory_hits),
+        );
+        counter(
+            "alluxiofs_cache_misses_total",
+            "Pages read through from the UFS.",
+            Self::get(&self.cache_misses),
+        );
+        counter(
+            "alluxiofs_cache_coalesced_total",
+            "Page misses that joined a UFS fetch already in flight.",
+            Self::get(&self.coalesced_pages),
+        );
+        counter(
+            "alluxiofs_cache_evictions_total",
+            "Pages evicted from disk to make room.",
+            Self::get(&self.evictions),
+        );
+        counter(
+            "alluxiofs_cache_corrupt_pages_total",
+            "Page files that failed verification and were deleted.",
+            Self::get(&self.corrupt_pages),
+        );
+        counter(
+            "alluxiofs_cache_write_errors_total",
+            "Page writes to disk that failed.",
+            Self::get(&self.page_write_errors),
+        );
+        counter(
+            "alluxiofs_bytes_served_total",
+            "Body bytes of range and page answers.",
+            Self::get(&self.bytes_served),
+        );
+        counter(
+            "alluxiofs_metadata_hits_total",
+            "Metadata lookups answered from the metadata cache.",
+            Self::get(&self.metadata_hits),
+        );
+        counter(
+            "alluxiofs_metadata_misses_total",
+            "Metadata lookups that asked the UFS.",
+            Self::get(&self.metadata_misses),
+        );
+        let mut labelled = |name: &str, help: &str, values: &[AtomicU64; 3]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (op, label) in UfsOp::ALL {
+                let v = values[op.index()].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{op=\"{label}\"}} {v}");
+            }
+        };
+        labelled(
+            "alluxiofs_ufs_requests_total",
+            "Requests sent to the UFS, by operation.",
+            &self.ufs_requests,
+        );
+        labelled(
+            "alluxiofs_ufs_errors_total",
+            "UFS requests that failed, by operation.",
+            &self.ufs_errors,
+        );
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        gauge(
+            "alluxiofs_cache_used_bytes",
+            "Bytes used by pages on disk (headers included).",
+            gauges.used_bytes,
+        );
+        gauge(
+            "alluxiofs_cache_capacity_bytes",
+            "Disk capacity of all cache directories.",
+            gauges.capacity_bytes,
+        );
+        gauge("alluxiofs_cache_pages", "Pages on disk.", gauges.pages);
+        gauge(
+            "alluxiofs_cache_memory_used_bytes",
+            "Bytes held by the memory tier.",
+            gauges.memory_used_bytes,
+        );
+        gauge(
+            "alluxiofs_cache_memory_capacity_bytes",
+            "Capacity of the memory tier.",
+            gauges.memory_capacity_bytes,
+        );
+        gauge(
+            "alluxiofs_cache_memory_pages",
+            "Pages held by the memory tier.",
+            gauges.memory_pages,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP alluxiofs_requests_total HTTP requests answered, by endpoint and status.\n\
+             # TYPE alluxiofs_requests_total counter"
+        );
+        if let Ok(map) = self.requests.lock() {
+            for ((endpoint, status), v) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "alluxiofs_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP alluxiofs_request_duration_seconds HTTP request latency (to the response head), by endpoint.\n\
+             # TYPE alluxiofs_request_duration_seconds histogram"
+        );
+        if let Ok(map) = self.latency.lock() {
+            for (endpoint, h) in map.iter() {
+                let name = "alluxiofs_request_duration_seconds";
+                for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{endpoint=\"{endpoint}\",le=\"{le}\"}} {}",
+                        h.buckets[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}\n\
+                     {name}_sum{{endpoint=\"{endpoint}\"}} {}\n\
+                     {name}_count{{endpoint=\"{endpoint}\"}} {}",
+                    h.count, h.sum, h.count
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let m = Metrics::new();
+        m.ufs_request(UfsOp::Get);
+        m.ufs_request(UfsOp::Get);
+        m.ufs_request(UfsOp::Head);
+        Metrics::add(&m.cache_hits, 5);
+        m.request("/v1/range", 200, Duration::from_millis(3));
+        m.request("/v1/range", 200, Duration::from_secs(20));
+        let text = m.render(StoreGauges {
+            used_bytes: 7,
+            capacity_bytes: 9,
+            ..Default::default()
+        });
+        assert!(text.contains("alluxiofs_ufs_requests_total{op=\"get\"} 2\n"));
+        assert!(text.contains("alluxiofs_ufs_requests_total{op=\"head\"} 1\n"));
+        assert!(text.contains("alluxiofs_cache_hits_total 5\n"));
+        assert!(text.contains("alluxiofs_cache_used_bytes 7\n"));
+        assert!(text.contains("alluxiofs_cache_capacity_bytes 9\n"));
+        assert!(
+            text.contains("alluxiofs_requests_total{endpoint=\"/v1/range\",status=\"200\"} 2\n")
+        );
+        assert!(text.contains(
+            "alluxiofs_request_duration_seconds_bucket{endpoint=\"/v1/range\",le=\"0.005\"} 1\n"
+        ));
+        assert!(text.contains(
+            "alluxiofs_request_duration_seconds_bucket{endpoint=\"/v1/range\",le=\"+Inf\"} 2\n"
+        ));
+        assert_eq!(m.ufs_requests_total(), 3);
+        assert_eq!(m.requests("/v1/range", 200), 2);
+    }
+}

@@ -1,0 +1,192 @@
+//! The listening server: bind, `TCP_NODELAY` on every accepted socket, the
+//! ready file, graceful shutdown.
+
+use crate::app::{app, AppState};
+use crate::config::{LogFormat, WorkerConfig};
+use crate::error::{Result, WorkerError};
+use axum::serve::ListenerExt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A worker serving on a bound address; [`RunningWorker::shutdown`] stops it.
+#[derive(Debug)]
+pub struct RunningWorker {
+    addr: SocketAddr,
+    host: String,
+    state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    ready_file: Option<PathBuf>,
+}
+
+impl RunningWorker {
+    /// The bound socket address (the real port when `port` was 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://host:port` of this worker.
+    pub fn url(&self) -> String {
+        base_url(&self.host, self.addr.port())
+    }
+
+    /// The shared state (metrics, page store) of this worker.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Whether the server task has ended (it only ends on shutdown or a
+    /// fatal listener error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stop accepting connections, let requests in progress finish, remove
+    /// the ready file.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.state.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = (&mut self.task).await;
+        if let Some(f) = &self.ready_file {
+            let _ = std::fs::remove_file(f);
+        }
+        tracing::info!("worker stopped");
+        match served {
+            Ok(r) => r.map_err(|e| WorkerError::io("server", e)),
+            Err(e) => Err(WorkerError::Internal(format!("server task: {e}"))),
+        }
+    }
+}
+
+fn base_url(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("http://[{host}]:{port}")
+    } else {
+        format!("http://{host}:{port}")
+    }
+}
+
+/// Build the state, bind, write the ready file and serve in a background
+/// task of the current runtime.
+pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
+    let host = config.host.clone();
+    let port = config.port;
+    let ready_file = config.ready_file.clone();
+    let state = tokio::task::spawn_blocking(move || AppState::new(config))
+        .await
+        .map_err(|e| WorkerError::Internal(format!("startup task: {e}")))??;
+    let bind_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind((bind_host.as_str(), port))
+        .await
+        .map_err(|e| WorkerError::io(format!("cannot listen on {}", base_url(&host, port)), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| WorkerError::io("local address", e))?;
+    let url = base_url(&host, addr.port());
+    if let Some(f) = &ready_file {
+        write_ready_file(f, &host, addr.port(), &url)?;
+    }
+    tracing::info!(
+        mounts = ?state.ufs.mounts(),
+        page_size = state.store.page_size(),
+        "listening on {url}"
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let router = app(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(RunningWorker {
+        addr,
+        host,
+        state,
+        stop: Some(stop),
+        task,
+        ready_file,
+    })
+}
+
+/// Write `{"host","port","pid","url"}` to `path` atomically (temp + rename).
+pub fn write_ready_file(path: &Path, host: &str, port: u16, url: &str) -> Result<()> {
+    let body = serde_json::json!({
+        "host": host,
+        "port": port,
+        "pid": std::process::id(),
+        "url": url,
+    });
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = parent {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| WorkerError::io(format!("ready file directory {}", dir.display()), e))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            WorkerError::io(format!("cannot write ready file {}", path.display()), e)
+        })
+}
+
+/// Install the log subscriber unless the process already has one.
+pub fn init_logging(config: &WorkerConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|e| {
+        eprintln!("invalid log level {:?} ({e}); using info", config.log_level);
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolve when the process receives SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

@@ -1,0 +1,499 @@
+//! UFS access through `object_store`: confinement, metadata, listings and
+//! version-checked ranged reads.
+//!
+//! - **Confinement first.** Every URL goes through [`Ufs::confine`]
+//!   (core's `normalize_url`, which refuses dot segments also when
+//!   percent-encoded, then `is_under` some mount) before anything touches
+//!   the UFS or the disk.
+//! - **No decoding.** The key of a normalized URL becomes an
+//!   `object_store::path::Path` with [`Path::parse`], which keeps the text
+//!   as is: an encoded `%2e%2e` stays three literal characters.
+//! - **One store per (scheme, authority)**, built lazily on first use and
+//!   cached. S3, GCS and Azure start from their `from_env()` builders, then
+//!   `ufs_options`, then the options of the mounts on that bucket.
+//! - **Versions.** An object's version is its ETag when the UFS has one,
+//!   else `<mtime_ms>-<size>`. A read names the version it expects: with an
+//!   ETag the GET carries `If-Match`; in every case the version of the
+//!   answer is compared, so bytes always belong to the expected version.
+
+use crate::config::WorkerConfig;
+use crate::error::{Result, WorkerError};
+use crate::metrics::{Metrics, UfsOp};
+use alluxiofs_core::info::{human_size, FileInfo, FileType};
+use alluxiofs_core::path::{file_name, is_under, normalize_url, split_url};
+use bytes::Bytes;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// What the worker knows about one file's current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVersion {
+    /// The normalized URL.
+    pub url: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, ms since the epoch.
+    pub mtime_ms: i64,
+    /// The version string (ETag or `<mtime_ms>-<size>`).
+    pub version: String,
+    /// The ETag, when the UFS gave one (used for `If-Match`).
+    pub e_tag: Option<String>,
+}
+
+impl ObjectVersion {
+    /// Build from `object_store` metadata.
+    pub fn from_meta(url: &str, meta: &ObjectMeta) -> Self {
+        let mtime_ms = meta.last_modified.timestamp_millis();
+        let version = match &meta.e_tag {
+            Some(t) if !t.is_empty() => t.clone(),
+            _ => format!("{mtime_ms}-{}", meta.size),
+        };
+        ObjectVersion {
+            url: url.to_string(),
+            size: meta.size,
+            mtime_ms,
+            version,
+            e_tag: meta.e_tag.clone().filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// Rebuild from a file info (a listing entry). The version is taken as
+    /// an ETag unless it has the `<mtime_ms>-<size>` form.
+    pub fn from_info(info: &FileInfo) -> Self {
+        let fallback = format!("{}-{}", info.mtime_ms, info.length);
+        let e_tag = (!info.content_hash.is_empty() && info.content_hash != fallback)
+            .then(|| info.content_hash.clone());
+        ObjectVersion {
+            url: info.ufs_path.clone(),
+            size: info.length,
+            mtime_ms: info.mtime_ms,
+            version: if info.content_hash.is_empty() {
+                fallback
+            } else {
+                info.content_hash.clone()
+            },
+            e_tag,
+        }
+    }
+
+    /// The file info of this version (`in_cache_percent` left at 0).
+    pub fn file_info(&self) -> FileInfo {
+        FileInfo {
+            kind: FileType::File,
+            name: file_name(&self.url).to_string(),
+            path: namespace_path(&self.url),
+            ufs_path: self.url.clone(),
+            mtime_ms: self.mtime_ms,
+            length: self.size,
+            human_size: human_size(self.size),
+            content_hash: self.version.clone(),
+            in_cache_percent: 0,
+        }
+    }
+}
+
+/// Alluxio's namespace path of a normalized URL: `/authority/key`
+/// (`/key` for `file:`).
+pub fn namespace_path(url: &str) -> String {
+    let p = split_url(url);
+    match (p.authority.is_empty(), p.key.is_empty()) {
+        (true, _) => format!("/{}", p.key),
+        (false, true) => format!("/{}", p.authority),
+        (false, false) => format!("/{}/{}", p.authority, p.key),
+    }
+}
+
+fn dir_info(url: &str) -> FileInfo {
+    FileInfo {
+        kind: FileType::Directory,
+        name: file_name(url).to_string(),
+        path: namespace_path(url),
+        ufs_path: url.to_string(),
+        mtime_ms: 0,
+        length: 0,
+        human_size: human_size(0),
+        content_hash: String::new(),
+        in_cache_percent: 0,
+    }
+}
+
+/// One configured mount.
+#[derive(Debug, Clone)]
+struct Mount {
+    url: String,
+    options: BTreeMap<String, String>,
+}
+
+/// Access to the mounted UFS prefixes.
+#[derive(Debug)]
+pub struct Ufs {
+    mounts: Vec<Mount>,
+    ufs_options: BTreeMap<String, String>,
+    stores: Mutex<HashMap<(String, String), Arc<dyn ObjectStore>>>,
+    metrics: Arc<Metrics>,
+}
+
+const SUPPORTED_SCHEMES: [&str; 6] = ["file", "s3", "gs", "az", "http", "https"];
+
+impl Ufs {
+    /// Check the mounts of `config` (normalized, supported scheme).
+    pub fn new(config: &WorkerConfig, metrics: Arc<Metrics>) -> Result<Self> {
+        let mut mounts = Vec::new();
+        for m in &config.mounts {
+            let url = normalize_url(&m.url)
+                .map_err(|e| WorkerError::Config(format!("mount {:?}: {e}", m.url)))?;
+            let scheme = split_url(&url).scheme;
+            if !SUPPORTED_SCHEMES.contains(&scheme) {
+                return Err(WorkerError::Config(format!(
+                    "mount {:?}: unsupported scheme {scheme:?} (supported: {})",
+                    m.url,
+                    SUPPORTED_SCHEMES.join(", ")
+                )));
+            }
+            mounts.push(Mount {
+                url,
+                options: m.options.clone(),
+            });
+        }
+        Ok(Ufs {
+            mounts,
+            ufs_options: config.ufs_options.clone(),
+            stores: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// The normalized mount URLs.
+    pub fn mounts(&self) -> Vec<String> {
+        self.mounts.iter().map(|m| m.url.clone()).collect()
+    }
+
+    /// Normalize `raw` and check that it lies under a mount. Nothing else
+    /// may touch the UFS or the disk for a URL that did not pass here.
+    pub fn confine(&self, raw: &str) -> Result<String> {
+        let url = normalize_url(raw)?;
+        if self.mounts.iter().any(|m| is_under(&url, &m.url)) {
+            Ok(url)
+        } else {
+            Err(WorkerError::Forbidden {
+                path: raw.to_string(),
+                reason: "outside the worker's mounts".into(),
+            })
+        }
+    }
+
+    /// The store serving `url` (built on first use) and the object path of
+    /// `url` in it.
+    fn locate(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        let parts = split_url(url);
+        let path =
+            Path::parse(parts.key).map_err(|e| WorkerError::BadRequest(format!("{url}: {e}")))?;
+        let key = (parts.scheme.to_string(), parts.authority.to_string());
+        let mut stores = self
+            .stores
+            .lock()
+            .map_err(|_| WorkerError::Internal("store table lock poisoned".into()))?;
+        if let Some(s) = stores.get(&key) {
+            return Ok((s.clone(), path));
+        }
+        let store = self.build_store(parts.scheme, parts.authority)?;
+        stores.insert(key, store.clone());
+        Ok((store, path))
+    }
+
+    fn options_for(&self, scheme: &str, authority: &str) -> BTreeMap<String, String> {
+        let mut opts = self.ufs_options.clone();
+        for m in &self.mounts {
+            let p = split_url(&m.url);
+            if p.scheme == scheme && p.authority == authority {
+                opts.extend(m.options.clone());
+            }
+        }
+        opts
+    }
+
+    fn build_store(&self, scheme: &str, authority: &str) -> Result<Arc<dyn ObjectStore>> {
+        let opts = self.options_for(scheme, authority);
+        let bad = |k: &str, e: &dyn std::fmt::Display| {
+            WorkerError::Config(format!("{scheme}://{authority}: option {k:?}: {e}"))
+        };
+        fn built<T>(scheme: &str, authority: &str, r: object_store::Result<T>) -> Result<T> {
+            r.map_err(|e| WorkerError::Config(format!("{scheme}://{authority}: {e}")))
+        }
+        let store: Arc<dyn ObjectStore> = match scheme {
+            "file" => Arc::new(object_store::local::LocalFileSystem::new()),
+            "s3" => {
+                use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+                let mut b = AmazonS3Builder::from_env().with_bucket_name(authority);
+                for (k, v) in &opts {
+                    let key: AmazonS3ConfigKey = k.parse().map_err(|e| bad(k, &e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(built(scheme, authority, b.build())?)
+            }
+            "gs" => {
+                use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(authority);
+                for (k, v) in &opts {
+                    let key: GoogleConfigKey = k.parse().map_err(|e| bad(k, &e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(built(scheme, authority, b.build())?)
+            }
+            "az" => {
+                use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(authority);
+                for (k, v) in &opts {
+                    let key: AzureConfigKey = k.parse().map_err(|e| bad(k, &e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(built(scheme, authority, b.build())?)
+            }
+            "http" | "https" => {
+                use object_store::http::HttpBuilder;
+                use object_store::ClientConfigKey;
+                let mut b = HttpBuilder::new().with_url(format!("{scheme}://{authority}"));
+                for (k, v) in &opts {
+                    let key: ClientConfigKey = k.parse().map_err(|e| bad(k, &e))?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(built(scheme, authority, b.build())?)
+            }
+            other => {
+                return Err(WorkerError::Forbidden {
+                    path: format!("{other}://{authority}"),
+                    reason: format!("unsupported scheme {other:?}"),
+                })
+            }
+        };
+        tracing::debug!(scheme, authority, "built UFS store");
+        Ok(store)
+    }
+
+    fn ufs_err(&self, op: UfsOp, url: &str, e: object_store::Error) -> WorkerError {
+        if !matches!(e, object_store::Error::NotFound { .. }) {
+            self.metrics.ufs_error(op);
+        }
+        match e {
+            object_store::Error::NotFound { .. } => WorkerError::not_found(url),
+            source => WorkerError::Ufs {
+                path: url.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// HEAD `url`: its current version, or `None` when no object is there.
+    pub async fn head(&self, url: &str) -> Result<Option<ObjectVersion>> {
+        if split_url(url).key.is_empty() {
+            return Ok(None);
+        }
+        let (store, path) = self.locate(url)?;
+        self.metrics.ufs_request(UfsOp::Head);
+        let opts = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        match store.get_opts(&path, opts).await {
+            Ok(r) => Ok(Some(ObjectVersion::from_meta(url, &r.meta))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.ufs_err(UfsOp::Head, url, e)),
+        }
+    }
+
+    /// List the direct children of `url` (as a directory).
+    async fn list_children(&self, url: &str) -> Result<Vec<FileInfo>> {
+        let (store, path) = self.locate(url)?;
+        self.metrics.ufs_request(UfsOp::List);
+        let prefix = (!path.as_ref().is_empty()).then_some(&path);
+        let listing = match store.list_with_delimiter(prefix).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(self.ufs_err(UfsOp::List, url, e)),
+        };
+        let base = url.strip_suffix('/').unwrap_or(url);
+        let mut out = Vec::with_capacity(listing.objects.len() + listing.common_prefixes.len());
+        for p in &listing.common_prefixes {
+            if let Some(name) = p.filename() {
+                out.push(dir_info(&format!("{base}/{name}")));
+            }
+        }
+        for meta in &listing.objects {
+            if let Some(name) = meta.location.filename() {
+                let child = format!("{base}/{name}");
+                if child == url {
+                    continue;
+                }
+                out.push(ObjectVersion::from_meta(&child, meta).file_info());
+            }
+        }
+        out.sort_by(|a, b| a.ufs_path.cmp(&b.ufs_path));
+        Ok(out)
+    }
+
+    /// Whether a local directory exists at a `file:` URL (empty directories
+    /// have no objects under them, but still exist).
+    async fn local_dir_exists(url: &str) -> bool {
+        let parts = split_url(url);
+        if parts.scheme != "file" {
+            return false;
+        }
+        let p = std::path::PathBuf::from(format!("/{}", parts.key));
+        tokio::fs::metadata(p)
+            .await
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+    }
+
+    /// The info of `url`: a file (HEAD), else a directory when anything
+    /// lies under it, else not found.
+    pub async fn info(&self, url: &str) -> Result<(FileInfo, Option<ObjectVersion>)> {
+        if let Some(v) = self.head(url).await? {
+            return Ok((v.file_info(), Some(v)));
+        }
+        if split_url(url).key.is_empty() || Self::local_dir_exists(url).await {
+            return Ok((dir_info(url), None));
+        }
+        if !self.list_children(url).await?.is_empty() {
+            return Ok((dir_info(url), None));
+        }
+        Err(WorkerError::not_found(url))
+    }
+
+    /// The direct children of `url`; a file lists as itself.
+    pub async fn list(&self, url: &str) -> Result<Vec<FileInfo>> {
+        let children = self.list_children(url).await?;
+        if !children.is_empty() {
+            return Ok(children);
+        }
+        if let Some(v) = self.head(url).await? {
+            return Ok(vec![v.file_info()]);
+        }
+        if split_url(url).key.is_empty() || Self::local_dir_exists(url).await {
+            return Ok(Vec::new());
+        }
+        Err(WorkerError::not_found(url))
+    }
+
+    /// Read `range` of `expected.url`, guaranteeing the bytes belong to
+    /// `expected.version` (else [`WorkerError::Changed`] or a UFS
+    /// precondition error, see [`WorkerError::is_changed`]).
+    pub async fn read(&self, expected: &ObjectVersion, range: Range<u64>) -> Result<Bytes> {
+        let url = expected.url.as_str();
+        let (store, path) = self.locate(url)?;
+        self.metrics.ufs_request(UfsOp::Get);
+        let opts = GetOptions {
+            if_match: expected.e_tag.clone(),
+            range: Some(GetRange::Bounded(range.clone())),
+            ..Default::default()
+        };
+        let result = store
+            .get_opts(&path, opts)
+            .await
+            .map_err(|e| self.ufs_err(UfsOp::Get, url, e))?;
+        let found = ObjectVersion::from_meta(url, &result.meta);
+        if found.version != expected.version {
+            return Err(WorkerError::Changed {
+                path: url.to_string(),
+                expected: expected.version.clone(),
+                found: found.version,
+            });
+        }
+        let data = result
+            .bytes()
+            .await
+            .map_err(|e| self.ufs_err(UfsOp::Get, url, e))?;
+        Metrics::add(&self.metrics.ufs_bytes, data.len() as u64);
+        if data.len() as u64 != range.end - range.start {
+            return Err(WorkerError::Changed {
+                path: url.to_string(),
+                expected: format!("{} ({} bytes)", expected.version, expected.size),
+                found: format!("a short read of {} bytes", data.len()),
+            });
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ufs_for(mounts: &[&str]) -> Ufs {
+        let cfg = WorkerConfig::with_mounts(mounts.iter().copied());
+        Ufs::new(&cfg, Arc::new(Metrics::new())).unwrap()
+    }
+
+    #[test]
+    fn confinement() {
+        let ufs = ufs_for(&["s3://bucket/data", "/srv/files"]);
+        assert_eq!(
+            ufs.confine("s3://bucket/data//x/").unwrap(),
+            "s3://bucket/data/x"
+        );
+        assert_eq!(ufs.confine("/srv/files/a").unwrap(), "file:///srv/files/a");
+        for bad in [
+            "s3://bucket/database/x",
+            "s3://other/data/x",
+            "gs://bucket/data/x",
+            "/srv/files/../etc/passwd",
+            "/srv/files/%2e%2e/etc/passwd",
+            "/srv/files/%252e%252e/etc/passwd",
+            "/etc/passwd",
+        ] {
+            let err = ufs.confine(bad).unwrap_err();
+            assert_eq!(err.status().as_u16(), 403, "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn namespace_paths() {
+        assert_eq!(namespace_path("s3://b/x/y"), "/b/x/y");
+        assert_eq!(namespace_path("s3://b"), "/b");
+        assert_eq!(namespace_path("file:///tmp/a"), "/tmp/a");
+    }
+
+    #[tokio::test]
+    async fn local_head_list_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("a.bin"), b"hello world").unwrap();
+        let root = dir.path().to_str().unwrap().to_string();
+        let ufs = ufs_for(&[&root]);
+        let base = ufs.confine(&root).unwrap();
+        let file = format!("{base}/a.bin");
+        let v = ufs.head(&file).await.unwrap().unwrap();
+        assert_eq!(v.size, 11);
+        assert!(!v.version.is_empty());
+        assert_eq!(
+            ufs.read(&v, 6..11).await.unwrap(),
+            Bytes::from_static(b"world")
+        );
+        let (info, _) = ufs.info(&format!("{base}/sub")).await.unwrap();
+        assert!(info.is_dir());
+        let children = ufs.list(&base).await.unwrap();
+        let names: Vec<_> = children.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a.bin", "sub"]);
+        assert_eq!(children[0].length, 11);
+        assert!(ufs
+            .head(&format!("{base}/missing"))
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            ufs.info(&format!("{base}/missing"))
+                .await
+                .unwrap_err()
+                .status()
+                .as_u16(),
+            404
+        );
+        // A changed object is refused, never read as the old version.
+        std::fs::write(dir.path().join("a.bin"), b"HELLO WORLD!").unwrap();
+        let err = ufs.read(&v, 0..5).await.unwrap_err();
+        assert!(err.is_changed(), "{err}");
+    }
+}
