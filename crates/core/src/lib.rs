@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod error;
 pub mod info;
 pub mod pages;

@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(normalize_url("gcs://b/x").unwrap(), "gs://b/x");
         assert_eq!(normalize_url("/tmp//a/").unwrap(), "file:///tmp/a");
         assert_eq!(normalize_url("file:///tmp/a").unwrap(), "file:///tmp/a");
-        assert_eq!(normalize_url("file://localhost/tmp/a").unwrap(), "file:///tmp/a");
+        assert_eq!(
+            normalize_url("file://localhost/tmp/a").unwrap(),
+            "file:///tmp/a"
+        );
         assert_eq!(normalize_url("file:///").unwrap(), "file:///");
         assert_eq!(normalize_url("s3://bucket/").unwrap(), "s3://bucket");
     }

@@ -1,0 +1,1109 @@
+//! Parallel range reads from cache workers over HTTP.
+//!
+//! A [`Client`] holds the worker list, the consistent hash ring over it and
+//! one pooled HTTP client (keep-alive, `TCP_NODELAY`). Every read is planned
+//! in pages ([`crate::pages`]) and fetched from the workers that own the
+//! path:
+//!
+//! - **Placement.** The ring ([`crate::ring`]) gives each path an ordered
+//!   list of `replicas` preferred workers. A request goes to the first live
+//!   one and moves to the next on a worker fault.
+//! - **Parallelism.** A read larger than `max_chunk` is cut into page-aligned
+//!   chunks fetched concurrently (at most `max_parallel` requests in flight
+//!   per call). Each response body is streamed straight into its slice of the
+//!   caller's buffer: no intermediate copy of the chunk.
+//! - **Retries.** Only worker faults (connect error, timeout, broken body,
+//!   5xx, 408, 429) are retried: up to `retries` times per worker with
+//!   jittered exponential backoff, never past `retry_deadline` from the start
+//!   of the call. A retry after a broken body asks only for the bytes still
+//!   missing. Answers that are the request's fault (400, 403, 404, 412) are
+//!   returned as errors at once.
+//! - **Fail open.** Bytes that no preferred worker could serve are reported
+//!   as *holes* (absolute file offsets) for the caller to read from the UFS;
+//!   every such fallback is counted in [`Stats`] and the first failure of a
+//!   worker is logged. A worker that failed is skipped for a while (1 s,
+//!   doubling up to 30 s; cleared by a success) so that a dead worker does
+//!   not cost a connect timeout on every read.
+//! - **Coalescing.** [`Client::read_ranges`] merges nearby ranges of a file
+//!   ([`crate::pages::coalesce`]), fetches the merged ranges with the same
+//!   machinery and slices each input back out of them without copying.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::info::{ErrorBody, FileInfo};
+use crate::pages::{coalesce, split_aligned, DEFAULT_PAGE_SIZE};
+use crate::path::path_id;
+use crate::ring::{HashRing, WorkerIdentity};
+
+/// Alluxio's default worker HTTP port (`alluxio.worker.http.server.port`).
+pub const DEFAULT_WORKER_PORT: u16 = 28080;
+
+/// The response header carrying the object's size (see `docs/http-api.md`).
+pub const FILE_SIZE_HEADER: &str = "x-alluxiofs-file-size";
+
+/// First skip interval of a worker after a failure; doubles per failure.
+const SKIP_BASE: Duration = Duration::from_secs(1);
+/// Longest skip interval of a failed worker.
+const SKIP_MAX: Duration = Duration::from_secs(30);
+
+/// Query values are encoded fully: everything but RFC 3986 unreserved bytes.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
+    utf8_percent_encode(v, QUERY_VALUE)
+}
+
+/// A cache worker: where to reach it and its identity on the hash ring.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerAddr {
+    /// Host name or IP address.
+    pub host: String,
+    /// HTTP port of the worker API.
+    pub port: u16,
+    /// The worker's identity on the hash ring.
+    pub identity: WorkerIdentity,
+}
+
+impl WorkerAddr {
+    /// A worker of a static host list.
+    ///
+    /// On Alluxio's default port 28080 the identity is
+    /// [`WorkerIdentity::from_hostname`]`(host)`, exactly what Alluxio derives
+    /// for a static worker list, so both agree on placement. On any other
+    /// port it is `from_hostname("host:port")`, so that several workers on
+    /// one host (tests, a single-machine cluster) get distinct identities.
+    pub fn from_host_port(host: &str, port: u16) -> Self {
+        let identity = if port == DEFAULT_WORKER_PORT {
+            WorkerIdentity::from_hostname(host)
+        } else {
+            WorkerIdentity::from_hostname(&format!("{host}:{port}"))
+        };
+        WorkerAddr {
+            host: host.to_string(),
+            port,
+            identity,
+        }
+    }
+
+    /// `host:port` (an IPv6 address in brackets); the key of [`Stats`] maps.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// `http://host:port`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+}
+
+/// Every knob of the client, with its default.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Page size; must match the workers'. Default 1 MiB.
+    pub page_size: u64,
+    /// Virtual nodes per worker on the hash ring. Default 5 (Alluxio's).
+    pub vnodes: u32,
+    /// Ordered preferred workers per path. Default 1.
+    pub replicas: usize,
+    /// TCP connect timeout. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, body included. Default 30 s.
+    pub request_timeout: Duration,
+    /// Retries per worker on worker faults. Default 2.
+    pub retries: u32,
+    /// First backoff before a retry (doubles, jittered). Default 50 ms.
+    pub retry_base: Duration,
+    /// No retry starts later than this after the call began. Default 5 s.
+    pub retry_deadline: Duration,
+    /// Reads larger than this are split into page-aligned chunks fetched in
+    /// parallel. Default 8 MiB.
+    pub max_chunk: u64,
+    /// Concurrent requests per call. Default 16.
+    pub max_parallel: usize,
+    /// [`Client::read_ranges`] merges ranges of a file whose gap is at most
+    /// this. Default 1 MiB.
+    pub coalesce_gap: u64,
+    /// Sent as `Authorization: Bearer <token>` when set. Default none.
+    pub auth_token: Option<String>,
+    /// First readahead window of a [`crate::reader::Reader`]. Default 1 MiB.
+    pub readahead_initial: u64,
+    /// Largest readahead window. Default 64 MiB.
+    pub readahead_max: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            page_size: DEFAULT_PAGE_SIZE,
+            vnodes: 5,
+            replicas: 1,
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(30),
+            retries: 2,
+            retry_base: Duration::from_millis(50),
+            retry_deadline: Duration::from_secs(5),
+            max_chunk: 8 << 20,
+            max_parallel: 16,
+            coalesce_gap: 1 << 20,
+            auth_token: None,
+            readahead_initial: 1 << 20,
+            readahead_max: 64 << 20,
+        }
+    }
+}
+
+/// What [`Client::read_into`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Length of the prefix of the buffer that the read covers: bytes served
+    /// by workers plus the holes inside it. Shorter than the buffer only at
+    /// the end of the file.
+    pub filled: usize,
+    /// Ranges (absolute file offsets, inside the covered prefix, sorted,
+    /// disjoint) that no worker could serve: their bytes in the buffer are
+    /// not written and must be read from the UFS. When the end of the file
+    /// is unknown (no worker answered at all), the covered prefix is the
+    /// whole buffer and the UFS read of the last hole may come back short.
+    pub holes: Vec<Range<u64>>,
+}
+
+/// One result of [`Client::read_ranges`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    /// The bytes of the range (shorter at the end of the file); bytes inside
+    /// `holes` are zero.
+    pub data: Bytes,
+    /// Ranges (absolute file offsets, inside the range) to read from the UFS.
+    pub holes: Vec<Range<u64>>,
+}
+
+/// Counters of a client since it was built.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    /// Bytes received from workers into read buffers.
+    pub bytes_read: u64,
+    /// HTTP requests sent to workers.
+    pub worker_requests: u64,
+    /// Retries after worker faults.
+    pub retries: u64,
+    /// Per worker `host:port` (the path's primary): ranges given up and left
+    /// to the UFS.
+    pub fallbacks: BTreeMap<String, u64>,
+    /// Per worker `host:port`: failed requests (worker faults).
+    pub errors: BTreeMap<String, u64>,
+}
+
+struct Membership {
+    workers: Vec<WorkerAddr>,
+    by_id: HashMap<WorkerIdentity, WorkerAddr>,
+    ring: HashRing,
+}
+
+impl Membership {
+    fn new(workers: Vec<WorkerAddr>, vnodes: u32) -> Self {
+        let ids: Vec<WorkerIdentity> = workers.iter().map(|w| w.identity).collect();
+        let by_id = workers.iter().map(|w| (w.identity, w.clone())).collect();
+        Membership {
+            ring: HashRing::new(&ids, vnodes),
+            by_id,
+            workers,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    skip_until: Option<Instant>,
+    warned: bool,
+}
+
+/// The client core: worker list, hash ring, pooled HTTP client, counters.
+/// `Send + Sync`; share it in an `Arc`.
+pub struct Client {
+    config: ClientConfig,
+    http: reqwest::Client,
+    members: RwLock<Membership>,
+    health: Mutex<HashMap<String, Health>>,
+    stats: Mutex<Stats>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .field("workers", &self.workers())
+            .finish()
+    }
+}
+
+/// One page-aligned piece of a read: which file, which bytes, where to.
+struct ChunkJob<'a> {
+    url: &'a str,
+    version: Option<&'a str>,
+    prefs: &'a [WorkerAddr],
+    range: Range<u64>,
+    buf: &'a mut [u8],
+}
+
+/// What happened to one chunk.
+#[derive(Debug, Clone)]
+struct ChunkOutcome {
+    range: Range<u64>,
+    /// Bytes written from `range.start` on, contiguous.
+    written: u64,
+    /// The body ended short without error: the file ends at start+written.
+    eof: bool,
+    /// The part no worker served.
+    hole: Option<Range<u64>>,
+    /// The object's size, when a worker said it.
+    file_size: Option<u64>,
+}
+
+/// One successful range request.
+struct RangeOnce {
+    eof: bool,
+    file_size: Option<u64>,
+}
+
+impl Client {
+    /// Build a client for `workers`. [`Error::NoWorkers`] if the list is
+    /// empty; [`Error::InvalidArgument`] for a zero page size.
+    pub fn new(config: ClientConfig, workers: Vec<WorkerAddr>) -> Result<Self> {
+        if workers.is_empty() {
+            return Err(Error::NoWorkers("the worker list is empty".into()));
+        }
+        if config.page_size == 0 {
+            return Err(Error::InvalidArgument("page_size must be positive".into()));
+        }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(config.max_parallel.max(32))
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("cannot build HTTP client: {e}")))?;
+        let members = RwLock::new(Membership::new(workers, config.vnodes));
+        Ok(Client {
+            config,
+            http,
+            members,
+            health: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The current workers.
+    pub fn workers(&self) -> Vec<WorkerAddr> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .workers
+            .clone()
+    }
+
+    /// Replace the worker list and rebuild the ring. An empty list is
+    /// allowed (every read becomes a hole, metadata calls fail with
+    /// [`Error::NoWorkers`]) so that membership can follow a cluster that is
+    /// momentarily empty.
+    pub fn set_workers(&self, workers: Vec<WorkerAddr>) {
+        let m = Membership::new(workers, self.config.vnodes);
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = m;
+    }
+
+    /// The ordered preferred workers of `url` (normalized):
+    /// `min(replicas, number of workers)` of them, primary first.
+    pub fn workers_for(&self, url: &str) -> Vec<WorkerAddr> {
+        let m = self.members.read().unwrap_or_else(|e| e.into_inner());
+        let n = self.config.replicas.max(1).min(m.workers.len());
+        m.ring
+            .get_multiple(url, n)
+            .iter()
+            .filter_map(|id| m.by_id.get(id).cloned())
+            .collect()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    // ---- metadata -------------------------------------------------------
+
+    /// File info of `url` (normalized) from its preferred workers.
+    /// [`Error::NotFound`] when there is nothing there; a worker fault of
+    /// every preferred worker gives [`Error::WorkerUnavailable`] (the caller
+    /// asks the UFS instead).
+    pub async fn info(&self, url: &str) -> Result<FileInfo> {
+        let q = format!("/v1/info?path={}", enc(url));
+        let body = self.metadata_get(url, &q).await?;
+        let mut infos: Vec<FileInfo> = parse_json(&body, url)?;
+        if infos.is_empty() {
+            return Err(Error::NotFound {
+                path: url.to_string(),
+            });
+        }
+        Ok(infos.swap_remove(0))
+    }
+
+    /// The children of directory `url` (normalized); a file lists itself.
+    /// Errors as [`Client::info`].
+    pub async fn list(&self, url: &str) -> Result<Vec<FileInfo>> {
+        let q = format!("/v1/files?path={}", enc(url));
+        let body = self.metadata_get(url, &q).await?;
+        parse_json(&body, url)
+    }
+
+    /// Tell every worker to forget `url` (and everything under it with
+    /// `recursive`): metadata and pages. Workers are asked concurrently. An
+    /// error that is not a worker fault is returned; unreachable workers
+    /// are counted and logged, and their fault is returned only when no
+    /// worker could be told.
+    pub async fn invalidate(&self, url: &str, recursive: bool) -> Result<()> {
+        let workers = self.workers();
+        if workers.is_empty() {
+            return Err(Error::NoWorkers(format!("cannot invalidate {url}")));
+        }
+        let q = format!("/v1/invalidate?path={}&recursive={recursive}", enc(url));
+        let results = futures::future::join_all(workers.iter().map(|w| async {
+            let res = self.send_text(w, reqwest::Method::POST, &q, url).await;
+            if let Err(e) = &res {
+                if e.is_worker_fault() {
+                    self.note_failure(w, e);
+                }
+            }
+            res
+        }))
+        .await;
+        let mut fault = None;
+        let mut any_ok = false;
+        for r in results {
+            match r {
+                Ok(_) => any_ok = true,
+                Err(e) if e.is_worker_fault() => fault = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        match fault {
+            Some(e) if !any_ok => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Raw GET of a worker endpoint path (e.g. `"/metrics"`) with the auth
+    /// header; returns the body text. One attempt, no retries.
+    pub async fn get_text(&self, worker: &WorkerAddr, path: &str) -> Result<String> {
+        self.send_text(worker, reqwest::Method::GET, path, path)
+            .await
+    }
+
+    /// GET `path_and_query` from the preferred workers of `url` in order,
+    /// with retries on worker faults.
+    async fn metadata_get(&self, url: &str, path_and_query: &str) -> Result<String> {
+        let prefs = self.workers_for(url);
+        if prefs.is_empty() {
+            return Err(Error::NoWorkers(format!("no worker for {url}")));
+        }
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let mut last = None;
+        for w in &prefs {
+            if self.is_skipped(w) {
+                last.get_or_insert_with(|| Error::WorkerUnavailable {
+                    worker: w.addr(),
+                    reason: "skipped after recent failures".into(),
+                });
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                match self
+                    .send_text(w, reqwest::Method::GET, path_and_query, url)
+                    .await
+                {
+                    Ok(body) => {
+                        self.mark_ok(w);
+                        return Ok(body);
+                    }
+                    Err(e) if !e.is_worker_fault() => {
+                        self.mark_ok(w);
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        self.count_error(w);
+                        if self.backoff(attempt, deadline).await {
+                            attempt += 1;
+                            continue;
+                        }
+                        self.mark_failed(w, &e);
+                        last = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        Err(match last {
+            Some(e @ Error::WorkerUnavailable { .. }) => e,
+            Some(e) => Error::WorkerUnavailable {
+                worker: prefs[0].addr(),
+                reason: e.to_string(),
+            },
+            None => Error::NoWorkers(format!("no worker for {url}")),
+        })
+    }
+
+    /// One request with a text answer; a non-2xx answer becomes the error
+    /// of its status.
+    async fn send_text(
+        &self,
+        w: &WorkerAddr,
+        method: reqwest::Method,
+        path_and_query: &str,
+        about: &str,
+    ) -> Result<String> {
+        let url = format!("{}{}", w.base_url(), path_and_query);
+        self.count_request();
+        let resp = self
+            .request(method, &url)
+            .send()
+            .await
+            .map_err(|e| transport_error(w, &e))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| transport_error(w, &e))?;
+        if !status.is_success() {
+            return Err(status_error(w, status.as_u16(), about, &body));
+        }
+        Ok(body)
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match &self.config.auth_token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    // ---- data ------------------------------------------------------------
+
+    /// Read `[offset, offset + buf.len())` of `url` (normalized) into `buf`.
+    ///
+    /// The range is split into page-aligned chunks of at most `max_chunk`
+    /// bytes, fetched in parallel (at most `max_parallel` at once) from the
+    /// first live preferred worker, the next replica on a worker fault. Each
+    /// body is streamed straight into its slice of `buf`. Bytes past the end
+    /// of the file are not written ([`ReadOutcome::filled`] is short).
+    /// Ranges that no worker could serve are returned as
+    /// [`ReadOutcome::holes`] for the caller to read from the UFS; if a
+    /// worker dies mid-body, the bytes already written stay and only the
+    /// rest of that chunk is a hole. Errors that are not worker faults
+    /// (404, 403, 412, 400) are returned as `Err`.
+    ///
+    /// `version` (the object's ETag or `mtime-size`) makes the worker answer
+    /// 412 ([`Error::ObjectChanged`]) if the object has changed.
+    pub async fn read_into(
+        &self,
+        url: &str,
+        version: Option<&str>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<ReadOutcome> {
+        if buf.is_empty() {
+            return Ok(ReadOutcome::default());
+        }
+        let len = buf.len() as u64;
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| Error::InvalidArgument(format!("{url}: range end overflows")))?;
+        let prefs = self.workers_for(url);
+        let jobs = carve(
+            url,
+            version,
+            &prefs,
+            offset,
+            buf,
+            split_aligned(offset, end, self.config.page_size, self.config.max_chunk),
+        );
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut results = stream::iter(jobs)
+            .map(|job| self.fetch_chunk(job, deadline))
+            .buffer_unordered(self.config.max_parallel.max(1));
+        while let Some(r) = results.next().await {
+            outcomes.push(r?);
+        }
+        Ok(assemble(offset, len, outcomes))
+    }
+
+    /// Read many ranges of many files: `(url, start, end)` with `end`
+    /// exclusive, already resolved and clamped by the caller.
+    ///
+    /// Ranges are grouped per file and coalesced (`coalesce_gap`); the merged
+    /// ranges are split into page-aligned chunks and all chunks of all files
+    /// are fetched concurrently (at most `max_parallel` at once). Each input
+    /// gets a zero-copy slice of its merged range. One result per input, in
+    /// input order; an error of one file (e.g. not found) fails only that
+    /// file's inputs.
+    pub async fn read_ranges(&self, reqs: &[(String, u64, u64)]) -> Vec<Result<RangeResult>> {
+        // Group non-empty ranges per file.
+        let mut files: Vec<(&str, Vec<usize>)> = Vec::new();
+        let mut file_of: HashMap<&str, usize> = HashMap::new();
+        for (i, (url, start, end)) in reqs.iter().enumerate() {
+            if start >= end {
+                continue;
+            }
+            let f = *file_of.entry(url.as_str()).or_insert_with(|| {
+                files.push((url.as_str(), Vec::new()));
+                files.len() - 1
+            });
+            files[f].1.push(i);
+        }
+        // Plan: merged fetch ranges per file.
+        struct Fetch {
+            file: usize,
+            range: Range<u64>,
+        }
+        let mut fetches: Vec<Fetch> = Vec::new();
+        let mut fetch_of_req: Vec<usize> = vec![usize::MAX; reqs.len()];
+        let mut prefs: Vec<Vec<WorkerAddr>> = Vec::with_capacity(files.len());
+        for (f, (url, idxs)) in files.iter().enumerate() {
+            prefs.push(self.workers_for(url));
+            let ranges: Vec<Range<u64>> = idxs.iter().map(|&i| reqs[i].1..reqs[i].2).collect();
+            let (merged, owner) = coalesce(&ranges, self.config.coalesce_gap);
+            let base = fetches.len();
+            fetches.extend(merged.into_iter().map(|range| Fetch { file: f, range }));
+            for (k, &i) in idxs.iter().enumerate() {
+                fetch_of_req[i] = base + owner[k];
+            }
+        }
+        // Fetch every merged range, all chunks of all files in one stream.
+        let mut bufs: Vec<Vec<u8>> = fetches
+            .iter()
+            .map(|f| vec![0u8; (f.range.end - f.range.start) as usize])
+            .collect();
+        let mut jobs = Vec::new();
+        for (k, (fetch, buf)) in fetches.iter().zip(bufs.iter_mut()).enumerate() {
+            let url = files[fetch.file].0;
+            let chunks = split_aligned(
+                fetch.range.start,
+                fetch.range.end,
+                self.config.page_size,
+                self.config.max_chunk,
+            );
+            for job in carve(
+                url,
+                None,
+                &prefs[fetch.file],
+                fetch.range.start,
+                buf,
+                chunks,
+            ) {
+                jobs.push((k, job));
+            }
+        }
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let results: Vec<(usize, Result<ChunkOutcome>)> = stream::iter(jobs)
+            .map(|(k, job)| async move { (k, self.fetch_chunk(job, deadline).await) })
+            .buffer_unordered(self.config.max_parallel.max(1))
+            .collect()
+            .await;
+        let mut per_fetch: Vec<Vec<ChunkOutcome>> = vec![Vec::new(); fetches.len()];
+        let mut file_err: Vec<Option<Error>> = (0..files.len()).map(|_| None).collect();
+        for (k, r) in results {
+            match r {
+                Ok(o) => per_fetch[k].push(o),
+                Err(e) => {
+                    file_err[fetches[k].file].get_or_insert(e);
+                }
+            }
+        }
+        let fetched: Vec<(Bytes, ReadOutcome)> = bufs
+            .into_iter()
+            .zip(per_fetch)
+            .zip(&fetches)
+            .map(|((buf, outs), f)| {
+                let out = assemble(f.range.start, f.range.end - f.range.start, outs);
+                (Bytes::from(buf), out)
+            })
+            .collect();
+        // Slice each input back out.
+        reqs.iter()
+            .enumerate()
+            .map(|(i, (_, start, end))| {
+                if start >= end {
+                    return Ok(RangeResult::default());
+                }
+                let k = fetch_of_req[i];
+                if let Some(e) = &file_err[fetches[k].file] {
+                    return Err(duplicate_error(e));
+                }
+                let (bytes, out) = &fetched[k];
+                let base = fetches[k].range.start;
+                let covered_end = base + out.filled as u64;
+                let s = (*start).min(covered_end);
+                let e = (*end).min(covered_end);
+                Ok(RangeResult {
+                    data: bytes.slice((s - base) as usize..(e - base) as usize),
+                    holes: out
+                        .holes
+                        .iter()
+                        .filter_map(|h| {
+                            let r = h.start.max(s)..h.end.min(e);
+                            (r.start < r.end).then_some(r)
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Fetch one chunk from the preferred workers in order, retrying worker
+    /// faults; what no worker serves becomes the chunk's hole.
+    async fn fetch_chunk(&self, job: ChunkJob<'_>, deadline: Instant) -> Result<ChunkOutcome> {
+        let ChunkJob {
+            url,
+            version,
+            prefs,
+            range,
+            buf,
+        } = job;
+        let mut cur = range.start;
+        let mut file_size = None;
+        for w in prefs {
+            if self.is_skipped(w) {
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                let at = (cur - range.start) as usize;
+                let (res, written) = self
+                    .get_range_once(w, url, version, cur, range.end, &mut buf[at..])
+                    .await;
+                cur += written;
+                match res {
+                    Ok(once) => {
+                        self.mark_ok(w);
+                        file_size = once.file_size.or(file_size);
+                        return Ok(ChunkOutcome {
+                            written: cur - range.start,
+                            eof: once.eof,
+                            hole: None,
+                            file_size,
+                            range,
+                        });
+                    }
+                    Err(e) if !e.is_worker_fault() => {
+                        self.mark_ok(w);
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        self.count_error(w);
+                        if self.backoff(attempt, deadline).await {
+                            attempt += 1;
+                            continue;
+                        }
+                        self.mark_failed(w, &e);
+                        break;
+                    }
+                }
+            }
+        }
+        let owner = prefs.first().map(WorkerAddr::addr).unwrap_or_default();
+        {
+            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            *s.fallbacks.entry(owner).or_default() += 1;
+        }
+        tracing::debug!(url, start = cur, end = range.end, "range left to the UFS");
+        Ok(ChunkOutcome {
+            written: cur - range.start,
+            eof: false,
+            hole: Some(cur..range.end),
+            file_size,
+            range,
+        })
+    }
+
+    /// One GET of `/v1/range` for `[start, end)`, streamed into `dst`.
+    /// Returns the outcome and, in every case, how many bytes were written
+    /// to `dst` (a broken body keeps what arrived).
+    async fn get_range_once(
+        &self,
+        w: &WorkerAddr,
+        url: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+        dst: &mut [u8],
+    ) -> (Result<RangeOnce>, u64) {
+        let mut q = format!(
+            "{}/v1/range/{}?ufsFullPath={}&offset={start}&length={}",
+            w.base_url(),
+            path_id(url),
+            enc(url),
+            end - start
+        );
+        if let Some(v) = version {
+            q.push_str("&version=");
+            q.push_str(&enc(v).to_string());
+        }
+        self.count_request();
+        let mut resp = match self.request(reqwest::Method::GET, &q).send().await {
+            Ok(r) => r,
+            Err(e) => return (Err(transport_error(w, &e)), 0),
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return (Err(status_error(w, status.as_u16(), url, &body)), 0);
+        }
+        let file_size = resp
+            .headers()
+            .get(FILE_SIZE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut written = 0usize;
+        let result = loop {
+            match resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    let n = bytes.len().min(dst.len() - written);
+                    dst[written..written + n].copy_from_slice(&bytes[..n]);
+                    written += n;
+                    if written == dst.len() {
+                        break Ok(RangeOnce {
+                            eof: false,
+                            file_size,
+                        });
+                    }
+                }
+                Ok(None) => {
+                    break Ok(RangeOnce {
+                        eof: true,
+                        file_size,
+                    })
+                }
+                Err(e) => break Err(transport_error(w, &e)),
+            }
+        };
+        {
+            let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+            s.bytes_read += written as u64;
+        }
+        (result, written as u64)
+    }
+
+    // ---- retries, health, counters ----------------------------------------
+
+    /// Sleep before retry number `attempt + 1` if the policy allows it:
+    /// fewer than `retries` retries so far and the jittered backoff ends
+    /// before `deadline`. Returns whether to retry.
+    async fn backoff(&self, attempt: u32, deadline: Instant) -> bool {
+        if attempt >= self.config.retries {
+            return false;
+        }
+        let full = self
+            .config
+            .retry_base
+            .saturating_mul(1u32 << attempt.min(16));
+        let delay = full.mul_f64(rand::random_range(0.5..=1.0));
+        if Instant::now() + delay >= deadline {
+            return false;
+        }
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).retries += 1;
+        tokio::time::sleep(delay).await;
+        true
+    }
+
+    fn is_skipped(&self, w: &WorkerAddr) -> bool {
+        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        matches!(h.get(&w.addr()).and_then(|h| h.skip_until), Some(t) if t > Instant::now())
+    }
+
+    fn mark_ok(&self, w: &WorkerAddr) {
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = h.get_mut(&w.addr()) {
+            if h.failures > 0 {
+                tracing::info!(worker = %w.addr(), "cache worker answers again");
+            }
+            h.failures = 0;
+            h.skip_until = None;
+        }
+    }
+
+    /// A worker was given up on: skip it for a while and log its first
+    /// failure.
+    fn mark_failed(&self, w: &WorkerAddr, e: &Error) {
+        let mut map = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let h = map.entry(w.addr()).or_default();
+        h.failures = h.failures.saturating_add(1);
+        let skip = SKIP_BASE
+            .saturating_mul(1u32 << (h.failures - 1).min(8))
+            .min(SKIP_MAX);
+        h.skip_until = Some(Instant::now() + skip);
+        if !h.warned {
+            h.warned = true;
+            tracing::warn!(worker = %w.addr(), error = %e,
+                "cache worker failed; its ranges are read from the UFS while it is down");
+        }
+    }
+
+    /// Count and log a failure of a request that is not retried per chunk
+    /// (invalidate).
+    fn note_failure(&self, w: &WorkerAddr, e: &Error) {
+        self.count_error(w);
+        self.mark_failed(w, e);
+    }
+
+    fn count_error(&self, w: &WorkerAddr) {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        *s.errors.entry(w.addr()).or_default() += 1;
+    }
+
+    fn count_request(&self) {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .worker_requests += 1;
+    }
+}
+
+/// Cut `buf` (holding `[offset, offset + buf.len())`) into the disjoint
+/// slices of `chunks`.
+fn carve<'a>(
+    url: &'a str,
+    version: Option<&'a str>,
+    prefs: &'a [WorkerAddr],
+    offset: u64,
+    buf: &'a mut [u8],
+    chunks: Vec<Range<u64>>,
+) -> Vec<ChunkJob<'a>> {
+    let mut rest = buf;
+    let mut pos = offset;
+    let mut jobs = Vec::with_capacity(chunks.len());
+    for range in chunks {
+        debug_assert_eq!(range.start, pos);
+        let (head, tail) =
+            std::mem::take(&mut rest).split_at_mut((range.end - range.start) as usize);
+        rest = tail;
+        pos = range.end;
+        jobs.push(ChunkJob {
+            url,
+            version,
+            prefs,
+            range,
+            buf: head,
+        });
+    }
+    jobs
+}
+
+/// Combine the chunk outcomes of a read of `[offset, offset + len)`: where
+/// the file ends (a short body or the size header) and the holes before it.
+fn assemble(offset: u64, len: u64, mut outcomes: Vec<ChunkOutcome>) -> ReadOutcome {
+    outcomes.sort_by_key(|o| o.range.start);
+    let mut end = offset + len;
+    for o in &outcomes {
+        if let Some(size) = o.file_size {
+            end = end.min(size.max(offset));
+        }
+        if o.eof {
+            end = end.min(o.range.start + o.written);
+        }
+    }
+    let mut holes: Vec<Range<u64>> = Vec::new();
+    for o in &outcomes {
+        if let Some(h) = &o.hole {
+            let h = h.start..h.end.min(end);
+            if h.start >= h.end {
+                continue;
+            }
+            match holes.last_mut() {
+                Some(last) if last.end == h.start => last.end = h.end,
+                _ => holes.push(h),
+            }
+        }
+    }
+    ReadOutcome {
+        filled: (end - offset) as usize,
+        holes,
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &str, url: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|e| Error::WorkerUnavailable {
+        worker: String::new(),
+        reason: format!("{url}: malformed answer: {e}"),
+    })
+}
+
+/// A non-2xx answer: the message of the JSON body (or the raw body) mapped
+/// by [`Error::from_status`].
+fn status_error(w: &WorkerAddr, status: u16, about: &str, body: &str) -> Error {
+    let message = serde_json::from_str::<ErrorBody>(body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| body.trim().to_string());
+    Error::from_status(&w.addr(), status, about, message)
+}
+
+/// A transport failure (connect, timeout, broken body) is a worker fault.
+fn transport_error(w: &WorkerAddr, e: &reqwest::Error) -> Error {
+    let mut reason = if e.is_timeout() {
+        format!("timed out: {e}")
+    } else {
+        e.to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        src = s.source();
+    }
+    Error::WorkerUnavailable {
+        worker: w.addr(),
+        reason,
+    }
+}
+
+/// Rebuild an error for a second receiver (several inputs of one file).
+fn duplicate_error(e: &Error) -> Error {
+    match e {
+        Error::NotFound { path } => Error::NotFound { path: path.clone() },
+        Error::PermissionDenied { path, reason } => Error::PermissionDenied {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+        Error::AlreadyExists { path } => Error::AlreadyExists { path: path.clone() },
+        Error::ObjectChanged {
+            path,
+            expected,
+            found,
+        } => Error::ObjectChanged {
+            path: path.clone(),
+            expected: expected.clone(),
+            found: found.clone(),
+        },
+        Error::WorkerUnavailable { worker, reason } => Error::WorkerUnavailable {
+            worker: worker.clone(),
+            reason: reason.clone(),
+        },
+        Error::Timeout(d, m) => Error::Timeout(*d, m.clone()),
+        Error::NoWorkers(m) => Error::NoWorkers(m.clone()),
+        Error::Http {
+            worker,
+            status,
+            message,
+        } => Error::Http {
+            worker: worker.clone(),
+            status: *status,
+            message: message.clone(),
+        },
+        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(range: Range<u64>, written: u64, eof: bool, hole: bool) -> ChunkOutcome {
+        ChunkOutcome {
+            hole: hole.then(|| range.start + written..range.end),
+            range,
+            written,
+            eof,
+            file_size: None,
+        }
+    }
+
+    #[test]
+    fn identity_depends_on_port_only_off_default() {
+        let a = WorkerAddr::from_host_port("h1", DEFAULT_WORKER_PORT);
+        assert_eq!(a.identity, WorkerIdentity::from_hostname("h1"));
+        let b = WorkerAddr::from_host_port("h1", 9000);
+        let c = WorkerAddr::from_host_port("h1", 9001);
+        assert_ne!(b.identity, c.identity);
+        assert_eq!(b.identity, WorkerIdentity::from_hostname("h1:9000"));
+        assert_eq!(b.addr(), "h1:9000");
+        assert_eq!(b.base_url(), "http://h1:9000");
+        assert_eq!(WorkerAddr::from_host_port("::1", 5).addr(), "[::1]:5");
+    }
+
+    #[test]
+    fn query_values_are_fully_encoded() {
+        assert_eq!(
+            enc("s3://b/a b/c?d=e&f#g%").to_string(),
+            "s3%3A%2F%2Fb%2Fa%20b%2Fc%3Fd%3De%26f%23g%25"
+        );
+        assert_eq!(enc("a-b.c_d~").to_string(), "a-b.c_d~");
+    }
+
+    #[test]
+    fn assemble_eof_and_holes() {
+        // Three chunks of 10; the second is a hole, the third ends at 25.
+        let out = assemble(
+            0,
+            30,
+            vec![
+                outcome(20..30, 5, true, false),
+                outcome(0..10, 10, false, false),
+                outcome(10..20, 3, false, true),
+            ],
+        );
+        assert_eq!(out.filled, 25);
+        assert_eq!(out.holes, vec![13..20]);
+        // Adjacent holes merge, and a hole past the known size is cut.
+        let mut last = outcome(10..20, 0, false, true);
+        last.file_size = Some(15);
+        let out = assemble(0, 20, vec![outcome(0..10, 4, false, true), last]);
+        assert_eq!(out.filled, 15);
+        assert_eq!(out.holes, vec![4..15]);
+    }
+
+    #[test]
+    fn workers_for_follows_the_ring() {
+        let ws: Vec<WorkerAddr> = (0..5)
+            .map(|i| WorkerAddr::from_host_port("127.0.0.1", 7000 + i))
+            .collect();
+        let cfg = ClientConfig {
+            replicas: 3,
+            ..ClientConfig::default()
+        };
+        let c = Client::new(cfg, ws.clone()).unwrap();
+        let ids: Vec<WorkerIdentity> = ws.iter().map(|w| w.identity).collect();
+        let ring = HashRing::new(&ids, 5);
+        let got: Vec<WorkerIdentity> = c
+            .workers_for("s3://b/x")
+            .iter()
+            .map(|w| w.identity)
+            .collect();
+        assert_eq!(got, ring.get_multiple("s3://b/x", 3));
+        c.set_workers(ws[..1].to_vec());
+        assert_eq!(c.workers_for("s3://b/x"), ws[..1].to_vec());
+        assert!(matches!(
+            Client::new(ClientConfig::default(), vec![]),
+            Err(Error::NoWorkers(_))
+        ));
+    }
+}
