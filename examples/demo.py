@@ -87,6 +87,7 @@ def generate(n_files: int, n_parquet: int) -> tuple[dict[str, bytes], dict[str, 
             progress("generating samples", i + 1, n_files, t0)
     tables: dict[str, pa.Table] = {}
     rows = 250_000
+    t0 = time.perf_counter()
     for j in range(n_parquet):
         feats = rng.standard_normal((rows, 8), dtype=np.float32)
         table = pa.table(
