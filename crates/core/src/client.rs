@@ -34,7 +34,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 
@@ -546,12 +546,9 @@ impl Client {
             buf,
             split_aligned(offset, end, self.config.page_size, self.config.max_chunk),
         );
-        let deadline = Instant::now() + self.config.retry_deadline;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        let mut results = stream::iter(jobs)
-            .map(|job| self.fetch_chunk(job, deadline))
-            .buffer_unordered(self.config.max_parallel.max(1));
-        while let Some(r) = results.next().await {
+        let jobs = jobs.into_iter().map(|j| (0, j)).collect();
+        let mut outcomes = Vec::new();
+        for (_, r) in self.fetch_all(jobs, true).await {
             outcomes.push(r?);
         }
         Ok(assemble(offset, len, outcomes))
@@ -623,12 +620,7 @@ impl Client {
                 jobs.push((k, job));
             }
         }
-        let deadline = Instant::now() + self.config.retry_deadline;
-        let results: Vec<(usize, Result<ChunkOutcome>)> = stream::iter(jobs)
-            .map(|(k, job)| async move { (k, self.fetch_chunk(job, deadline).await) })
-            .buffer_unordered(self.config.max_parallel.max(1))
-            .collect()
-            .await;
+        let results = self.fetch_all(jobs, false).await;
         let mut per_fetch: Vec<Vec<ChunkOutcome>> = vec![Vec::new(); fetches.len()];
         let mut file_err: Vec<Option<Error>> = (0..files.len()).map(|_| None).collect();
         for (k, r) in results {
@@ -677,6 +669,44 @@ impl Client {
                 })
             })
             .collect()
+    }
+
+    /// Fetch `jobs` (each tagged by the caller) with at most `max_parallel`
+    /// in flight. With `stop_on_error`, the first error ends the call (the
+    /// other fetches are dropped) and is the last result returned.
+    async fn fetch_all<'a>(
+        &'a self,
+        jobs: Vec<(usize, ChunkJob<'a>)>,
+        stop_on_error: bool,
+    ) -> Vec<(usize, Result<ChunkOutcome>)> {
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let limit = self.config.max_parallel.max(1);
+        let mut pending = jobs.into_iter();
+        let mut running = FuturesUnordered::new();
+        let mut out = Vec::with_capacity(pending.len());
+        for (tag, job) in pending.by_ref().take(limit) {
+            running.push(self.fetch_tagged(tag, job, deadline));
+        }
+        while let Some((tag, r)) = running.next().await {
+            let failed = r.is_err();
+            out.push((tag, r));
+            if failed && stop_on_error {
+                break;
+            }
+            if let Some((tag, job)) = pending.next() {
+                running.push(self.fetch_tagged(tag, job, deadline));
+            }
+        }
+        out
+    }
+
+    async fn fetch_tagged(
+        &self,
+        tag: usize,
+        job: ChunkJob<'_>,
+        deadline: Instant,
+    ) -> (usize, Result<ChunkOutcome>) {
+        (tag, self.fetch_chunk(job, deadline).await)
     }
 
     /// Fetch one chunk from the preferred workers in order, retrying worker
@@ -1105,5 +1135,32 @@ mod tests {
             Client::new(ClientConfig::default(), vec![]),
             Err(Error::NoWorkers(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    /// The binding shares one client across threads and may spawn its
+    /// futures on a multi-threaded runtime.
+    #[test]
+    fn client_and_its_futures_are_send() {
+        assert_send_sync::<Client>();
+        let c = Client::new(
+            ClientConfig::default(),
+            vec![WorkerAddr::from_host_port("127.0.0.1", 1)],
+        )
+        .unwrap();
+        let reqs = vec![("s3://b/k".to_string(), 0u64, 1u64)];
+        let mut buf = [0u8; 4];
+        assert_send(&c.read_ranges(&reqs));
+        assert_send(&c.read_into("s3://b/k", None, 0, &mut buf));
+        assert_send(&c.info("s3://b/k"));
+        assert_send(&c.list("s3://b/k"));
+        assert_send(&c.invalidate("s3://b/k", false));
     }
 }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod info;
 pub mod pages;
 pub mod path;
+pub mod reader;
 pub mod ring;
 
 pub use error::{Error, Result};
