@@ -50,6 +50,9 @@ pub const DEFAULT_WORKER_PORT: u16 = 28080;
 /// The response header carrying the object's size (see `docs/http-api.md`).
 pub const FILE_SIZE_HEADER: &str = "x-alluxiofs-file-size";
 
+/// The [`Stats::fallbacks`] key of ranges read while no worker is known.
+pub const NO_WORKER: &str = "(no worker)";
+
 /// First skip interval of a worker after a failure; doubles per failure.
 const SKIP_BASE: Duration = Duration::from_secs(1);
 /// Longest skip interval of a failed worker.
@@ -204,7 +207,7 @@ pub struct Stats {
     /// Retries after worker faults.
     pub retries: u64,
     /// Per worker `host:port` (the path's primary): ranges given up and left
-    /// to the UFS.
+    /// to the UFS ([`NO_WORKER`] while the worker list is empty).
     pub fallbacks: BTreeMap<String, u64>,
     /// Per worker `host:port`: failed requests (worker faults).
     pub errors: BTreeMap<String, u64>,
@@ -359,8 +362,8 @@ impl Client {
     /// asks the UFS instead).
     pub async fn info(&self, url: &str) -> Result<FileInfo> {
         let q = format!("/v1/info?path={}", enc(url));
-        let body = self.metadata_get(url, &q).await?;
-        let mut infos: Vec<FileInfo> = parse_json(&body, url)?;
+        let (body, worker) = self.metadata_get(url, &q).await?;
+        let mut infos: Vec<FileInfo> = parse_json(&body, url, &worker)?;
         if infos.is_empty() {
             return Err(Error::NotFound {
                 path: url.to_string(),
@@ -373,8 +376,8 @@ impl Client {
     /// Errors as [`Client::info`].
     pub async fn list(&self, url: &str) -> Result<Vec<FileInfo>> {
         let q = format!("/v1/files?path={}", enc(url));
-        let body = self.metadata_get(url, &q).await?;
-        parse_json(&body, url)
+        let (body, worker) = self.metadata_get(url, &q).await?;
+        parse_json(&body, url, &worker)
     }
 
     /// Tell every worker to forget `url` (and everything under it with
@@ -422,7 +425,9 @@ impl Client {
 
     /// GET `path_and_query` from the preferred workers of `url` in order,
     /// with retries on worker faults.
-    async fn metadata_get(&self, url: &str, path_and_query: &str) -> Result<String> {
+    /// Returns the body; a body that is not the expected JSON is a fault of
+    /// that worker ([`Error::WorkerUnavailable`]).
+    async fn metadata_get(&self, url: &str, path_and_query: &str) -> Result<(String, String)> {
         let prefs = self.workers_for(url);
         if prefs.is_empty() {
             return Err(Error::NoWorkers(format!("no worker for {url}")));
@@ -445,7 +450,7 @@ impl Client {
                 {
                     Ok(body) => {
                         self.mark_ok(w);
-                        return Ok(body);
+                        return Ok((body, w.addr()));
                     }
                     Err(e) if !e.is_worker_fault() => {
                         self.mark_ok(w);
@@ -760,7 +765,10 @@ impl Client {
                 }
             }
         }
-        let owner = prefs.first().map(WorkerAddr::addr).unwrap_or_default();
+        let owner = prefs
+            .first()
+            .map(WorkerAddr::addr)
+            .unwrap_or_else(|| NO_WORKER.to_string());
         {
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
             *s.fallbacks.entry(owner).or_default() += 1;
@@ -878,6 +886,8 @@ impl Client {
             }
             h.failures = 0;
             h.skip_until = None;
+            // Log the next outage again, once.
+            h.warned = false;
         }
     }
 
@@ -980,9 +990,9 @@ fn assemble(offset: u64, len: u64, mut outcomes: Vec<ChunkOutcome>) -> ReadOutco
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &str, url: &str) -> Result<T> {
+fn parse_json<T: serde::de::DeserializeOwned>(body: &str, url: &str, worker: &str) -> Result<T> {
     serde_json::from_str(body).map_err(|e| Error::WorkerUnavailable {
-        worker: String::new(),
+        worker: worker.to_string(),
         reason: format!("{url}: malformed answer: {e}"),
     })
 }

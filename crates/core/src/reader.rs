@@ -26,10 +26,12 @@
 //! - **Large reads.** A sequential read at least as large as the next
 //!   window bypasses the buffers: it is read straight into the caller's
 //!   buffer, and only the following window is prefetched.
-//! - **Memory bound.** Segments behind the caller are dropped at once; ahead
-//!   of it there is at most half the last segment plus one new segment,
-//!   so a reader holds at most about `2 × readahead_max` bytes (plus the
-//!   segment the caller is in).
+//! - **Memory bound.** Segments behind the caller are dropped at once. A
+//!   new segment starts only when at most half of the last one is left
+//!   ahead of the caller, so the bytes ahead never exceed
+//!   `1.5 × readahead_max`, and a reader holds at most `2.5 ×
+//!   readahead_max` (with the segment the caller is in) plus, for a large
+//!   read, the caller's own buffer.
 //! - **Failures.** Holes (ranges no worker could serve) are passed through
 //!   with their absolute offsets, exactly as [`Client::read_into`] reports
 //!   them. An error of a background fetch is returned by the read that needs

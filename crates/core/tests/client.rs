@@ -334,3 +334,84 @@ async fn metadata_list_and_invalidate() {
         .unwrap();
     assert!(body.contains("\"mLength\":10"), "{body}");
 }
+
+#[tokio::test]
+async fn hung_worker_costs_one_timeout_then_is_skipped() {
+    let w = TestWorker::start().await;
+    w.state.put(URL, random_bytes(SIZE, 11), "v1");
+    w.state.delay_ms.store(5_000, Ordering::SeqCst);
+    let cfg = ClientConfig {
+        request_timeout: Duration::from_millis(200),
+        retries: 0,
+        ..config()
+    };
+    let client = Client::new(cfg, vec![w.worker_addr()]).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    let t = std::time::Instant::now();
+    let out = client.read_into(URL, None, 0, &mut buf).await.unwrap();
+    let first = t.elapsed();
+    assert_eq!(out.holes, vec![0..100_000]);
+    assert!(
+        first >= Duration::from_millis(200) && first < Duration::from_secs(3),
+        "{first:?}"
+    );
+    let t = std::time::Instant::now();
+    let out = client.read_into(URL, None, 0, &mut buf).await.unwrap();
+    assert_eq!(out.holes, vec![0..100_000]);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "skipped worker still waited"
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_deadline() {
+    let w = TestWorker::start().await;
+    w.state.put(URL, random_bytes(1000, 12), "v1");
+    w.state.fail_all.store(true, Ordering::SeqCst);
+    let cfg = ClientConfig {
+        retries: 1000,
+        retry_base: Duration::from_millis(20),
+        retry_deadline: Duration::from_millis(300),
+        ..config()
+    };
+    let client = Client::new(cfg, vec![w.worker_addr()]).unwrap();
+    let mut buf = vec![0u8; 1000];
+    let t = std::time::Instant::now();
+    let out = client.read_into(URL, None, 0, &mut buf).await.unwrap();
+    assert_eq!(out.holes, vec![0..1000]);
+    assert!(
+        t.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    let retries = client.stats().retries;
+    // 20, 40, 80, 160 ms (jittered down to half) fit in 300 ms; 320 does not.
+    assert!((2..=5).contains(&retries), "{retries} retries");
+    assert_eq!(w.range_requests(), retries + 1);
+}
+
+/// Loopback throughput of one large read (run with
+/// `cargo test --release -p alluxiofs-core --test client -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput() {
+    let w = TestWorker::start().await;
+    let size = 256 << 20;
+    w.state.put(URL, random_bytes(size, 13), "v1");
+    let client = Client::new(ClientConfig::default(), vec![w.worker_addr()]).unwrap();
+    let mut buf = vec![0u8; size];
+    client.read_into(URL, None, 0, &mut buf).await.unwrap(); // warm the pool
+    let t = std::time::Instant::now();
+    let rounds = 4;
+    for _ in 0..rounds {
+        let out = client.read_into(URL, None, 0, &mut buf).await.unwrap();
+        assert_eq!(out.filled, size);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "read_into 256 MiB x{rounds}: {:.0} MiB/s ({} requests)",
+        (rounds * 256) as f64 / secs,
+        client.stats().worker_requests
+    );
+}

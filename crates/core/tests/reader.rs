@@ -154,3 +154,28 @@ async fn reader_reports_holes_and_errors() {
         Err(Error::ObjectChanged { .. })
     ));
 }
+
+/// Sequential 64 KiB reads through the reader with default windows (run with
+/// `cargo test -p alluxiofs-core --test reader -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn sequential_throughput() {
+    let w = TestWorker::start().await;
+    let size = 256usize << 20;
+    w.state.put(URL, random_bytes(size, 5), "v1");
+    let client = Arc::new(Client::new(ClientConfig::default(), vec![w.worker_addr()]).unwrap());
+    let mut buf = vec![0u8; 64 << 10];
+    let t = std::time::Instant::now();
+    let mut r = Reader::new(client.clone(), URL.into(), size as u64, None);
+    let mut pos = 0u64;
+    while pos < size as u64 {
+        pos += r.read_at(pos, &mut buf).await.unwrap().filled as u64;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "reader 256 MiB in 64 KiB reads: {:.0} MiB/s, {} reads, {} worker requests",
+        256.0 / secs,
+        size / buf.len(),
+        w.range_requests()
+    );
+}

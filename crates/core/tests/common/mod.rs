@@ -55,6 +55,8 @@ pub struct WorkerState {
     /// When non-zero: send at most this many body bytes, then break the
     /// connection (the worker "dies" mid-body).
     pub cut_after: AtomicU64,
+    /// Delay before answering a range request (a hung worker), ms.
+    pub delay_ms: AtomicU64,
     /// Required bearer token, if any.
     pub token: Mutex<Option<String>>,
 }
@@ -158,6 +160,10 @@ async fn range(
     headers: HeaderMap,
 ) -> Response {
     state.range_requests.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if let Some(r) = check(&state, &headers) {
         return r;
     }
