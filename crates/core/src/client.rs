@@ -191,7 +191,9 @@ pub struct ReadOutcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeResult {
     /// The bytes of the range (shorter at the end of the file); bytes inside
-    /// `holes` are zero.
+    /// `holes` are zero. As for [`ReadOutcome`], when no worker answered for
+    /// the file its end is unknown: `data` spans the whole range and the UFS
+    /// read of the last hole may come back short (then cut `data` there).
     pub data: Bytes,
     /// Ranges (absolute file offsets, inside the range) to read from the UFS.
     pub holes: Vec<Range<u64>>,
@@ -557,6 +559,30 @@ impl Client {
             outcomes.push(r?);
         }
         Ok(assemble(offset, len, outcomes))
+    }
+
+    /// Read `[start, end)` of `url` (normalized) into a new buffer: a
+    /// convenience over [`Client::read_into`] (for `cat_file`). The data is
+    /// cut at the end of the file; holes as in [`RangeResult`].
+    pub async fn read_range(
+        &self,
+        url: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+    ) -> Result<RangeResult> {
+        if start >= end {
+            return Ok(RangeResult::default());
+        }
+        let len = usize::try_from(end - start)
+            .map_err(|_| Error::InvalidArgument(format!("{url}: range too large")))?;
+        let mut buf = vec![0u8; len];
+        let out = self.read_into(url, version, start, &mut buf).await?;
+        buf.truncate(out.filled);
+        Ok(RangeResult {
+            data: Bytes::from(buf),
+            holes: out.holes,
+        })
     }
 
     /// Read many ranges of many files: `(url, start, end)` with `end`

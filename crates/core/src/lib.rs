@@ -17,4 +17,7 @@ pub mod path;
 pub mod reader;
 pub mod ring;
 
+pub use client::{Client, ClientConfig, RangeResult, ReadOutcome, Stats, WorkerAddr};
 pub use error::{Error, Result};
+pub use reader::Reader;
+pub use ring::{HashRing, WorkerIdentity};

@@ -81,6 +81,18 @@ async fn random_ranges_equal_source() {
     let stats = client.stats();
     assert!(stats.bytes_read >= SIZE as u64);
     assert!(stats.fallbacks.is_empty() && stats.errors.is_empty());
+    // read_range: a new buffer, cut at the end of the file.
+    let r = client
+        .read_range(URL, None, SIZE as u64 - 10, SIZE as u64 + 10)
+        .await
+        .unwrap();
+    assert_eq!(&r.data[..], &src[SIZE - 10..]);
+    assert!(client
+        .read_range(URL, None, 5, 5)
+        .await
+        .unwrap()
+        .data
+        .is_empty());
 }
 
 #[tokio::test]
