@@ -88,13 +88,13 @@ class Worker:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def _start(self, timeout: float = 60.0) -> None:
+    def _start(self, timeout: float = 60.0, port: int = 0) -> None:
         self.generation += 1
         ready = self.run_dir / f"{self.name}.ready.{self.generation}.json"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
-        cmd = [*worker_command(), "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)]
-        cmd += self._base_args
+        cmd = [*worker_command(), "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--ready-file", str(ready), *self._base_args]
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start #{self.generation}: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -175,10 +175,15 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.returncode
 
-    def restart(self) -> Worker:
-        """Stop and start again with the same arguments and cache dir (the port may change)."""
+    def restart(self, same_port: bool = False) -> Worker:
+        """Stop and start again with the same arguments and cache dir.
+
+        The port changes unless ``same_port``: clients hash workers by
+        ``host:port``, so a test of cache persistence needs the same port.
+        """
+        port = self.port if same_port else 0
         self.stop()
-        self._start()
+        self._start(port=port)
         return self
 
     # -- observation -------------------------------------------------------------
