@@ -144,26 +144,10 @@ impl AppState {
 
     async fn load_segment(self: &Arc<Self>, v: &ObjectVersion, seg: Segment) -> Result<Vec<Bytes>> {
         match seg {
-            Segment::Cached(i) => {
-                let key = self.page_key(v, i);
-                let store = self.store.clone();
-                let got = tokio::task::spawn_blocking(move || store.get(&key))
-                    .await
-                    .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?;
-                match got {
-                    Some(b) if b.len() as u64 == self.page_len(v, i) => {
-                        Metrics::add(&self.metrics.cache_hits, 1);
-                        Ok(vec![b])
-                    }
-                    Some(b) => Err(WorkerError::Internal(format!(
-                        "{}: cached page {i} has {} bytes, expected {}",
-                        v.url,
-                        b.len(),
-                        self.page_len(v, i)
-                    ))),
-                    None => self.fetch_pages(v, i..i + 1).await,
-                }
-            }
+            Segment::Cached(i) => match self.get_cached(v, i).await? {
+                Some(b) => Ok(vec![b]),
+                None => self.fetch_pages(v, i..i + 1).await,
+            },
             Segment::Missing(r) => self.fetch_pages(v, r).await,
         }
     }
@@ -175,19 +159,31 @@ impl AppState {
         v: &ObjectVersion,
         range: Range<u64>,
     ) -> Result<Vec<Bytes>> {
-        let mut waits: Vec<SharedPage> = Vec::with_capacity((range.end - range.start) as usize);
+        enum Slot {
+            Wait(SharedPage),
+            Cached(u64),
+            Lead(u64),
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity((range.end - range.start) as usize);
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             let mut lead: Option<u64> = None;
             let mut runs: Vec<Range<u64>> = Vec::new();
             for i in range.clone() {
                 let key = self.page_key(v, i);
-                if inflight.contains_key(&key) {
-                    if let Some(s) = lead.take() {
-                        runs.push(s..i);
-                    }
-                } else if lead.is_none() {
-                    lead = Some(i);
+                if let Some(f) = inflight.get(&key) {
+                    Metrics::add(&self.metrics.coalesced_pages, 1);
+                    slots.push(Slot::Wait(f.clone()));
+                } else if self.store.contains(&key) {
+                    // Stored by a fetch that finished since the range was planned.
+                    slots.push(Slot::Cached(i));
+                } else {
+                    lead.get_or_insert(i);
+                    slots.push(Slot::Lead(i));
+                    continue;
+                }
+                if let Some(s) = lead.take() {
+                    runs.push(s..i);
                 }
             }
             if let Some(s) = lead {
@@ -196,24 +192,69 @@ impl AppState {
             for run in runs {
                 self.start_run(&mut inflight, v, run);
             }
-            for i in range.clone() {
-                let key = self.page_key(v, i);
-                match inflight.get(&key) {
-                    Some(f) => waits.push(f.clone()),
-                    None => {
-                        return Err(WorkerError::Internal(format!(
-                            "page {i} of {} lost from the in-flight map",
-                            v.url
-                        )))
-                    }
+            for slot in slots.iter_mut() {
+                if let Slot::Lead(i) = *slot {
+                    let f = inflight.get(&self.page_key(v, i)).ok_or_else(|| {
+                        WorkerError::Internal(format!("page {i} of {} lost in flight", v.url))
+                    })?;
+                    *slot = Slot::Wait(f.clone());
                 }
             }
         }
-        let mut out = Vec::with_capacity(waits.len());
-        for w in waits {
-            out.push(w.await.map_err(share)?);
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let page = match slot {
+                Slot::Wait(f) => f.await.map_err(share)?,
+                Slot::Cached(i) => match self.get_cached(v, i).await? {
+                    Some(b) => b,
+                    None => self.join_or_start(v, i).await.map_err(share)?,
+                },
+                Slot::Lead(_) => return Err(WorkerError::Internal("unassigned page".into())),
+            };
+            out.push(page);
         }
         Ok(out)
+    }
+
+    /// Page `i` of `v` from the store (verified), counting a hit.
+    async fn get_cached(&self, v: &ObjectVersion, i: u64) -> Result<Option<Bytes>> {
+        let key = self.page_key(v, i);
+        let store = self.store.clone();
+        let got = tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?;
+        match got {
+            Some(b) if b.len() as u64 == self.page_len(v, i) => {
+                Metrics::add(&self.metrics.cache_hits, 1);
+                Ok(Some(b))
+            }
+            Some(b) => Err(WorkerError::Internal(format!(
+                "{}: cached page {i} has {} bytes, expected {}",
+                v.url,
+                b.len(),
+                self.page_len(v, i)
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Join the fetch of page `i` in flight, or start one.
+    fn join_or_start(self: &Arc<Self>, v: &ObjectVersion, i: u64) -> SharedPage {
+        let key = self.page_key(v, i);
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = inflight.get(&key) {
+            Metrics::add(&self.metrics.coalesced_pages, 1);
+            return f.clone();
+        }
+        self.start_run(&mut inflight, v, i..i + 1);
+        match inflight.get(&key) {
+            Some(f) => f.clone(),
+            None => futures::future::ready(Err(Arc::new(WorkerError::Internal(
+                "page lost in flight".into(),
+            ))))
+            .boxed()
+            .shared(),
+        }
     }
 
     /// Register `run` in the in-flight map and spawn its fetch.
