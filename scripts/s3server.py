@@ -391,8 +391,8 @@ def start_s3_server(
     for attempt in range(attempts):
         try:
             server = starter(bucket, wd)
-        except (RuntimeError, TimeoutError):
-            if attempt == attempts - 1:
+        except BaseException as e:
+            if attempt == attempts - 1 or not isinstance(e, (RuntimeError, TimeoutError)):
                 if owns:
                     shutil.rmtree(wd, ignore_errors=True)
                 raise
