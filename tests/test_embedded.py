@@ -68,3 +68,25 @@ def test_embedded_local_files(tmp_path):
         stopped = alluxiofs.embedded.stop_all()
     assert stopped == 1
     assert alluxiofs.embedded.running() == []
+
+
+def test_embedded_s3(s3_server, dataset):
+    """target_protocol="s3" with no workers: the embedded worker gets the S3 credentials."""
+    fs = fsspec.filesystem(
+        "alluxiofs",
+        target_protocol="s3",
+        target_options=s3_server.target_options(),
+        skip_instance_cache=True,
+    )
+    try:
+        for path, data in list(dataset.small.items())[:10]:
+            assert fs.cat_file(path) == data, path
+        assert (
+            fs.cat_file(dataset.big_path, 10_000_000, 12_000_000)
+            == (dataset.big[10_000_000:12_000_000])
+        )
+        (addr,) = fs.workers()
+        assert fs.stats()["fallbacks"].get(addr, 0) == 0
+        assert fs.worker_metrics()[addr]["alluxiofs_ufs_requests_total"] > 0
+    finally:
+        alluxiofs.embedded.stop_all()
