@@ -427,3 +427,29 @@ async fn throughput() {
         client.stats().worker_requests
     );
 }
+
+#[tokio::test]
+async fn replica_resumes_where_a_dying_primary_stopped() {
+    let good = TestWorker::start().await;
+    let bad = TestWorker::start().await;
+    bad.state.cut_after.store(70_000, Ordering::SeqCst);
+    let cfg = ClientConfig {
+        replicas: 2,
+        retries: 0,
+        ..config()
+    };
+    let client = Client::new(cfg, vec![bad.worker_addr(), good.worker_addr()]).unwrap();
+    let url = url_with_primary(&client, &bad.worker_addr());
+    let src = random_bytes(1 << 20, 14);
+    good.state.put(&url, src.clone(), "v1");
+    bad.state.put(&url, src.clone(), "v1");
+    let mut buf = vec![0u8; 1 << 20];
+    let out = client.read_into(&url, None, 0, &mut buf).await.unwrap();
+    assert!(out.holes.is_empty());
+    assert!(buf == src);
+    // Four 256 KiB chunks started on the primary; each got 70 000 bytes
+    // before it died, and the replica was asked only for the rest.
+    let mut asked = good.state.range_lengths.lock().unwrap().clone();
+    asked.sort();
+    assert_eq!(asked, vec![(256 << 10) - 70_000; 4]);
+}
