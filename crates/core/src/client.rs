@@ -123,7 +123,7 @@ pub struct ClientConfig {
     pub page_size: u64,
     /// Virtual nodes per worker on the hash ring. Default 5 (Alluxio's).
     pub vnodes: u32,
-    /// Ordered preferred workers per path. Default 1.
+    /// Ordered preferred workers per path (0 counts as 1). Default 1.
     pub replicas: usize,
     /// TCP connect timeout. Default 2 s.
     pub connect_timeout: Duration,

@@ -122,6 +122,19 @@ fn percent_decode_fully(seg: &str) -> String {
     cur
 }
 
+/// Normalize the root URL of a worker mount: any URL [`normalize_url`]
+/// accepts, or a bare `scheme://` (`s3://`, `gs://`) meaning every bucket of
+/// that scheme (what the embedded local worker mounts). [`is_under`] treats
+/// such a root as a prefix of every URL of its scheme.
+pub fn normalize_mount(input: &str) -> Result<String> {
+    if let Some(scheme) = input.strip_suffix("://") {
+        if is_scheme(scheme) && canonical_scheme(scheme) != "file" {
+            return Ok(format!("{}://", canonical_scheme(scheme)));
+        }
+    }
+    normalize_url(input)
+}
+
 /// The Alluxio `path_id` of a normalized URL: lowercase hex SHA-256 of its
 /// UTF-8 bytes.
 pub fn path_id(normalized_url: &str) -> String {
@@ -237,6 +250,14 @@ mod tests {
         assert!(!is_under("s3://b/database", "s3://b/data"));
         assert!(is_under("file:///tmp/x", "file:///"));
         assert!(!is_under("s3://c/x", "s3://b"));
+        // Scheme-wide mounts.
+        assert_eq!(normalize_mount("S3://").unwrap(), "s3://");
+        assert_eq!(normalize_mount("file:///").unwrap(), "file:///");
+        assert_eq!(normalize_mount("s3://b/x/").unwrap(), "s3://b/x");
+        assert!(normalize_mount("s3://../").is_err());
+        assert!(is_under("s3://any/x", "s3://"));
+        assert!(!is_under("gs://any/x", "s3://"));
+        assert!(!is_under("s3x://a/b", "s3://"));
     }
 
     #[test]
