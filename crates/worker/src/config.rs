@@ -592,7 +592,7 @@ impl WorkerConfig {
             )));
         }
         for m in &self.mounts {
-            alluxiofs_core::path::normalize_url(&m.url)
+            alluxiofs_core::path::normalize_mount(&m.url)
                 .map_err(|e| cfg_err(format!("mount {:?}: {e}", m.url)))?;
         }
         Ok(())

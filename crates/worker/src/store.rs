@@ -392,7 +392,16 @@ impl PageStore {
                         },
                     )),
                     Err(reason) => {
-                        tracing::warn!(file = %path.display(), "removing cache file: {reason}");
+                        let temporary = path
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.contains(".tmp."));
+                        if temporary {
+                            tracing::debug!(file = %path.display(), "removing temporary file");
+                        } else {
+                            tracing::warn!(file = %path.display(), "removing cache file: {reason}");
+                            Metrics::add(&self.metrics.corrupt_pages, 1);
+                        }
                         let _ = std::fs::remove_file(&path);
                     }
                 }
@@ -854,6 +863,15 @@ mod tests {
             assert_eq!(store.get(k).unwrap(), data(i as u8, 4096));
         }
         assert_eq!(store.urls(), vec!["s3://b/f".to_string()]);
+        assert_eq!(
+            Metrics::get(&store.metrics.corrupt_pages),
+            1,
+            "the garbage file"
+        );
+        assert!(
+            !sub.join("ab00.tmp.123").exists(),
+            "temporary files are removed"
+        );
         assert_eq!(store.gauges().pages, 5);
         assert_eq!(store.gauges().used_bytes, disk_bytes(dir.path()));
         // A smaller capacity on restart evicts down to it.

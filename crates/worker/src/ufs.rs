@@ -143,7 +143,7 @@ impl Ufs {
     pub fn new(config: &WorkerConfig, metrics: Arc<Metrics>) -> Result<Self> {
         let mut mounts = Vec::new();
         for m in &config.mounts {
-            let url = normalize_url(&m.url)
+            let url = alluxiofs_core::path::normalize_mount(&m.url)
                 .map_err(|e| WorkerError::Config(format!("mount {:?}: {e}", m.url)))?;
             let scheme = split_url(&url).scheme;
             if !SUPPORTED_SCHEMES.contains(&scheme) {
@@ -158,12 +158,18 @@ impl Ufs {
                 options: m.options.clone(),
             });
         }
-        Ok(Ufs {
+        let ufs = Ufs {
             mounts,
             ufs_options: config.ufs_options.clone(),
             stores: Mutex::new(HashMap::new()),
             metrics,
-        })
+        };
+        // Build every mount's client now (no network): bad options fail at
+        // start, not on the first request.
+        for m in &ufs.mounts {
+            ufs.locate(&m.url)?;
+        }
+        Ok(ufs)
     }
 
     /// The normalized mount URLs.
@@ -208,7 +214,7 @@ impl Ufs {
         let mut opts = self.ufs_options.clone();
         for m in &self.mounts {
             let p = split_url(&m.url);
-            if p.scheme == scheme && p.authority == authority {
+            if p.scheme == scheme && (p.authority == authority || p.authority.is_empty()) {
                 opts.extend(m.options.clone());
             }
         }
