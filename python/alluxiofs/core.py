@@ -19,6 +19,11 @@ from typing import Any
 
 from fsspec import filesystem as _fsspec_filesystem
 from fsspec.spec import AbstractFileSystem
+
+try:  # fsspec >= 2025.10 hands chained URLs' paths only to ChainedFileSystem subclasses
+    from fsspec.implementations.chained import ChainedFileSystem as _Base
+except ImportError:  # pragma: no cover - older fsspec
+    _Base = AbstractFileSystem  # type: ignore[misc,assignment]
 from fsspec.utils import stringify_path, tokenize
 
 from . import _alluxiofs, embedded
@@ -53,7 +58,7 @@ def _canonical_protocol(p: str | None) -> str | None:
     return _CANONICAL.get(p, p)
 
 
-class AlluxioFileSystem(AbstractFileSystem):
+class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
     """An fsspec filesystem that reads through alluxiofs cache workers.
 
     Parameters

@@ -97,17 +97,19 @@ class WriteThroughFile(io.RawIOBase):
         return self._f.tell()
 
     def flush(self) -> None:
-        if not self.closed:
+        if not self.closed and not self._f.closed:
             self._f.flush()
 
     def close(self) -> None:
         if self.closed:
             return
         try:
-            self._f.close()
+            super().close()  # flushes while the target file is still open
         finally:
-            super().close()
-            self._on_close()
+            try:
+                self._f.close()
+            finally:
+                self._on_close()
 
     def commit(self) -> None:
         """Forward fsspec's transaction commit to the target file."""

@@ -62,6 +62,9 @@ pub fn normalize_url(input: &str) -> Result<String> {
             "{input:?}: missing bucket or host after {scheme}://"
         )));
     }
+    if !authority.is_empty() {
+        check_segment(input, authority)?;
+    }
     let mut out = format!("{scheme}://{authority}");
     let mut any = false;
     for seg in path.split('/').filter(|s| !s.is_empty()) {
@@ -220,6 +223,8 @@ mod tests {
             "/tmp/a%2F..%2Fb",
             "/tmp/a\\b",
             "/tmp/%00x",
+            "s3://../x",
+            "s3://%2e%2e/x",
         ] {
             assert!(
                 matches!(normalize_url(bad), Err(Error::PermissionDenied { .. })),
