@@ -119,6 +119,11 @@ impl Metrics {
         self.ufs_requests[op.index()].load(Ordering::Relaxed)
     }
 
+    /// Failed UFS requests of kind `op` so far.
+    pub fn ufs_errors(&self, op: UfsOp) -> u64 {
+        self.ufs_errors[op.index()].load(Ordering::Relaxed)
+    }
+
     /// UFS requests of all kinds so far.
     pub fn ufs_requests_total(&self) -> u64 {
         UfsOp::ALL
