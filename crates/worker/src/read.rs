@@ -31,7 +31,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 /// Largest UFS GET of one run of missing pages.
-pub const MAX_RUN_BYTES: u64 = 16 << 20;
+pub const MAX_RUN_BYTES: u64 = 8 << 20;
 /// Segments loaded ahead of the one being sent.
 pub const READ_AHEAD: usize = 4;
 

@@ -507,7 +507,11 @@ impl PageStore {
     /// was missing or corrupt, which deletes it).
     pub fn get(&self, key: &PageKey) -> Option<Bytes> {
         let hash = self.hash(key);
-        if let Some(b) = lock(&self.memory).get(hash) {
+        // Bind first: a guard in the `if let` head would live through the
+        // body, taking the memory lock before the index lock (eviction takes
+        // them the other way round).
+        let in_memory = lock(&self.memory).get(hash);
+        if let Some(b) = in_memory {
             Metrics::add(&self.metrics.memory_hits, 1);
             lock(&self.index).touch(hash);
             return Some(b);
@@ -910,6 +914,48 @@ mod tests {
         let g = store.gauges();
         assert_eq!(g.memory_pages, 2);
         assert!(g.memory_used_bytes <= 2500);
+    }
+
+    #[test]
+    fn concurrent_puts_gets_and_removals_keep_the_accounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 40_000;
+        let store = open(&[(dir.path(), cap)], 6000);
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let store = &store;
+                scope.spawn(move || {
+                    let mut x = t + 1;
+                    for _ in 0..3000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        let index = (x >> 40) % 24;
+                        let url = if (x >> 20) % 2 == 0 {
+                            "s3://b/one"
+                        } else {
+                            "s3://b/two"
+                        };
+                        let key = PageKey::new(url, "v", index);
+                        let d = data(index as u8, (index as usize * 331) % 3000 + 1);
+                        match (x >> 50) % 8 {
+                            0 => {
+                                store.remove_url(url, None);
+                            }
+                            1..=3 => {
+                                store.put(&key, &d).unwrap();
+                            }
+                            _ => {
+                                if let Some(got) = store.get(&key) {
+                                    assert_eq!(got, d);
+                                }
+                            }
+                        }
+                        assert!(store.used_per_dir()[0] <= cap);
+                    }
+                });
+            }
+        });
+        assert_eq!(store.used_per_dir()[0], disk_bytes(dir.path()));
+        assert_eq!(Metrics::get(&store.metrics.corrupt_pages), 0);
     }
 
     proptest! {
