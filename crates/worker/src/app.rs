@@ -33,7 +33,6 @@ pub const VERSION_HEADER: &str = "x-alluxiofs-version";
 pub const FILE_SIZE_HEADER: &str = "x-alluxiofs-file-size";
 
 /// Everything a request handler needs.
-#[derive(Debug)]
 pub struct AppState {
     /// The merged configuration.
     pub config: WorkerConfig,
@@ -50,6 +49,16 @@ pub struct AppState {
     /// Set when shutdown begins: new requests get 503.
     pub shutting_down: AtomicBool,
     pub(crate) inflight: Mutex<HashMap<PageKey, SharedPage>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .field("ufs", &self.ufs)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AppState {

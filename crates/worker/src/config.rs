@@ -33,7 +33,7 @@ pub const ENV_PREFIX: &str = "ALLUXIOFS_WORKER_";
 
 /// One mount: a UFS URL prefix the worker may read, with its own
 /// `object_store` options (which override `ufs_options`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "MountSpec")]
 pub struct MountConfig {
     /// The UFS URL prefix, e.g. `s3://bucket/datasets` or `/data`.
@@ -181,8 +181,9 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// The complete, merged configuration of a worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The complete, merged configuration of a worker. Its `Debug` output hides
+/// the auth token and secret-looking UFS options.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WorkerConfig {
     /// Address to listen on.
     pub host: String,
@@ -199,12 +200,10 @@ pub struct WorkerConfig {
     /// Page size, bytes.
     pub page_size: u64,
     /// How long file metadata is cached; zero = ask the UFS every time.
-    #[serde(with = "duration_text")]
     pub metadata_ttl: Duration,
     /// `object_store` options applied to every mount.
     pub ufs_options: BTreeMap<String, String>,
     /// Bearer token required on every endpoint but `/healthz`.
-    #[serde(skip_serializing)]
     pub auth_token: Option<String>,
     /// File holding the auth token (read at start, whitespace trimmed).
     pub auth_token_file: Option<PathBuf>,
@@ -216,11 +215,61 @@ pub struct WorkerConfig {
     pub log_level: String,
 }
 
-mod duration_text {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
+/// Whether an option value looks secret (keys naming a secret, token,
+/// password or key, but not a key id).
+fn is_secret_option(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["secret", "token", "password", "key", "credential", "sas"]
+        .iter()
+        .any(|w| k.contains(w))
+        && !k.ends_with("_id")
+}
+
+/// Options with secret-looking values replaced, for logs and `Debug`.
+pub fn redacted(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    options
+        .iter()
+        .map(|(k, v)| {
+            let v = if is_secret_option(k) {
+                "<redacted>"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), v)
+        })
+        .collect()
+}
+
+impl std::fmt::Debug for MountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountConfig")
+            .field("url", &self.url)
+            .field("options", &redacted(&self.options))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WorkerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("mounts", &self.mounts)
+            .field("cache_dirs", &self.cache_dirs)
+            .field("capacity", &self.capacity)
+            .field("memory_capacity", &self.memory_capacity)
+            .field("page_size", &self.page_size)
+            .field("metadata_ttl", &self.metadata_ttl)
+            .field("ufs_options", &redacted(&self.ufs_options))
+            .field(
+                "auth_token",
+                &self.auth_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth_token_file", &self.auth_token_file)
+            .field("ready_file", &self.ready_file)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .finish()
     }
 }
 
@@ -375,7 +424,7 @@ pub struct Cli {
 
 /// One configuration layer (YAML file, environment or flags): every field
 /// optional, `None` = not set in this layer.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
     host: Option<String>,
@@ -708,6 +757,24 @@ mod tests {
         assert_eq!(cfg.ufs_options["region"], "eu-west-1");
         assert_eq!(cfg.ufs_options["allow_http"], "true");
         assert_eq!(cfg.log_level, "info");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut cfg = WorkerConfig::with_mounts(["s3://b"]);
+        cfg.auth_token = Some("tok-123".into());
+        cfg.mounts[0]
+            .options
+            .insert("secret_access_key".into(), "sk-456".into());
+        cfg.mounts[0]
+            .options
+            .insert("access_key_id".into(), "AKID".into());
+        cfg.ufs_options.insert("token".into(), "st-789".into());
+        let text = format!("{cfg:?}");
+        for secret in ["tok-123", "sk-456", "st-789"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("AKID") && text.contains("s3://b"));
     }
 
     #[test]

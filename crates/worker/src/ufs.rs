@@ -121,19 +121,26 @@ fn dir_info(url: &str) -> FileInfo {
 }
 
 /// One configured mount.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Mount {
     url: String,
     options: BTreeMap<String, String>,
 }
 
 /// Access to the mounted UFS prefixes.
-#[derive(Debug)]
 pub struct Ufs {
     mounts: Vec<Mount>,
     ufs_options: BTreeMap<String, String>,
     stores: Mutex<HashMap<(String, String), Arc<dyn ObjectStore>>>,
     metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Ufs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ufs")
+            .field("mounts", &self.mounts())
+            .finish()
+    }
 }
 
 const SUPPORTED_SCHEMES: [&str; 6] = ["file", "s3", "gs", "az", "http", "https"];
