@@ -58,7 +58,10 @@ impl AppState {
     /// Bytes of page `index` of `v` (the last page may be short).
     pub fn page_len(&self, v: &ObjectVersion, index: u64) -> u64 {
         let p = self.store.page_size();
-        v.size.saturating_sub(index * p).min(p)
+        match index.checked_mul(p) {
+            Some(start) => v.size.saturating_sub(start).min(p),
+            None => 0,
+        }
     }
 
     /// Metadata of `url`, from the cache unless `fresh` or expired. A new

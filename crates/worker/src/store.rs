@@ -462,7 +462,7 @@ impl PageStore {
             return Err("header does not match the file name".into());
         }
         let file_len = meta.len();
-        if file_len != h.len() as u64 + h.data_len {
+        if Some(file_len) != (h.len() as u64).checked_add(h.data_len) {
             return Err("file length does not match the header".into());
         }
         let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
@@ -576,7 +576,7 @@ impl PageStore {
             return Err("header does not match the page key".into());
         }
         let start = h.len();
-        if raw.len() as u64 != start as u64 + h.data_len {
+        if Some(raw.len() as u64) != (start as u64).checked_add(h.data_len) {
             return Err("data length does not match the header".into());
         }
         let data = Bytes::from(raw).slice(start..);
@@ -817,8 +817,9 @@ mod tests {
     fn corrupt_pages_are_never_served_and_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let d = data(7, 3000);
-        // Flip a byte in the data, in the header's index field, and in the URL.
-        for flip_at in [FIXED_HEADER + 8 + 2 + 100, 20, FIXED_HEADER + 3] {
+        // Flip a byte in the data, in the header's index, length (high byte) and
+        // checksum fields, and in the URL.
+        for flip_at in [FIXED_HEADER + 8 + 2 + 100, 20, 35, 40, FIXED_HEADER + 3] {
             let metrics = Arc::new(Metrics::new());
             let store = PageStore::open(
                 vec![DirSpec {

@@ -404,8 +404,17 @@ async fn info_files_and_page_endpoints() {
     )
     .await;
     assert_eq!(&body[..], &data[PAGE as usize + 100..PAGE as usize + 150]);
-    let (_, _, body) = call(&state, "GET", &format!("/v1/file/{id}/page/9")).await;
-    assert!(body.is_empty(), "a page past the end is empty");
+    for far in ["9", "18446744073709551615"] {
+        let (status, _, body) = call(&state, "GET", &format!("/v1/file/{id}/page/{far}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.is_empty(), "a page past the end is empty");
+    }
+    let huge = format!(
+        "{}&offset=18446744073709551615",
+        range_uri(&url, 0, u64::MAX)
+    );
+    let (status, _, body) = call(&state, "GET", &huge).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
     let (_, _, body) = call(&state, "GET", &format!("/v1/info?path={}", q(&url))).await;
     let infos: Vec<FileInfo> = serde_json::from_slice(&body).unwrap();
     assert_eq!(infos[0].in_cache_percent, 100);
