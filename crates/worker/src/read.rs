@@ -222,10 +222,15 @@ impl AppState {
     /// Page `i` of `v` from the store (verified), counting a hit.
     async fn get_cached(&self, v: &ObjectVersion, i: u64) -> Result<Option<Bytes>> {
         let key = self.page_key(v, i);
-        let store = self.store.clone();
-        let got = tokio::task::spawn_blocking(move || store.get(&key))
-            .await
-            .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?;
+        let got = match self.store.get_memory(&key) {
+            Some(b) => Some(b),
+            None => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || store.get(&key))
+                    .await
+                    .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?
+            }
+        };
         match got {
             Some(b) if b.len() as u64 == self.page_len(v, i) => {
                 Metrics::add(&self.metrics.cache_hits, 1);

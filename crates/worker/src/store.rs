@@ -503,6 +503,18 @@ impl PageStore {
             .is_some_and(|e| !e.pending)
     }
 
+    /// The page for `key` if the memory tier holds it (no disk I/O, so
+    /// async code may call it directly).
+    pub fn get_memory(&self, key: &PageKey) -> Option<Bytes> {
+        let hash = self.hash(key);
+        let in_memory = lock(&self.memory).get(hash);
+        if in_memory.is_some() {
+            Metrics::add(&self.metrics.memory_hits, 1);
+            lock(&self.index).touch(hash);
+        }
+        in_memory
+    }
+
     /// The page for `key`, verified; `None` on a miss (also when the file
     /// was missing or corrupt, which deletes it).
     pub fn get(&self, key: &PageKey) -> Option<Bytes> {
