@@ -9,7 +9,7 @@ use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use crate::meta::MetaCache;
 use crate::metrics::Metrics;
-use crate::read::SharedPage;
+use crate::read::{SharedInfo, SharedPage};
 use crate::store::{DirSpec, PageKey, PageStore};
 use crate::ufs::{ObjectVersion, Ufs};
 use alluxiofs_core::info::FileInfo;
@@ -49,6 +49,7 @@ pub struct AppState {
     /// Set when shutdown begins: new requests get 503.
     pub shutting_down: AtomicBool,
     pub(crate) inflight: Mutex<HashMap<PageKey, SharedPage>>,
+    pub(crate) meta_inflight: Mutex<HashMap<String, SharedInfo>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,6 +97,7 @@ impl AppState {
             auth_token,
             shutting_down: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
+            meta_inflight: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -38,6 +38,8 @@ pub const READ_AHEAD: usize = 4;
 type SharedErr = Arc<WorkerError>;
 /// A page being fetched, awaited by every reader that needs it.
 pub(crate) type SharedPage = Shared<BoxFuture<'static, std::result::Result<Bytes, SharedErr>>>;
+/// A metadata lookup in flight, awaited by every request that needs it.
+pub(crate) type SharedInfo = Shared<BoxFuture<'static, std::result::Result<CachedInfo, SharedErr>>>;
 
 /// One piece of a range plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,16 +66,48 @@ impl AppState {
         }
     }
 
-    /// Metadata of `url`, from the cache unless `fresh` or expired. A new
-    /// version drops the pages of older ones.
-    pub async fn lookup_info(&self, url: &str, fresh: bool) -> Result<CachedInfo> {
-        if !fresh {
-            if let Some(c) = self.meta.info(url) {
-                Metrics::add(&self.metrics.metadata_hits, 1);
-                return Ok(c);
-            }
+    /// Metadata of `url`, from the cache unless `fresh` or expired.
+    /// Concurrent misses of one URL share one UFS lookup (a `fresh` lookup,
+    /// made after a change was detected, never joins an older one).
+    pub async fn lookup_info(self: &Arc<Self>, url: &str, fresh: bool) -> Result<CachedInfo> {
+        if fresh {
+            Metrics::add(&self.metrics.metadata_misses, 1);
+            return self.fetch_info(url).await;
+        }
+        if let Some(c) = self.meta.info(url) {
+            Metrics::add(&self.metrics.metadata_hits, 1);
+            return Ok(c);
         }
         Metrics::add(&self.metrics.metadata_misses, 1);
+        let lookup = {
+            let mut inflight = self.meta_inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.get(url) {
+                Some(f) => f.clone(),
+                None => {
+                    let state = self.clone();
+                    let u = url.to_string();
+                    let f = async move {
+                        let r = state.fetch_info(&u).await;
+                        state
+                            .meta_inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&u);
+                        r.map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared();
+                    inflight.insert(url.to_string(), f.clone());
+                    f
+                }
+            }
+        };
+        lookup.await.map_err(share)
+    }
+
+    /// Ask the UFS for the metadata of `url` and cache it. A new version
+    /// drops the pages of older ones.
+    async fn fetch_info(&self, url: &str) -> Result<CachedInfo> {
         let (info, version) = self.ufs.info(url).await?;
         if let Some(v) = &version {
             let store = self.store.clone();
@@ -93,7 +127,11 @@ impl AppState {
 
     /// The version of `url` to read: `pinned` when given (412 when the
     /// object no longer has it), else the current one.
-    pub async fn file_version(&self, url: &str, pinned: Option<&str>) -> Result<ObjectVersion> {
+    pub async fn file_version(
+        self: &Arc<Self>,
+        url: &str,
+        pinned: Option<&str>,
+    ) -> Result<ObjectVersion> {
         let mut cached = self.lookup_info(url, false).await?;
         if let Some(p) = pinned {
             if cached.version.as_ref().is_some_and(|v| v.version != p) {
@@ -118,7 +156,7 @@ impl AppState {
     /// After a read found the object changed: refresh its metadata and
     /// return the new version (or 412 when the caller pinned one).
     pub async fn refresh_after_change(
-        &self,
+        self: &Arc<Self>,
         url: &str,
         pinned: Option<&str>,
         err: WorkerError,

@@ -228,7 +228,8 @@ async fn random_ranges_match_the_source_and_hit_the_cache_the_second_time() {
 }
 
 /// A real, slow HTTP origin (the `http://` UFS): serves one object with an
-/// ETag and ranges, holds every GET for `delay`, counts GETs.
+/// ETag and ranges, holds every request for `delay`, counts GETs (low 32
+/// bits) and HEADs (high 32 bits).
 async fn slow_origin(data: Bytes, delay: Duration) -> (std::net::SocketAddr, Arc<AtomicU64>) {
     use axum::http::{header, Method};
     use axum::response::IntoResponse;
@@ -247,11 +248,12 @@ async fn slow_origin(data: Bytes, delay: Duration) -> (std::net::SocketAddr, Arc
                 ),
                 (header::ACCEPT_RANGES, "bytes".to_string()),
             ];
+            tokio::time::sleep(delay).await;
             if method == Method::HEAD {
+                counter.fetch_add(1 << 32, Ordering::SeqCst);
                 return (common, [(header::CONTENT_LENGTH, size.to_string())]).into_response();
             }
             counter.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(delay).await;
             let range = headers
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
@@ -293,9 +295,6 @@ async fn concurrent_identical_misses_make_one_ufs_request() {
         .ufs_options
         .insert("allow_http".into(), "true".into());
     let state = AppState::new(config).unwrap();
-    // Learn the metadata first so all readers reach the data together.
-    let (status, _, body) = call(&state, "GET", &format!("/v1/info?path={}", q(&url))).await;
-    assert_eq!(status, StatusCode::OK, "{body:?}");
     let tasks: Vec<_> = (0..16)
         .map(|i| {
             let state = state.clone();
@@ -309,10 +308,16 @@ async fn concurrent_identical_misses_make_one_ufs_request() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(&body[..], &data[(i * 100) as usize..]);
     }
+    let counts = origin_gets.load(Ordering::SeqCst);
     assert_eq!(
-        origin_gets.load(Ordering::SeqCst),
+        counts & 0xffff_ffff,
         1,
         "16 concurrent readers, one origin GET"
+    );
+    assert_eq!(
+        counts >> 32,
+        1,
+        "16 concurrent readers, one metadata request"
     );
     assert_eq!(gets(&state), 1);
     assert_eq!(Metrics::get(&state.metrics.cache_misses), 11);
