@@ -99,7 +99,11 @@ def test_head_tail_cat(fs, tree, dataset):
     assert fs.cat(path) == data
     in_a = {p: d for p, d in files.items() if p.startswith(f"{prefix}/a/")}
     assert fs.cat(f"{prefix}/a/*") == in_a
-    assert fs.cat(prefix, recursive=True) == files
+    # Directories listed by a recursive expansion give no bytes.
+    assert fs.cat(prefix, recursive=True, on_error="omit") == files
+    # Reading a directory is IsADirectoryError, as with fsspec's local filesystem.
+    with pytest.raises(IsADirectoryError):
+        fs.cat_file(prefix)
 
 
 def test_file_object(fs, dataset):
