@@ -137,3 +137,39 @@ def test_query_values_are_fully_decoded(worker, s3_server):
     )
     assert r.status_code == 200, r.text
     assert r.content == b"odd bytes"
+
+
+def test_alluxio_page_api(worker, dataset):
+    """The Alluxio 3.x page endpoint: by URL, by learned path_id, with offset/length."""
+    url = f"s3://{dataset.big_path}"
+    pid = path_id(url)
+    page = 1 << 20
+    base = f"{worker.url}/v1/file/{pid}/page"
+    # Never seen, no ufsFullPath: 404 telling the client to ask /v1/info first.
+    r = requests.get(f"{base}/0", timeout=10)
+    assert r.status_code == 404
+    assert "info" in r.json()["message"]
+    r = requests.get(f"{base}/3", params={"ufsFullPath": url}, timeout=30)
+    assert r.status_code == 200
+    assert r.content == dataset.big[3 * page : 4 * page]
+    last = (len(dataset.big) - 1) // page
+    r = requests.get(f"{base}/{last}", params={"ufsFullPath": url}, timeout=30)
+    assert r.content == dataset.big[last * page :]
+    assert len(r.content) < page
+    r = requests.get(
+        f"{base}/5", params={"ufsFullPath": url, "offset": "1000", "length": "2345"}, timeout=30
+    )
+    assert r.content == dataset.big[5 * page + 1000 : 5 * page + 3345]
+
+
+def test_page_id_learned_from_info(worker, dataset):
+    """An old client sends only path_id; after /v1/info on the URL the worker can serve it."""
+    path, data = next((p, d) for p, d in sorted(dataset.small.items()) if len(d) > 1000)
+    url = f"s3://{path}"
+    base = f"{worker.url}/v1/file/{path_id(url)}/page/0"
+    assert requests.get(base, timeout=10).status_code == 404
+    info = requests.get(f"{worker.url}/v1/info", params={"path": url}, timeout=10)
+    assert info.status_code == 200
+    r = requests.get(base, timeout=30)
+    assert r.status_code == 200
+    assert r.content == data[: 1 << 20]
