@@ -182,3 +182,28 @@ def test_stats_and_worker_metrics(fs, dataset, two_workers):
             metrics[w.addr]["alluxiofs_ufs_requests_total"]
             == w.metrics()["alluxiofs_ufs_requests_total"]
         )
+
+
+def test_pandas(fs, dataset, s3_server, two_workers):
+    """pandas reads CSV through a file object and Parquet through a chained URL."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(9)
+    df = pd.DataFrame({"a": np.arange(5000), "b": rng.standard_normal(5000)})
+    path = f"{s3_server.bucket}/api/frame.csv"
+    s3_server.s3fs().pipe_file(path, df.to_csv(index=False).encode())
+    with fs.open(path, "rb") as f:
+        got = pd.read_csv(f)
+    pd.testing.assert_frame_equal(got, df)
+
+    pq_path, table = next(iter(dataset.parquet_tables.items()))
+    frame = pd.read_parquet(
+        f"alluxiofs::s3://{pq_path}",
+        columns=["id", "x"],
+        storage_options={
+            "alluxiofs": {"worker_hosts": ",".join(w.addr for w in two_workers)},
+            "s3": s3_server.target_options(),
+        },
+    )
+    pd.testing.assert_frame_equal(frame, table.select(["id", "x"]).to_pandas())
