@@ -349,6 +349,10 @@ impl PageStore {
         Ok(store)
     }
 
+    fn memory_enabled(&self) -> bool {
+        lock(&self.memory).capacity > 0
+    }
+
     /// The page size the store was opened with.
     pub fn page_size(&self) -> u64 {
         self.page_size
@@ -603,7 +607,11 @@ impl PageStore {
     /// memory tier.
     pub fn put(&self, key: &PageKey, data: &Bytes) -> Result<bool> {
         let hash = self.hash(key);
-        lock(&self.memory).insert(hash, data.clone());
+        if self.memory_enabled() {
+            // A copy: `data` is often a slice of a whole multi-page UFS
+            // read, which a cached slice would keep alive in full.
+            lock(&self.memory).insert(hash, Bytes::copy_from_slice(data));
+        }
         let header = encode_header(self.page_size, key, data);
         let file_len = (header.len() + data.len()) as u64;
         let dir = {
