@@ -543,7 +543,7 @@ impl PageStore {
             dir
         };
         let path = self.page_path(dir, hash);
-        let raw = match std::fs::read(&path) {
+        let raw = match read_and_touch(&path) {
             Ok(raw) => raw,
             Err(e) => {
                 tracing::warn!(file = %path.display(), "cached page unreadable: {e}");
@@ -751,6 +751,33 @@ impl PageStore {
     }
 }
 
+/// Pages not touched for this long get their mtime refreshed on a hit, so
+/// that the LRU order rebuilt from mtimes after a restart reflects reads.
+const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Read a page file; refresh its mtime when it is older than
+/// [`TOUCH_AFTER`] (best effort).
+fn read_and_touch(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = match std::fs::File::options().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(path)?,
+        Err(e) => return Err(e),
+    };
+    let meta = f.metadata()?;
+    let mut raw = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut raw)?;
+    let now = std::time::SystemTime::now();
+    let stale = meta
+        .modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > TOUCH_AFTER);
+    if stale {
+        let _ = f.set_modified(now);
+    }
+    Ok(raw)
+}
+
 fn write_atomically(path: &Path, header: &[u8], data: &[u8]) -> std::io::Result<()> {
     let parent = path
         .parent()
@@ -921,6 +948,35 @@ mod tests {
         assert!(store.contains(&k(0)));
         assert!(!store.contains(&k(1)), "the least recently used page goes");
         assert!(store.contains(&k(2)) && store.contains(&k(3)));
+    }
+
+    #[test]
+    fn a_page_read_long_ago_counts_as_recent_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = (header_len("u", "v") + 1000) as u64;
+        let k = |i| PageKey::new("u", "v", i);
+        {
+            let store = open(&[(dir.path(), 2 * one)], 0);
+            store.put(&k(0), &data(0, 1000)).unwrap();
+            store.put(&k(1), &data(1, 1000)).unwrap();
+            // Both pages look old; then page 0 is read.
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+            for f in page_files(dir.path()) {
+                let file = std::fs::File::options().write(true).open(&f).unwrap();
+                let age = if f.ends_with(hex(store.hash(&k(0)))) {
+                    2
+                } else {
+                    1
+                };
+                file.set_modified(old - std::time::Duration::from_secs(age))
+                    .unwrap();
+            }
+            assert!(store.get(&k(0)).is_some());
+        }
+        let store = open(&[(dir.path(), 2 * one)], 0);
+        store.put(&k(2), &data(2, 1000)).unwrap();
+        assert!(store.contains(&k(0)), "read before the restart: kept");
+        assert!(!store.contains(&k(1)), "not read: evicted first");
     }
 
     #[test]
