@@ -23,7 +23,8 @@
 //!   it only after verification (or straight from the UFS).
 //! - **Restart.** On open, every directory is scanned: headers (not data)
 //!   are read to rebuild the index and used bytes, LRU order follows file
-//!   mtimes, temporary and unreadable files are deleted. The data checksum
+//!   mtimes (a read refreshes an mtime older than a minute), temporary and
+//!   unreadable files are deleted. The data checksum
 //!   is still verified when a page is read.
 //!
 //! All methods are blocking (file I/O); async callers run them with
