@@ -59,8 +59,10 @@ fn to_pyerr(err: Error) -> PyErr {
 /// inherits the parent's runtime object but none of its threads, so the
 /// runtime is keyed by PID and a child builds its own (the parent's copy is
 /// leaked on purpose; dropping it would wait for threads that do not exist).
+type ProcessRuntime = Option<(u32, Arc<tokio::runtime::Runtime>)>;
+
 fn runtime() -> PyResult<Arc<tokio::runtime::Runtime>> {
-    static RT: OnceLock<Mutex<Option<(u32, Arc<tokio::runtime::Runtime>)>>> = OnceLock::new();
+    static RT: OnceLock<Mutex<ProcessRuntime>> = OnceLock::new();
     let cell = RT.get_or_init(|| Mutex::new(None));
     let mut guard = cell.lock().unwrap_or_else(|p| p.into_inner());
     let pid = std::process::id();
@@ -116,36 +118,45 @@ fn stats_to_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>
 
 /// Copy the bytes the UFS gives for each hole into `buf` (which starts at file
 /// offset `base`). `fallback(url, start, end) -> bytes` is the Python target
-/// filesystem's read. Returns the end (relative to `buf`) of the last byte
-/// written by a fallback, so that a short core read followed by a filled hole
-/// still counts as filled.
+/// filesystem's read.
+///
+/// Returns how many bytes of `buf` are valid: `core_filled` (what the core
+/// reports: up to the end of file, or all of `buf` when no worker could say
+/// where the file ends), cut where a hole's UFS read came back short, which
+/// marks the end of the file.
 fn fill_holes(
     fallback: Option<&Bound<'_, PyAny>>,
     url: &str,
     base: u64,
     holes: &[Range<u64>],
     buf: &mut [u8],
+    core_filled: usize,
 ) -> PyResult<usize> {
-    let mut filled_to = 0usize;
     if holes.is_empty() {
-        return Ok(0);
+        return Ok(core_filled);
     }
     let Some(fallback) = fallback else {
         return Err(PyConnectionError::new_err(format!(
-            "{url}: no cache worker could serve bytes {}..{} and no UFS fallback is configured",
+            "{url}: no cache worker could serve bytes {}..{} and the UFS fallback is off",
             holes[0].start, holes[0].end
         )));
     };
     for hole in holes {
-        let data = fallback.call1((url, hole.start, hole.end))?;
+        let from = usize::try_from(hole.start - base)
+            .map_err(|_| PyValueError::new_err("hole outside the buffer"))?;
+        if from >= buf.len() {
+            break;
+        }
+        let want = ((hole.end - hole.start) as usize).min(buf.len() - from);
+        let data = fallback.call1((url, hole.start, hole.start + want as u64))?;
         let data = data.cast::<PyBytes>()?.as_bytes();
-        let from = (hole.start - base) as usize;
-        let want = (hole.end - hole.start) as usize;
-        let n = data.len().min(want).min(buf.len().saturating_sub(from));
+        let n = data.len().min(want);
         buf[from..from + n].copy_from_slice(&data[..n]);
-        filled_to = filled_to.max(from + n);
+        if n < want {
+            return Ok(core_filled.min(from + n));
+        }
     }
-    Ok(filled_to)
+    Ok(core_filled)
 }
 
 /// A connection to the cache workers: the hash ring plus a pooled HTTP client.
@@ -287,8 +298,14 @@ impl NativeClient {
             let outcome = py
                 .detach(|| rt.block_on(client.read_into(&url, version.as_deref(), start, buf)))
                 .map_err(to_pyerr)?;
-            let hole_end = fill_holes(fallback.as_ref(), &url, start, &outcome.holes, buf)?;
-            filled = outcome.filled.max(hole_end);
+            filled = fill_holes(
+                fallback.as_ref(),
+                &url,
+                start,
+                &outcome.holes,
+                buf,
+                outcome.filled,
+            )?;
             Ok(())
         })?;
         if filled < len {
@@ -317,8 +334,14 @@ impl NativeClient {
         let outcome = py
             .detach(|| rt.block_on(client.read_into(&url, version.as_deref(), offset, slice)))
             .map_err(to_pyerr)?;
-        let hole_end = fill_holes(fallback.as_ref(), &url, offset, &outcome.holes, slice)?;
-        Ok(outcome.filled.max(hole_end))
+        fill_holes(
+            fallback.as_ref(),
+            &url,
+            offset,
+            &outcome.holes,
+            slice,
+            outcome.filled,
+        )
     }
 
     /// Many ranges at once (`cat_ranges`): one call, coalesced and parallel.
@@ -353,18 +376,65 @@ impl NativeClient {
             py.detach(|| rt.block_on(client.read_ranges(reqs)))
         };
         let out = PyList::empty(py);
-        for ((url, start, end), res) in reqs.iter().zip(results) {
+        for ((url, start, _end), res) in reqs.iter().zip(results) {
             match res {
                 Ok(r) if r.holes.is_empty() => out.append(PyBytes::new(py, &r.data))?,
                 Ok(r) => {
-                    let len = (end - start) as usize;
+                    // `r.data` is already cut at the end of file when a worker
+                    // knew it; a short UFS answer for a hole cuts it further.
+                    let len = r.data.len();
+                    let mut filled = len;
                     let bytes = PyBytes::new_with(py, len, |buf| {
-                        let n = r.data.len().min(len);
-                        buf[..n].copy_from_slice(&r.data[..n]);
-                        fill_holes(fallback.as_ref(), url, *start, &r.holes, buf)?;
+                        buf.copy_from_slice(&r.data);
+                        filled = fill_holes(fallback.as_ref(), url, *start, &r.holes, buf, len)?;
                         Ok(())
                     })?;
-                    out.append(bytes)?;
+                    if filled < len {
+                        out.append(PyBytes::new(py, &bytes.as_bytes()[..filled]))?;
+                    } else {
+                        out.append(bytes)?;
+                    }
+                }
+                Err(e) => out.append(to_pyerr(e).into_value(py))?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whole files, one request each where they fit in `max_chunk` (`cat`).
+    /// Returns one `bytes` or exception object per URL, in order; a file no
+    /// worker could serve at all is a `ConnectionError` for the caller to
+    /// read from the UFS.
+    #[pyo3(signature = (urls, fallback=None))]
+    fn read_files<'py>(
+        &self,
+        py: Python<'py>,
+        urls: Vec<String>,
+        fallback: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let rt = runtime()?;
+        let client = self.client.clone();
+        let results = {
+            let urls = &urls;
+            py.detach(|| rt.block_on(client.read_files(urls)))
+        };
+        let out = PyList::empty(py);
+        for (url, res) in urls.iter().zip(results) {
+            match res {
+                Ok(r) if r.holes.is_empty() => out.append(PyBytes::new(py, &r.data))?,
+                Ok(r) => {
+                    let len = r.data.len();
+                    let mut filled = len;
+                    let bytes = PyBytes::new_with(py, len, |buf| {
+                        buf.copy_from_slice(&r.data);
+                        filled = fill_holes(fallback.as_ref(), url, 0, &r.holes, buf, len)?;
+                        Ok(())
+                    })?;
+                    if filled < len {
+                        out.append(PyBytes::new(py, &bytes.as_bytes()[..filled]))?;
+                    } else {
+                        out.append(bytes)?;
+                    }
                 }
                 Err(e) => out.append(to_pyerr(e).into_value(py))?,
             }
@@ -433,8 +503,14 @@ impl NativeReader {
                     rt.block_on(reader.read_at(offset, buf))
                 })
                 .map_err(to_pyerr)?;
-            let hole_end = fill_holes(fallback.as_ref(), &self.url, offset, &outcome.holes, buf)?;
-            filled = outcome.filled.max(hole_end);
+            filled = fill_holes(
+                fallback.as_ref(),
+                &self.url,
+                offset,
+                &outcome.holes,
+                buf,
+                outcome.filled,
+            )?;
             Ok(())
         })?;
         if filled < length {
@@ -461,8 +537,14 @@ impl NativeReader {
                 rt.block_on(reader.read_at(offset, slice))
             })
             .map_err(to_pyerr)?;
-        let hole_end = fill_holes(fallback.as_ref(), &self.url, offset, &outcome.holes, slice)?;
-        Ok(outcome.filled.max(hole_end))
+        fill_holes(
+            fallback.as_ref(),
+            &self.url,
+            offset,
+            &outcome.holes,
+            slice,
+            outcome.filled,
+        )
     }
 }
 

@@ -18,7 +18,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 
 
 
 def parse_size(value: int | str) -> int:
-    """Parse ``1048576``, ``64KiB``, ``1MiB``, ``10GiB`` or ``1MB`` (MB means MiB, as in Alluxio)."""
+    """Parse ``1048576``, ``64KiB``, ``1MiB``, ``10GiB`` or ``1MB`` (MB = MiB, as in Alluxio)."""
     if isinstance(value, bool):
         raise ValueError(f"not a size: {value!r}")
     if isinstance(value, int):
@@ -102,8 +102,15 @@ class ClientOptions:
     embedded_memory_capacity: int = 256 << 20
     """Memory tier of the embedded local worker."""
 
-    _SIZES = ("page_size", "max_chunk", "coalesce_gap", "readahead_initial", "readahead_max",
-              "embedded_capacity", "embedded_memory_capacity")
+    _SIZES = (
+        "page_size",
+        "max_chunk",
+        "coalesce_gap",
+        "readahead_initial",
+        "readahead_max",
+        "embedded_capacity",
+        "embedded_memory_capacity",
+    )
     _SECONDS = ("connect_timeout", "request_timeout")
     _INTS = ("worker_http_port", "vnodes", "replicas", "retries", "max_parallel")
     _BOOLS = ("fallback",)

@@ -11,6 +11,7 @@ per worker, never silent.
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import re
 import threading
@@ -344,16 +345,15 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
     def _check_offset(value: Any, what: str) -> int | None:
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            try:
-                import numpy as np  # noqa: PLC0415 - numpy ints are common in data loaders
-
-                if isinstance(value, np.integer):
-                    return int(value)
-            except ImportError:
-                pass
+        if isinstance(value, bool):
             raise ValueError(f"bad range: {what} must be an integer or None, got {value!r}")
-        return value
+        try:
+            # Accepts int and integer-like objects (numpy ints from data loaders).
+            return operator.index(value)
+        except TypeError:
+            raise ValueError(
+                f"bad range: {what} must be an integer or None, got {value!r}"
+            ) from None
 
     def _resolve_range(
         self, url: str, start: Any, end: Any, size: int | None
@@ -378,10 +378,39 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
         url, _ = self._resolve(path)
+        if start is None and end is None:
+            return self._read_whole([url])[0]  # type: ignore[return-value]
         s, e = self._resolve_range(url, start, end, None)
         if e == s:
             return b""
         return self._client().read(url, s, e, None, self._fallback())
+
+    def _read_whole(self, urls: list[str], on_error: str = "raise") -> list[bytes | Exception]:
+        """Whole files in one native call (one request per file up to ``max_chunk``).
+
+        A file no worker could serve is read from the UFS (when ``fallback``
+        is on); other errors are raised (``on_error="raise"``) or returned.
+        """
+        out = self._client().read_files(urls, self._fallback())
+        for i, r in enumerate(out):
+            if isinstance(r, ConnectionError) and self.options.fallback:
+                data = self.target_fs.cat_file(self._target_path(urls[i]))
+                with self._counters_lock:
+                    self._counters["ufs_fallback_reads"] += 1
+                    self._counters["ufs_fallback_bytes"] += len(data)
+                self._log_new_fallbacks()
+                out[i] = data
+            elif isinstance(r, ValueError) and self._is_dir(urls[i]):
+                out[i] = IsADirectoryError(21, "is a directory", self._name(urls[i]))
+            if isinstance(out[i], BaseException) and on_error == "raise":
+                raise out[i]  # type: ignore[misc]
+        return out
+
+    def _is_dir(self, url: str) -> bool:
+        try:
+            return self._meta("info", url)["type"] == "directory"
+        except (OSError, ValueError):
+            return False
 
     def cat_ranges(
         self,
@@ -439,18 +468,11 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if single:
             return self.cat_file(paths[0])
         urls = [self._resolve(p)[0] for p in paths]
-        infos = self._infos(urls)
-        files = [(p, u, i) for p, u, i in zip(paths, urls, infos, strict=True)
-                 if not isinstance(i, BaseException) and i["type"] == "file"]  # fmt: skip
-        data = self._client().read_ranges(
-            [u for _, u, _ in files], [0] * len(files), [i["size"] for _, _, i in files],
-            self._fallback(),
-        )  # fmt: skip
+        data = self._read_whole(urls, on_error="return")
         out: dict[str, bytes | Exception] = {}
-        for p, i in zip(paths, infos, strict=True):
-            if isinstance(i, BaseException):
-                out[p] = i  # type: ignore[assignment]
-        for (p, _, _), d in zip(files, data, strict=True):
+        for p, d in zip(paths, data, strict=True):
+            if isinstance(d, IsADirectoryError):
+                continue  # expand_path lists directories too: they have no bytes
             out[p] = d
         if on_error == "raise":
             for v in out.values():
@@ -459,18 +481,6 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         elif on_error == "omit":
             out = {k: v for k, v in out.items() if not isinstance(v, BaseException)}
         return out
-
-    def _infos(self, urls: list[str]) -> list[dict[str, Any] | Exception]:
-        def one(u: str) -> dict[str, Any] | Exception:
-            try:
-                return self._meta("info", u)
-            except Exception as e:  # noqa: BLE001 - returned to the caller per path
-                return e
-
-        if len(urls) <= 1:
-            return [one(u) for u in urls]
-        with ThreadPoolExecutor(min(16, len(urls))) as pool:
-            return list(pool.map(one, urls))
 
     def head(self, path: str, size: int = 1024) -> bytes:
         return self.cat_file(path, 0, size)

@@ -67,8 +67,8 @@ def _s3_env(opts: dict[str, Any]) -> dict[str, str]:
     endpoint = opts.get("endpoint_url") or ck.get("endpoint_url")
     region = ck.get("region_name") or opts.get("region_name") or opts.get("region")
     key = opts.get("key") or opts.get("aws_access_key_id") or ck.get("aws_access_key_id")
-    secret = opts.get("secret") or opts.get("aws_secret_access_key") or ck.get(
-        "aws_secret_access_key"
+    secret = (
+        opts.get("secret") or opts.get("aws_secret_access_key") or ck.get("aws_secret_access_key")
     )
     token = opts.get("token") or opts.get("aws_session_token")
     if endpoint:

@@ -50,6 +50,9 @@ pub const DEFAULT_WORKER_PORT: u16 = 28080;
 /// The response header carrying the object's size (see `docs/http-api.md`).
 pub const FILE_SIZE_HEADER: &str = "x-alluxiofs-file-size";
 
+/// The response header carrying the object version that was served.
+pub const VERSION_HEADER: &str = "x-alluxiofs-version";
+
 /// The [`Stats::fallbacks`] key of ranges read while no worker is known.
 pub const NO_WORKER: &str = "(no worker)";
 
@@ -581,6 +584,163 @@ impl Client {
         buf.truncate(out.filled);
         Ok(RangeResult {
             data: Bytes::from(buf),
+            holes: out.holes,
+        })
+    }
+
+    /// Read whole files (fsspec `cat` of many paths, `cat_file` without a
+    /// range) with one request per file where the file fits in `max_chunk`.
+    ///
+    /// The first request asks for `[0, max_chunk)`; the worker cuts it at the
+    /// end of the file and names the size and version it served, so a small
+    /// file costs one round trip and no metadata request. A larger file's
+    /// rest is read with [`Client::read_into`] pinned to that version (a
+    /// change in between is [`Error::ObjectChanged`], never a mix). Files are
+    /// read concurrently, at most `max_parallel` at once; one result per
+    /// input, in order. When no preferred worker answers the first request
+    /// the file's result is [`Error::WorkerUnavailable`], for the caller to
+    /// read it from the UFS; holes in the rest are reported as usual.
+    pub async fn read_files(&self, urls: &[String]) -> Vec<Result<RangeResult>> {
+        let mut pending = futures::stream::iter(urls.iter().enumerate())
+            .map(|(i, url)| async move { (i, self.read_file(url).await) })
+            .buffer_unordered(self.config.max_parallel.max(1));
+        let mut out: Vec<Option<Result<RangeResult>>> = (0..urls.len()).map(|_| None).collect();
+        while let Some((i, r)) = pending.next().await {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::InvalidArgument("read lost".into()))))
+            .collect()
+    }
+
+    async fn read_file(&self, url: &str) -> Result<RangeResult> {
+        let prefs = self.workers_for(url);
+        let deadline = Instant::now() + self.config.retry_deadline;
+        let mut last = None;
+        for w in &prefs {
+            if self.is_skipped(w) {
+                continue;
+            }
+            let mut attempt = 0;
+            loop {
+                match self.get_head(w, url).await {
+                    Ok((head, size, version)) => {
+                        self.mark_ok(w);
+                        return self.read_rest(url, head, size, version).await;
+                    }
+                    Err(e) if !e.is_worker_fault() => {
+                        self.mark_ok(w);
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        self.count_error(w);
+                        if self.backoff(attempt, deadline).await {
+                            attempt += 1;
+                            continue;
+                        }
+                        self.mark_failed(w, &e);
+                        last = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let owner = prefs
+            .first()
+            .map(WorkerAddr::addr)
+            .unwrap_or_else(|| NO_WORKER.into());
+        *self
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fallbacks
+            .entry(owner.clone())
+            .or_default() += 1;
+        Err(Error::WorkerUnavailable {
+            worker: owner,
+            reason: last.map_or_else(|| "skipped after recent failures".into(), |e| e.to_string()),
+        })
+    }
+
+    /// The first `max_chunk` bytes of `url` from `w`, with the file size and
+    /// version the worker reports.
+    async fn get_head(
+        &self,
+        w: &WorkerAddr,
+        url: &str,
+    ) -> Result<(Vec<u8>, Option<u64>, Option<String>)> {
+        let q = format!(
+            "{}/v1/range/{}?ufsFullPath={}&offset=0&length={}",
+            w.base_url(),
+            path_id(url),
+            enc(url),
+            self.config.max_chunk
+        );
+        self.count_request();
+        let mut resp = self
+            .request(reqwest::Method::GET, &q)
+            .send()
+            .await
+            .map_err(|e| transport_error(w, &e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(status_error(w, status.as_u16(), url, &body));
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let size = header(FILE_SIZE_HEADER).and_then(|v| v.parse::<u64>().ok());
+        let version = header(VERSION_HEADER);
+        let cap = resp
+            .content_length()
+            .unwrap_or(0)
+            .min(self.config.max_chunk) as usize;
+        let mut data = Vec::with_capacity(cap);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(w, &e))? {
+            data.extend_from_slice(&chunk);
+        }
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes_read += data.len() as u64;
+        Ok((data, size, version))
+    }
+
+    async fn read_rest(
+        &self,
+        url: &str,
+        mut head: Vec<u8>,
+        size: Option<u64>,
+        version: Option<String>,
+    ) -> Result<RangeResult> {
+        let have = head.len() as u64;
+        let size = match size {
+            Some(s) => s,
+            // A worker that does not name the size sent the whole file if it
+            // sent less than asked for.
+            None if have < self.config.max_chunk => have,
+            None => self.info(url).await?.length,
+        };
+        if size <= have {
+            head.truncate(size as usize);
+            return Ok(RangeResult {
+                data: Bytes::from(head),
+                holes: Vec::new(),
+            });
+        }
+        let total = usize::try_from(size)
+            .map_err(|_| Error::InvalidArgument(format!("{url}: file too large")))?;
+        head.resize(total, 0);
+        let out = self
+            .read_into(url, version.as_deref(), have, &mut head[have as usize..])
+            .await?;
+        head.truncate(have as usize + out.filled);
+        Ok(RangeResult {
+            data: Bytes::from(head),
             holes: out.holes,
         })
     }

@@ -453,3 +453,59 @@ async fn replica_resumes_where_a_dying_primary_stopped() {
     asked.sort();
     assert_eq!(asked, vec![(256 << 10) - 70_000; 4]);
 }
+
+#[tokio::test]
+async fn read_files_one_request_per_small_file() {
+    let w = TestWorker::start().await;
+    let chunk = config().max_chunk as usize;
+    let sizes = [0usize, 1, 5000, chunk - 1, chunk, chunk + 1, 3 * chunk + 77];
+    let mut urls = Vec::new();
+    let mut srcs = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let url = format!("s3://bucket/files/f{i}");
+        let src = random_bytes(*size, i as u64 + 100);
+        w.state.put(&url, src.clone(), &format!("v{i}"));
+        urls.push(url);
+        srcs.push(src);
+    }
+    urls.push("s3://bucket/files/missing".into());
+    let client = Client::new(config(), vec![w.worker_addr()]).unwrap();
+    let out = client.read_files(&urls).await;
+    assert_eq!(out.len(), urls.len());
+    for (i, src) in srcs.iter().enumerate() {
+        let r = out[i].as_ref().unwrap();
+        assert!(r.holes.is_empty());
+        assert_eq!(&r.data[..], &src[..], "file {i} of {} bytes", src.len());
+    }
+    assert!(matches!(out.last().unwrap(), Err(Error::NotFound { .. })));
+    // One request per file up to max_chunk, plus ceil(rest / max_chunk) for
+    // the larger ones, and no metadata request at all.
+    let rest = |s: usize| s.saturating_sub(chunk).div_ceil(chunk) as u64;
+    let expected: u64 = sizes.iter().map(|&s| 1 + rest(s)).sum::<u64>() + 1;
+    assert_eq!(w.range_requests(), expected);
+    assert_eq!(w.state.meta_requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn read_files_reports_unavailable_workers() {
+    let w = TestWorker::start().await;
+    w.state.put("s3://bucket/x", random_bytes(1000, 3), "v1");
+    w.state.fail_all.store(true, Ordering::SeqCst);
+    let client = Client::new(
+        ClientConfig {
+            retries: 1,
+            ..config()
+        },
+        vec![w.worker_addr()],
+    )
+    .unwrap();
+    let out = client.read_files(&["s3://bucket/x".to_string()]).await;
+    assert!(
+        matches!(out[0], Err(Error::WorkerUnavailable { .. })),
+        "{:?}",
+        out[0]
+    );
+    assert_eq!(client.stats().fallbacks.values().sum::<u64>(), 1);
+    // The retry happened: two attempts on the one worker.
+    assert_eq!(w.range_requests(), 2);
+}
