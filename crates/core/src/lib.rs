@@ -12,6 +12,7 @@
 pub mod client;
 pub mod error;
 pub mod info;
+pub mod membership;
 pub mod pages;
 pub mod path;
 pub mod reader;
