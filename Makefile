@@ -71,7 +71,7 @@ garage:
 
 ## develop: build the extension (dev profile) into .venv
 develop: venv
-	@echo ">>> maturin develop (dev profile, target/)"
+	@echo ">>> $$(date +%T) maturin develop (dev profile, target/)"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet
 
 develop-release: venv
@@ -88,16 +88,17 @@ endif
 
 ## test: everything CI runs
 test: system-deps venv $(TEST_S3_DEPS) develop
-	@echo ">>> cargo test (alluxiofs-core, alluxiofs-worker)"
+	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker)"
 	cargo test -p alluxiofs-core -p alluxiofs-worker
-	@echo ">>> pytest"
+	@echo ">>> $$(date +%T) pytest"
 	$(TEST_ENV) $(PY) -m pytest tests -q --timeout 300 $(PYTEST_ARGS)
+	@echo ">>> $$(date +%T) make test: all passed"
 
 ## lint: formatting and static checks
 lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests examples benches scripts
+	$(VENV)/bin/ruff check $(wildcard python tests examples benches scripts)
 
 ## demo: release build, then the demo against a local S3 server
 demo: system-deps venv develop-release
