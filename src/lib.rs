@@ -173,7 +173,7 @@ impl NativeClient {
     #[pyo3(signature = (workers, page_size=1048576, vnodes=5, replicas=1, connect_timeout=2.0,
         request_timeout=30.0, retries=2, max_chunk=8388608, max_parallel=16,
         coalesce_gap=1048576, auth_token=None, readahead_initial=1048576,
-        readahead_max=67108864))]
+        readahead_max=67108864, placement=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         workers: Vec<(String, u16)>,
@@ -189,7 +189,15 @@ impl NativeClient {
         auth_token: Option<String>,
         readahead_initial: u64,
         readahead_max: u64,
+        placement: Option<String>,
     ) -> PyResult<Self> {
+        if let Some(p) = placement.as_deref() {
+            if p != "alluxio" {
+                return Err(PyValueError::new_err(format!(
+                    "placement {p:?} is not available in this build (only \"alluxio\")"
+                )));
+            }
+        }
         let secs = |v: f64, what: &str| {
             Duration::try_from_secs_f64(v).map_err(|_| {
                 PyValueError::new_err(format!(

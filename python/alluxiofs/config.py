@@ -68,7 +68,19 @@ class ClientOptions:
     worker_http_port: int = 28080
     """Port for hosts in ``worker_hosts`` given without one (Alluxio's default)."""
     etcd_hosts: str | None = None
-    """etcd endpoints for worker discovery (not implemented yet)."""
+    """etcd endpoints for worker discovery: ``host[:port],...`` or ``http://host:port,...``."""
+    etcd_port: int = 2379
+    """Port for etcd hosts given without one (the PyPI client's ``etcd_port``)."""
+    cluster_name: str = "DefaultAlluxioCluster"
+    """Cluster name: workers register under ``/ServiceDiscovery/<cluster_name>/``."""
+    etcd_username: str | None = None
+    """etcd user, if etcd has authentication on."""
+    etcd_password: str | None = None
+    """etcd password for ``etcd_username``."""
+    placement: str | None = None
+    """Placement of paths on workers: ``alluxio`` (the Alluxio-compatible ring, the default) or
+    ``rendezvous`` (better balanced; alluxiofs-only clusters). With etcd the cluster's published
+    setting is used and a different value here is an error."""
     page_size: int = 1 << 20
     """Page size in bytes; must match the workers'."""
     vnodes: int = 5
@@ -112,7 +124,7 @@ class ClientOptions:
         "embedded_memory_capacity",
     )
     _SECONDS = ("connect_timeout", "request_timeout")
-    _INTS = ("worker_http_port", "vnodes", "replicas", "retries", "max_parallel")
+    _INTS = ("worker_http_port", "etcd_port", "vnodes", "replicas", "retries", "max_parallel")
     _BOOLS = ("fallback",)
 
     def set(self, key: str, value: Any) -> None:
@@ -143,6 +155,7 @@ _ALLUXIO_KEYS = {
     "alluxio.worker.page.store.page.size": "page_size",
     "alluxio.user.consistent.hash.virtual.node.count.per.worker": "vnodes",
     "alluxio.worker.http.server.port": "worker_http_port",
+    "alluxio.cluster.name": "cluster_name",
 }
 
 
@@ -190,6 +203,23 @@ def _load_yaml(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
     return data.get("client", data)
+
+
+def parse_etcd_hosts(spec: str, default_port: int) -> list[str]:
+    """``"h1,h2:2380,http://h3:2379"`` → ``["http://h1:2379", "http://h2:2380", "http://h3:2379"]``."""
+    out = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "://" in item:
+            out.append(item)
+            continue
+        host, port = parse_worker_hosts(item, default_port)[0]
+        out.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+    if not out:
+        raise ValueError(f"etcd_hosts {spec!r} names no endpoint")
+    return out
 
 
 def parse_worker_hosts(spec: str, default_port: int) -> list[tuple[str, int]]:

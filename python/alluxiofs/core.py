@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - older fsspec
 from fsspec.utils import stringify_path, tokenize
 
 from . import _alluxiofs, embedded
-from .config import ClientOptions, parse_worker_hosts, resolve_options
+from .config import ClientOptions, parse_etcd_hosts, parse_worker_hosts, resolve_options
 
 logger = logging.getLogger("alluxiofs")
 
@@ -104,11 +104,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if worker_hosts is not None:
             kwargs["worker_hosts"] = worker_hosts
         self.options: ClientOptions = resolve_options(kwargs, options, config_file)
-        if self.options.etcd_hosts:
-            raise ValueError(
-                "etcd_hosts: worker discovery through etcd is not available in this version; "
-                "pass worker_hosts='host:port,...' or leave both empty for the local worker"
-            )
+        if self.options.etcd_hosts and self.options.worker_hosts:
+            raise ValueError("give either worker_hosts or etcd_hosts, not both")
         self.target_protocol = _canonical_protocol(target_protocol)
         self.target_options = dict(target_options or {})
         self._target_fs: AbstractFileSystem | None = None
@@ -208,11 +205,34 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             if entry is not None and entry[0] == pid:
                 return entry[1]
             o = self.options
-            token = o.auth_token
-            if o.worker_hosts:
+            common: dict[str, Any] = {
+                "page_size": o.page_size,
+                "vnodes": o.vnodes,
+                "replicas": o.replicas,
+                "connect_timeout": o.connect_timeout,
+                "request_timeout": o.request_timeout,
+                "retries": o.retries,
+                "max_chunk": o.max_chunk,
+                "max_parallel": o.max_parallel,
+                "coalesce_gap": o.coalesce_gap,
+                "auth_token": o.auth_token,
+                "readahead_initial": o.readahead_initial,
+                "readahead_max": o.readahead_max,
+                "placement": o.placement,
+            }
+            if o.etcd_hosts:
+                client = _alluxiofs.NativeClient.from_etcd(
+                    parse_etcd_hosts(o.etcd_hosts, o.etcd_port),
+                    cluster=o.cluster_name,
+                    username=o.etcd_username,
+                    password=o.etcd_password,
+                    **common,
+                )
+            elif o.worker_hosts:
                 workers = parse_worker_hosts(o.worker_hosts, o.worker_http_port)
                 if not workers:
                     raise ValueError(f"worker_hosts {o.worker_hosts!r} names no worker")
+                client = _alluxiofs.NativeClient(workers, **common)
             else:
                 local = embedded.ensure_local_worker(
                     self.target_protocol,
@@ -221,23 +241,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                     memory_capacity=o.embedded_memory_capacity,
                     page_size=o.page_size,
                 )
-                workers = [(local.host, local.port)]
-                token = local.token
-            client = _alluxiofs.NativeClient(
-                workers,
-                page_size=o.page_size,
-                vnodes=o.vnodes,
-                replicas=o.replicas,
-                connect_timeout=o.connect_timeout,
-                request_timeout=o.request_timeout,
-                retries=o.retries,
-                max_chunk=o.max_chunk,
-                max_parallel=o.max_parallel,
-                coalesce_gap=o.coalesce_gap,
-                auth_token=token,
-                readahead_initial=o.readahead_initial,
-                readahead_max=o.readahead_max,
-            )
+                common["auth_token"] = local.token
+                client = _alluxiofs.NativeClient([(local.host, local.port)], **common)
             _CLIENTS[key] = (pid, client)
             return client
 
