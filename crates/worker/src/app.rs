@@ -7,6 +7,7 @@
 
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
+use crate::membership::{resolve_identity, Registration};
 use crate::meta::MetaCache;
 use crate::metrics::Metrics;
 use crate::read::{SharedInfo, SharedPage};
@@ -14,6 +15,7 @@ use crate::store::{DirSpec, PageKey, PageStore};
 use crate::ufs::{ObjectVersion, Ufs};
 use alluxiofs_core::info::FileInfo;
 use alluxiofs_core::path::path_id;
+use alluxiofs_core::ring::WorkerIdentity;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -26,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// Response header: the object version the bytes belong to.
 pub const VERSION_HEADER: &str = "x-alluxiofs-version";
@@ -48,6 +51,10 @@ pub struct AppState {
     pub auth_token: Option<String>,
     /// Set when shutdown begins: new requests get 503.
     pub shutting_down: AtomicBool,
+    /// This worker's persistent identity (see [`crate::membership`]).
+    pub identity: WorkerIdentity,
+    /// Where the worker stands with etcd.
+    pub registration: watch::Sender<Registration>,
     pub(crate) inflight: Mutex<HashMap<PageKey, SharedPage>>,
     pub(crate) meta_inflight: Mutex<HashMap<String, SharedInfo>>,
 }
@@ -88,7 +95,15 @@ impl AppState {
             meta.remember(&url);
         }
         let auth_token = config.resolve_auth_token()?;
+        let identity = resolve_identity(&config)?;
+        let registration = watch::Sender::new(if config.etcd.is_empty() {
+            Registration::Disabled
+        } else {
+            Registration::Connecting
+        });
         Ok(Arc::new(AppState {
+            identity,
+            registration,
             config,
             ufs,
             store,
@@ -432,6 +447,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "mounts": state.ufs.mounts(),
         "page_size": state.store.page_size(),
+        "worker_id": state.identity.uuid().to_string(),
+        "cluster": state.config.cluster_name,
+        "registration": state.registration.borrow().as_str(),
     }))
 }
 

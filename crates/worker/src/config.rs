@@ -10,6 +10,8 @@
 //! overrides what it names.
 
 use crate::error::WorkerError;
+use alluxiofs_core::membership::DEFAULT_CLUSTER;
+use alluxiofs_core::placement::Placement;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +29,14 @@ pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 pub const DEFAULT_PAGE_SIZE: u64 = 1 << 20;
 /// Default metadata TTL: 60 s.
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
+
+/// Default lease TTL in etcd: how long a worker that died without
+/// deregistering stays listed.
+pub const DEFAULT_ETCD_LEASE_TTL: Duration = Duration::from_secs(10);
+/// Default port of an etcd endpoint given without one.
+pub const DEFAULT_ETCD_PORT: u16 = 2379;
+/// Name of the identity file in the first cache directory.
+pub const IDENTITY_FILE: &str = "worker_identity";
 
 /// Prefix of every environment variable the worker reads.
 pub const ENV_PREFIX: &str = "ALLUXIOFS_WORKER_";
@@ -213,6 +223,28 @@ pub struct WorkerConfig {
     pub log_format: LogFormat,
     /// Log level or `tracing` filter directive (`info`, `alluxiofs_worker=debug`).
     pub log_level: String,
+    /// etcd endpoints as `http://host:port`; empty = no cluster membership.
+    pub etcd: Vec<String>,
+    /// Cluster name: the etcd keys live under `/ServiceDiscovery/<name>/`.
+    pub cluster_name: String,
+    /// Persistent identity; `None` = read (or create) the identity file
+    /// `<first cache dir>/worker_identity`.
+    pub worker_id: Option<uuid::Uuid>,
+    /// TTL of the etcd lease holding the live key (whole seconds, at least 1):
+    /// how long a worker that died without deregistering stays listed.
+    pub etcd_lease_ttl: Duration,
+    /// etcd user name (etcd authentication).
+    pub etcd_username: Option<String>,
+    /// etcd password.
+    pub etcd_password: Option<String>,
+    /// File holding the etcd password (trailing newline ignored).
+    pub etcd_password_file: Option<PathBuf>,
+    /// Host written in etcd for clients to connect to; `None` = `host`,
+    /// or the machine's host name when `host` is a wildcard address.
+    pub advertise_host: Option<String>,
+    /// Placement of paths on workers that this worker agrees to (published
+    /// in etcd; every worker of a cluster must use the same).
+    pub placement: Placement,
 }
 
 /// Whether an option value looks secret (keys naming a secret, token,
@@ -269,6 +301,18 @@ impl std::fmt::Debug for WorkerConfig {
             .field("ready_file", &self.ready_file)
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
+            .field("etcd", &self.etcd)
+            .field("cluster_name", &self.cluster_name)
+            .field("worker_id", &self.worker_id)
+            .field("etcd_lease_ttl", &self.etcd_lease_ttl)
+            .field("etcd_username", &self.etcd_username)
+            .field(
+                "etcd_password",
+                &self.etcd_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("etcd_password_file", &self.etcd_password_file)
+            .field("advertise_host", &self.advertise_host)
+            .field("placement", &self.placement)
             .finish()
     }
 }
@@ -305,8 +349,29 @@ impl Default for WorkerConfig {
             ready_file: None,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            etcd: Vec::new(),
+            cluster_name: DEFAULT_CLUSTER.into(),
+            worker_id: None,
+            etcd_lease_ttl: DEFAULT_ETCD_LEASE_TTL,
+            etcd_username: None,
+            etcd_password: None,
+            etcd_password_file: None,
+            advertise_host: None,
+            placement: Placement::default(),
         }
     }
+}
+
+/// The machine's host name (`/proc/sys/kernel/hostname`, else
+/// `/etc/hostname`, else `$HOSTNAME`, else `localhost`).
+pub fn machine_hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .chain(std::env::var("HOSTNAME").ok())
+        .find(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 /// Parse a size: `1048576`, `64KiB`, `1MiB`, `10GiB`, `1.5GiB`. Decimal
@@ -373,7 +438,9 @@ file (--config, keys in snake_case) or an ALLUXIOFS_WORKER_* environment variabl
 YAML > default.",
     after_help = "Sizes: 1048576, 64KiB, 1MiB, 10GiB (MB/GB are read as MiB/GiB). Durations: 60s, 500ms, 0.\n\
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
-_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL.\n\
+_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
+_ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
+_ADVERTISE_HOST, _PLACEMENT.\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
 )]
 pub struct Cli {
@@ -420,6 +487,37 @@ pub struct Cli {
     /// Log level or tracing filter, e.g. debug or alluxiofs_worker=debug [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Register in etcd for discovery by clients: comma-separated endpoints,
+    /// http://host:port or host:port [default: no etcd].
+    #[arg(long, value_name = "URLS")]
+    pub etcd: Option<String>,
+    /// Cluster name, the etcd key prefix [default: DefaultAlluxioCluster].
+    #[arg(long, value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Persistent worker identity (a UUID) [default: read or create <first cache dir>/worker_identity].
+    #[arg(long, value_name = "UUID", value_parser = parse_worker_id)]
+    pub worker_id: Option<uuid::Uuid>,
+    /// TTL of the etcd lease: how long a dead worker stays listed [default: 10s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub etcd_lease_ttl: Option<Duration>,
+    /// etcd user name.
+    #[arg(long, value_name = "USER")]
+    pub etcd_username: Option<String>,
+    /// etcd password (visible to other local users: prefer --etcd-password-file
+    /// or ALLUXIOFS_WORKER_ETCD_PASSWORD).
+    #[arg(long, value_name = "PASSWORD")]
+    pub etcd_password: Option<String>,
+    /// File holding the etcd password.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// Host written in etcd for clients [default: --host, or the host name when --host is 0.0.0.0 or ::].
+    #[arg(long, value_name = "HOST")]
+    pub advertise_host: Option<String>,
+    /// Placement of paths on workers, the same for every worker of a cluster:
+    /// alluxio[:VNODES] (Alluxio-compatible ring) or rendezvous (balanced; alluxiofs
+    /// workers only) [default: alluxio:5].
+    #[arg(long, value_name = "NAME", value_parser = parse_placement)]
+    pub placement: Option<Placement>,
 }
 
 /// One configuration layer (YAML file, environment or flags): every field
@@ -441,6 +539,76 @@ pub struct ConfigLayer {
     ready_file: Option<PathBuf>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    etcd: Option<EtcdEndpoints>,
+    cluster_name: Option<String>,
+    worker_id: Option<String>,
+    etcd_lease_ttl: Option<DurationValue>,
+    etcd_username: Option<String>,
+    etcd_password: Option<String>,
+    etcd_password_file: Option<PathBuf>,
+    advertise_host: Option<String>,
+    placement: Option<String>,
+}
+
+/// etcd endpoints in YAML: a list or one comma-separated string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum EtcdEndpoints {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl EtcdEndpoints {
+    fn normalized(&self) -> Result<Vec<String>, String> {
+        let items: Vec<&str> = match self {
+            EtcdEndpoints::One(s) => s.split(',').collect(),
+            EtcdEndpoints::Many(v) => v.iter().flat_map(|s| s.split(',')).collect(),
+        };
+        items
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(normalize_etcd_endpoint)
+            .collect()
+    }
+}
+
+/// An etcd endpoint as `http://host:port`: `host`, `host:port` and
+/// `http://host[:port]` are accepted (port 2379 when missing).
+pub fn normalize_etcd_endpoint(text: &str) -> Result<String, String> {
+    let t = text.trim().trim_end_matches('/');
+    let with_scheme = if t.contains("://") {
+        t.to_string()
+    } else {
+        format!("http://{t}")
+    };
+    let url = url::Url::parse(&with_scheme)
+        .map_err(|e| format!("invalid etcd endpoint {text:?}: {e}"))?;
+    if url.scheme() != "http" {
+        return Err(format!(
+            "invalid etcd endpoint {text:?}: only http:// is supported (no TLS)"
+        ));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("invalid etcd endpoint {text:?}: no host"))?;
+    if !(url.path().is_empty() || url.path() == "/") || url.query().is_some() {
+        return Err(format!(
+            "invalid etcd endpoint {text:?}: expected host:port, without a path"
+        ));
+    }
+    let port = url.port().unwrap_or(DEFAULT_ETCD_PORT);
+    Ok(format!("http://{host}:{port}"))
+}
+
+fn parse_worker_id(text: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(text.trim())
+        .map_err(|e| format!("invalid worker id {text:?}: expected a UUID ({e})"))
+}
+
+fn parse_placement(text: &str) -> Result<Placement, String> {
+    Placement::from_setting(text).map_err(|e| e.to_string())
 }
 
 fn cfg_err(msg: impl Into<String>) -> WorkerError {
@@ -481,6 +649,15 @@ impl ConfigLayer {
             memory_capacity: var("MEMORY_CAPACITY").map(SizeValue::Text),
             page_size: var("PAGE_SIZE").map(SizeValue::Text),
             metadata_ttl: var("METADATA_TTL").map(DurationValue::Text),
+            etcd: var("ETCD").map(EtcdEndpoints::One),
+            cluster_name: var("CLUSTER_NAME"),
+            worker_id: var("WORKER_ID"),
+            etcd_lease_ttl: var("ETCD_LEASE_TTL").map(DurationValue::Text),
+            etcd_username: var("ETCD_USERNAME"),
+            etcd_password: var("ETCD_PASSWORD"),
+            etcd_password_file: var("ETCD_PASSWORD_FILE").map(PathBuf::from),
+            advertise_host: var("ADVERTISE_HOST"),
+            placement: var("PLACEMENT"),
             ..Default::default()
         };
         if let Some(p) = var("PORT") {
@@ -532,6 +709,17 @@ impl ConfigLayer {
             ready_file: cli.ready_file.clone(),
             log_format: cli.log_format,
             log_level: cli.log_level.clone(),
+            etcd: cli.etcd.clone().map(EtcdEndpoints::One),
+            cluster_name: cli.cluster_name.clone(),
+            worker_id: cli.worker_id.map(|u| u.to_string()),
+            etcd_lease_ttl: cli
+                .etcd_lease_ttl
+                .map(|d| DurationValue::Text(format!("{}ms", d.as_millis()))),
+            etcd_username: cli.etcd_username.clone(),
+            etcd_password: cli.etcd_password.clone(),
+            etcd_password_file: cli.etcd_password_file.clone(),
+            advertise_host: cli.advertise_host.clone(),
+            placement: cli.placement.map(|p| p.to_setting()),
         }
     }
 
@@ -578,6 +766,34 @@ impl ConfigLayer {
         }
         if self.ready_file.is_some() {
             cfg.ready_file = self.ready_file;
+        }
+        if let Some(e) = self.etcd {
+            cfg.etcd = e.normalized().map_err(|e| cfg_err(format!("etcd: {e}")))?;
+        }
+        set!(cluster_name);
+        if let Some(id) = self.worker_id {
+            cfg.worker_id =
+                Some(parse_worker_id(&id).map_err(|e| cfg_err(format!("worker_id: {e}")))?);
+        }
+        if let Some(v) = self.etcd_lease_ttl {
+            cfg.etcd_lease_ttl = v
+                .duration()
+                .map_err(|e| cfg_err(format!("etcd_lease_ttl: {e}")))?;
+        }
+        if self.etcd_username.is_some() {
+            cfg.etcd_username = self.etcd_username;
+        }
+        if self.etcd_password.is_some() {
+            cfg.etcd_password = self.etcd_password;
+        }
+        if self.etcd_password_file.is_some() {
+            cfg.etcd_password_file = self.etcd_password_file;
+        }
+        if self.advertise_host.is_some() {
+            cfg.advertise_host = self.advertise_host;
+        }
+        if let Some(p) = self.placement {
+            cfg.placement = parse_placement(&p).map_err(|e| cfg_err(format!("placement: {e}")))?;
         }
         Ok(())
     }
@@ -644,7 +860,75 @@ impl WorkerConfig {
             alluxiofs_core::path::normalize_mount(&m.url)
                 .map_err(|e| cfg_err(format!("mount {:?}: {e}", m.url)))?;
         }
+        let name = &self.cluster_name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(cfg_err(format!(
+                "cluster_name {name:?}: use letters, digits, '-', '_' and '.' only"
+            )));
+        }
+        if self.etcd_lease_ttl < Duration::from_secs(1) {
+            return Err(cfg_err(format!(
+                "etcd_lease_ttl {:?} is too short (at least 1s)",
+                self.etcd_lease_ttl
+            )));
+        }
+        if self.etcd_username.is_none()
+            && (self.etcd_password.is_some() || self.etcd_password_file.is_some())
+        {
+            return Err(cfg_err(
+                "an etcd password is set but no etcd_username (--etcd-username)",
+            ));
+        }
+        if matches!(&self.advertise_host, Some(h) if h.trim().is_empty()) {
+            return Err(cfg_err("advertise_host is empty"));
+        }
         Ok(())
+    }
+
+    /// The etcd user and password: `etcd_password`, else the contents of
+    /// `etcd_password_file` (one trailing newline dropped); `None` without a
+    /// user name.
+    pub fn resolve_etcd_user(&self) -> Result<Option<(String, String)>, WorkerError> {
+        let Some(user) = &self.etcd_username else {
+            return Ok(None);
+        };
+        if let Some(p) = &self.etcd_password {
+            return Ok(Some((user.clone(), p.clone())));
+        }
+        let Some(path) = &self.etcd_password_file else {
+            return Err(cfg_err(format!(
+                "etcd_username {user:?} is set but no etcd password \
+                 (--etcd-password-file FILE or ALLUXIOFS_WORKER_ETCD_PASSWORD)"
+            )));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            cfg_err(format!(
+                "cannot read etcd password file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let password = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        Ok(Some((user.clone(), password.to_string())))
+    }
+
+    /// The host written in etcd: `advertise_host`, else `host` unless it is
+    /// a wildcard address (`0.0.0.0`, `::`), then the machine's host name.
+    pub fn resolve_advertise_host(&self) -> String {
+        if let Some(h) = &self.advertise_host {
+            return h.trim().to_string();
+        }
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => machine_hostname(),
+            _ => host.to_string(),
+        }
     }
 
     /// The auth token: `auth_token`, else the trimmed contents of
@@ -775,6 +1059,128 @@ mod tests {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }
         assert!(text.contains("AKID") && text.contains("s3://b"));
+    }
+
+    #[test]
+    fn membership_keys_from_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = dir.path().join("w.yaml");
+        std::fs::write(
+            &yaml,
+            "mounts: [/data]\netcd: [h1, 'http://h2:2380', 'h3:2381']\ncluster_name: yaml-c\n\
+             etcd_lease_ttl: 4s\nplacement: rendezvous\nworker_id: b785d1f098863821a4eb6bee226c35b7\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["w", "--config", yaml.to_str().unwrap()]).unwrap();
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env_of(&[])).unwrap();
+        assert_eq!(
+            cfg.etcd,
+            ["http://h1:2379", "http://h2:2380", "http://h3:2381"]
+        );
+        assert_eq!(cfg.cluster_name, "yaml-c");
+        assert_eq!(cfg.etcd_lease_ttl, Duration::from_secs(4));
+        assert_eq!(cfg.placement, Placement::Rendezvous);
+        assert_eq!(
+            cfg.worker_id.unwrap().to_string(),
+            "b785d1f0-9886-3821-a4eb-6bee226c35b7"
+        );
+
+        let env = env_of(&[
+            ("ALLUXIOFS_WORKER_ETCD", "127.0.0.1:1, 127.0.0.2"),
+            ("ALLUXIOFS_WORKER_CLUSTER_NAME", "env-c"),
+            ("ALLUXIOFS_WORKER_PLACEMENT", "alluxio:50"),
+            ("ALLUXIOFS_WORKER_ETCD_USERNAME", "root"),
+            ("ALLUXIOFS_WORKER_ETCD_PASSWORD", "pw-env"),
+        ]);
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env).unwrap();
+        assert_eq!(cfg.etcd, ["http://127.0.0.1:1", "http://127.0.0.2:2379"]);
+        assert_eq!(cfg.cluster_name, "env-c");
+        assert_eq!(cfg.placement, Placement::Alluxio { vnodes: 50 });
+        assert_eq!(
+            cfg.resolve_etcd_user().unwrap(),
+            Some(("root".into(), "pw-env".into()))
+        );
+        assert!(!format!("{cfg:?}").contains("pw-env"));
+
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from file\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "w",
+            "--config",
+            yaml.to_str().unwrap(),
+            "--etcd",
+            "http://10.1.1.1:2379,10.1.1.2:2379",
+            "--etcd-lease-ttl",
+            "2s",
+            "--placement",
+            "alluxio",
+            "--etcd-username",
+            "u",
+            "--etcd-password-file",
+            pw.to_str().unwrap(),
+            "--advertise-host",
+            "w1.example",
+            "--worker-id",
+            "3e05246f-5a4b-37e7-bd9a-0b09b1706b95",
+        ])
+        .unwrap();
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env_of(&[])).unwrap();
+        assert_eq!(cfg.etcd, ["http://10.1.1.1:2379", "http://10.1.1.2:2379"]);
+        assert_eq!(cfg.etcd_lease_ttl, Duration::from_secs(2));
+        assert_eq!(cfg.placement, Placement::default());
+        assert_eq!(
+            cfg.resolve_etcd_user().unwrap(),
+            Some(("u".into(), "from file".into()))
+        );
+        assert_eq!(cfg.resolve_advertise_host(), "w1.example");
+        assert_eq!(
+            cfg.worker_id.unwrap().to_string(),
+            "3e05246f-5a4b-37e7-bd9a-0b09b1706b95"
+        );
+    }
+
+    #[test]
+    fn membership_defaults_and_bad_values() {
+        let cfg = WorkerConfig::with_mounts(["/data"]);
+        assert!(cfg.etcd.is_empty());
+        assert_eq!(cfg.cluster_name, "DefaultAlluxioCluster");
+        assert_eq!(cfg.etcd_lease_ttl, Duration::from_secs(10));
+        assert_eq!(cfg.placement, Placement::Alluxio { vnodes: 5 });
+        assert_eq!(cfg.resolve_advertise_host(), "127.0.0.1");
+        let wildcard = WorkerConfig {
+            host: "0.0.0.0".into(),
+            ..cfg.clone()
+        };
+        assert_eq!(wildcard.resolve_advertise_host(), machine_hostname());
+        let v6 = WorkerConfig {
+            host: "[::]".into(),
+            ..cfg.clone()
+        };
+        assert_eq!(v6.resolve_advertise_host(), machine_hostname());
+
+        for bad in [
+            "https://h:2379",
+            "http://h:2379/v3",
+            "h:notaport",
+            "http://:2379",
+        ] {
+            assert!(normalize_etcd_endpoint(bad).is_err(), "{bad}");
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["w", "--mount", "/data"];
+            all.extend_from_slice(args);
+            WorkerConfig::from_args(all)
+        };
+        assert!(parse(&["--placement", "maglev"]).is_err());
+        assert!(parse(&["--worker-id", "worker-1"]).is_err());
+        let err = parse(&["--etcd-lease-ttl", "500ms"]).unwrap_err();
+        assert!(err.to_string().contains("too short"), "{err}");
+        let err = parse(&["--etcd-password", "x"]).unwrap_err();
+        assert!(err.to_string().contains("etcd_username"), "{err}");
+        let err = parse(&["--cluster-name", "a/b"]).unwrap_err();
+        assert!(err.to_string().contains("cluster_name"), "{err}");
+        let no_pw = parse(&["--etcd-username", "u"]).unwrap();
+        assert!(no_pw.resolve_etcd_user().is_err());
     }
 
     #[test]

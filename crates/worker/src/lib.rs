@@ -11,6 +11,7 @@
 //! - [`read`]: read-through with single-flight UFS fetches.
 //! - [`app`]: the axum routes; [`server`]: the listener.
 //! - [`metrics`]: Prometheus text metrics.
+//! - [`membership`]: identity and registration in etcd.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod membership;
 pub mod meta;
 pub mod metrics;
 pub mod read;

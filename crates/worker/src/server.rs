@@ -4,6 +4,9 @@
 use crate::app::{app, AppState};
 use crate::config::{LogFormat, WorkerConfig};
 use crate::error::{Result, WorkerError};
+use crate::membership::{Membership, MembershipSettings, Registration};
+use alluxiofs_core::membership::WorkerRecord;
+use alluxiofs_core::ring::WorkerIdentity;
 use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ pub struct RunningWorker {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     ready_file: Option<PathBuf>,
+    membership: Option<Membership>,
 }
 
 impl RunningWorker {
@@ -39,15 +43,39 @@ impl RunningWorker {
         &self.state
     }
 
+    /// This worker's persistent identity.
+    pub fn identity(&self) -> WorkerIdentity {
+        self.state.identity
+    }
+
+    /// Where the worker stands with etcd.
+    pub fn registration(&self) -> Registration {
+        *self.state.registration.borrow()
+    }
+
+    /// Stop keeping the etcd lease alive without deregistering, as a crashed
+    /// worker would (its live key expires with the lease); HTTP goes on.
+    pub fn abandon_registration(&mut self) {
+        if let Some(m) = self.membership.take() {
+            m.abandon();
+        }
+    }
+
     /// Whether the server task has ended (it only ends on shutdown or a
     /// fatal listener error).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 
-    /// Stop accepting connections, let requests in progress finish, remove
-    /// the ready file.
+    /// Deregister from etcd (bounded by
+    /// [`crate::membership::SHUTDOWN_BUDGET`]), then stop accepting
+    /// connections, let requests in progress finish, remove the ready file.
     pub async fn shutdown(mut self) -> Result<()> {
+        // Leave the cluster first, so that clients route elsewhere while
+        // the requests in progress finish.
+        if let Some(m) = self.membership.take() {
+            m.shutdown().await;
+        }
         self.state.shutting_down.store(true, Ordering::Relaxed);
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -100,6 +128,25 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         page_size = state.store.page_size(),
         "listening on {url}"
     );
+    let membership = match MembershipSettings::from_config(&state.config)? {
+        None => None,
+        Some(settings) => {
+            let advertise = state.config.resolve_advertise_host();
+            let record = WorkerRecord::new(&state.identity, &advertise, addr.port());
+            tracing::info!(
+                worker_id = %state.identity.uuid(),
+                cluster = %settings.cluster,
+                "registering in etcd as {advertise}:{}",
+                addr.port()
+            );
+            Some(Membership::start(
+                settings,
+                &state.identity,
+                record,
+                state.registration.clone(),
+            ))
+        }
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -119,6 +166,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         stop: Some(stop),
         task,
         ready_file,
+        membership,
     })
 }
 
