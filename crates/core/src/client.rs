@@ -5,8 +5,9 @@
 //! in pages ([`crate::pages`]) and fetched from the workers that own the
 //! path:
 //!
-//! - **Placement.** The ring ([`crate::ring`]) gives each path an ordered
-//!   list of `replicas` preferred workers. A request goes to the first live
+//! - **Placement.** The placement ([`crate::placement`]: Alluxio's ring by
+//!   default) gives each path an ordered list of `replicas` preferred
+//!   workers. A request goes to the first live
 //!   one and moves to the next on a worker fault.
 //! - **Parallelism.** A read larger than `max_chunk` is cut into page-aligned
 //!   chunks fetched concurrently (at most `max_parallel` requests in flight
@@ -42,7 +43,8 @@ use crate::error::{Error, Result};
 use crate::info::{ErrorBody, FileInfo};
 use crate::pages::{coalesce, split_aligned, DEFAULT_PAGE_SIZE};
 use crate::path::path_id;
-use crate::ring::{HashRing, WorkerIdentity};
+use crate::placement::{Placement, Placer, DEFAULT_VNODES};
+use crate::ring::WorkerIdentity;
 
 /// Alluxio's default worker HTTP port (`alluxio.worker.http.server.port`).
 pub const DEFAULT_WORKER_PORT: u16 = 28080;
@@ -124,7 +126,13 @@ impl WorkerAddr {
 pub struct ClientConfig {
     /// Page size; must match the workers'. Default 1 MiB.
     pub page_size: u64,
-    /// Virtual nodes per worker on the hash ring. Default 5 (Alluxio's).
+    /// How paths are placed on workers. Default Alluxio's ring with 5
+    /// virtual nodes, compatible with Alluxio. In etcd mode the setting the
+    /// cluster publishes replaces it.
+    pub placement: Placement,
+    /// Legacy knob: virtual nodes of the Alluxio ring. Used only when
+    /// `placement` is left at its default and this is not 5; set
+    /// `placement` instead.
     pub vnodes: u32,
     /// Ordered preferred workers per path (0 counts as 1). Default 1.
     pub replicas: usize,
@@ -154,11 +162,27 @@ pub struct ClientConfig {
     pub readahead_max: u64,
 }
 
+impl ClientConfig {
+    /// The placement in effect: `placement`, or the Alluxio ring with the
+    /// legacy `vnodes` when only that was changed.
+    pub fn effective_placement(&self) -> Placement {
+        match self.placement {
+            p if p == Placement::default() && self.vnodes != DEFAULT_VNODES && self.vnodes > 0 => {
+                Placement::Alluxio {
+                    vnodes: self.vnodes,
+                }
+            }
+            p => p,
+        }
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             page_size: DEFAULT_PAGE_SIZE,
-            vnodes: 5,
+            placement: Placement::default(),
+            vnodes: DEFAULT_VNODES,
             replicas: 1,
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
@@ -221,15 +245,17 @@ pub struct Stats {
 struct Membership {
     workers: Vec<WorkerAddr>,
     by_id: HashMap<WorkerIdentity, WorkerAddr>,
-    ring: HashRing,
+    placement: Placement,
+    placer: Placer,
 }
 
 impl Membership {
-    fn new(workers: Vec<WorkerAddr>, vnodes: u32) -> Self {
+    fn new(workers: Vec<WorkerAddr>, placement: Placement) -> Self {
         let ids: Vec<WorkerIdentity> = workers.iter().map(|w| w.identity).collect();
         let by_id = workers.iter().map(|w| (w.identity, w.clone())).collect();
         Membership {
-            ring: HashRing::new(&ids, vnodes),
+            placer: placement.build(&ids),
+            placement,
             by_id,
             workers,
         }
@@ -309,7 +335,11 @@ impl Client {
             .timeout(config.request_timeout)
             .build()
             .map_err(|e| Error::InvalidArgument(format!("cannot build HTTP client: {e}")))?;
-        let members = RwLock::new(Membership::new(workers, config.vnodes));
+        let placement = config.effective_placement();
+        if let Placement::Alluxio { vnodes: 0 } = placement {
+            return Err(Error::InvalidArgument("vnodes must be at least 1".into()));
+        }
+        let members = RwLock::new(Membership::new(workers, placement));
         Ok(Client {
             config,
             http,
@@ -338,7 +368,33 @@ impl Client {
     /// [`Error::NoWorkers`]) so that membership can follow a cluster that is
     /// momentarily empty.
     pub fn set_workers(&self, workers: Vec<WorkerAddr>) {
-        let m = Membership::new(workers, self.config.vnodes);
+        let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
+        let m = Membership::new(workers, guard.placement);
+        *guard = m;
+    }
+
+    /// The placement in use.
+    pub fn placement(&self) -> Placement {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .placement
+    }
+
+    /// Switch to another placement (the one a cluster publishes) and
+    /// rebuild the lookup structure over the current workers.
+    pub fn set_placement(&self, placement: Placement) {
+        let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
+        if guard.placement != placement {
+            let workers = std::mem::take(&mut guard.workers);
+            *guard = Membership::new(workers, placement);
+        }
+    }
+
+    /// Replace the workers and the placement at once (one rebuild, and no
+    /// reader sees the new workers under the old placement).
+    pub fn set_membership(&self, workers: Vec<WorkerAddr>, placement: Placement) {
+        let m = Membership::new(workers, placement);
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = m;
     }
 
@@ -347,8 +403,8 @@ impl Client {
     pub fn workers_for(&self, url: &str) -> Vec<WorkerAddr> {
         let m = self.members.read().unwrap_or_else(|e| e.into_inner());
         let n = self.config.replicas.max(1).min(m.workers.len());
-        m.ring
-            .get_multiple(url, n)
+        m.placer
+            .pick(url, n)
             .iter()
             .filter_map(|id| m.by_id.get(id).cloned())
             .collect()
@@ -1309,6 +1365,7 @@ mod tests {
 
     #[test]
     fn workers_for_follows_the_ring() {
+        use crate::ring::HashRing;
         let ws: Vec<WorkerAddr> = (0..5)
             .map(|i| WorkerAddr::from_host_port("127.0.0.1", 7000 + i))
             .collect();
@@ -1331,6 +1388,51 @@ mod tests {
             Client::new(ClientConfig::default(), vec![]),
             Err(Error::NoWorkers(_))
         ));
+    }
+
+    #[test]
+    fn placement_is_configurable_and_switchable() {
+        let ws: Vec<WorkerAddr> = (0..6)
+            .map(|i| WorkerAddr::from_host_port("127.0.0.1", 7100 + i))
+            .collect();
+        let ids: Vec<WorkerIdentity> = ws.iter().map(|w| w.identity).collect();
+        let cfg = ClientConfig {
+            replicas: 2,
+            placement: Placement::Rendezvous,
+            ..ClientConfig::default()
+        };
+        let c = Client::new(cfg, ws.clone()).unwrap();
+        assert_eq!(c.placement(), Placement::Rendezvous);
+        let hrw = Placement::Rendezvous.build(&ids);
+        let ring = Placement::Alluxio { vnodes: 5 }.build(&ids);
+        let keys: Vec<String> = (0..50).map(|i| format!("s3://b/f{i}")).collect();
+        let ids_of = |c: &Client, k: &str| -> Vec<WorkerIdentity> {
+            c.workers_for(k).iter().map(|w| w.identity).collect()
+        };
+        for k in &keys {
+            assert_eq!(ids_of(&c, k), hrw.pick(k, 2));
+        }
+        // The two placements differ somewhere, and switching follows.
+        assert!(keys.iter().any(|k| hrw.pick(k, 2) != ring.pick(k, 2)));
+        c.set_placement(Placement::default());
+        assert_eq!(c.workers().len(), 6);
+        for k in &keys {
+            assert_eq!(ids_of(&c, k), ring.pick(k, 2));
+        }
+        c.set_membership(ws[..3].to_vec(), Placement::Rendezvous);
+        let hrw3 = Placement::Rendezvous.build(&ids[..3]);
+        for k in &keys {
+            assert_eq!(ids_of(&c, k), hrw3.pick(k, 2));
+        }
+        // The legacy vnodes knob still sets the Alluxio ring.
+        let legacy = ClientConfig {
+            vnodes: 50,
+            ..ClientConfig::default()
+        };
+        assert_eq!(
+            legacy.effective_placement(),
+            Placement::Alluxio { vnodes: 50 }
+        );
     }
 }
 

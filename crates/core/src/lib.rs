@@ -3,6 +3,7 @@
 //! - [`path`]: UFS URL normalization, `path_id`, confinement.
 //! - [`info`]: the Alluxio file-info JSON shared with the worker.
 //! - [`ring`]: the Alluxio-compatible consistent hash ring.
+//! - [`placement`]: which workers hold a path (Alluxio ring or rendezvous).
 //! - [`pages`]: page math and range planning.
 //! - [`client`]: parallel range reads from cache workers.
 //! - [`reader`]: a sequential reader with readahead.
@@ -15,10 +16,12 @@ pub mod info;
 pub mod membership;
 pub mod pages;
 pub mod path;
+pub mod placement;
 pub mod reader;
 pub mod ring;
 
 pub use client::{Client, ClientConfig, RangeResult, ReadOutcome, Stats, WorkerAddr};
 pub use error::{Error, Result};
+pub use placement::Placement;
 pub use reader::Reader;
 pub use ring::{HashRing, WorkerIdentity};
