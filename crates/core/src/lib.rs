@@ -6,11 +6,13 @@
 //! - [`placement`]: which workers hold a path (Alluxio ring or rendezvous).
 //! - [`pages`]: page math and range planning.
 //! - [`client`]: parallel range reads from cache workers.
+//! - [`discovery`]: worker discovery and watch through etcd.
 //! - [`reader`]: a sequential reader with readahead.
 
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod discovery;
 pub mod error;
 pub mod info;
 pub mod membership;

@@ -71,7 +71,7 @@ impl Placement {
     /// `vnodes` is used by `alluxio` only and must be at least 1.
     pub fn parse(name: &str, vnodes: u32) -> Result<Self> {
         match name.trim().to_ascii_lowercase().as_str() {
-            "alluxio" | "ring" | "" => {
+            "alluxio" | "ring" => {
                 if vnodes == 0 {
                     return Err(Error::InvalidArgument(
                         "placement alluxio: vnodes must be at least 1".into(),
