@@ -24,14 +24,19 @@
 //!   every such fallback is counted in [`Stats`] and the first failure of a
 //!   worker is logged. A worker that failed is skipped for a while (1 s,
 //!   doubling up to 30 s; cleared by a success) so that a dead worker does
-//!   not cost a connect timeout on every read.
+//!   not cost a connect timeout on every read; the next preferred worker
+//!   serves its paths meanwhile. A background probe asks the failed worker
+//!   `GET /healthz` (after 0.5 s, doubling up to 30 s) and clears the mark
+//!   as soon as it answers, so a restarted worker is used again promptly.
+//!   The probe ends when the worker answers, leaves the membership or the
+//!   client is dropped.
 //! - **Coalescing.** [`Client::read_ranges`] merges nearby ranges of a file
 //!   ([`crate::pages::coalesce`]), fetches the merged ranges with the same
 //!   machinery and slices each input back out of them without copying.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -62,6 +67,12 @@ pub const NO_WORKER: &str = "(no worker)";
 const SKIP_BASE: Duration = Duration::from_secs(1);
 /// Longest skip interval of a failed worker.
 const SKIP_MAX: Duration = Duration::from_secs(30);
+/// First wait before a failed worker is probed; doubles per failed probe.
+const PROBE_BASE: Duration = Duration::from_millis(500);
+/// Longest wait between two probes of a failed worker.
+const PROBE_MAX: Duration = Duration::from_secs(30);
+/// Timeout of one health probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Query values are encoded fully: everything but RFC 3986 unreserved bytes.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -267,7 +278,11 @@ struct Health {
     failures: u32,
     skip_until: Option<Instant>,
     warned: bool,
+    /// A background health probe of this worker is running.
+    probing: bool,
 }
+
+type HealthMap = Mutex<HashMap<String, Health>>;
 
 /// The client core: worker list, hash ring, pooled HTTP client, counters.
 /// `Send + Sync`; share it in an `Arc`.
@@ -275,7 +290,7 @@ pub struct Client {
     config: ClientConfig,
     http: reqwest::Client,
     members: RwLock<Membership>,
-    health: Mutex<HashMap<String, Health>>,
+    health: Arc<HealthMap>,
     stats: Mutex<Stats>,
 }
 
@@ -344,7 +359,7 @@ impl Client {
             config,
             http,
             members,
-            health: Mutex::new(HashMap::new()),
+            health: Arc::new(Mutex::new(HashMap::new())),
             stats: Mutex::new(Stats::default()),
         })
     }
@@ -368,9 +383,31 @@ impl Client {
     /// [`Error::NoWorkers`]) so that membership can follow a cluster that is
     /// momentarily empty.
     pub fn set_workers(&self, workers: Vec<WorkerAddr>) {
+        self.forget_health_of_others(&workers);
         let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
         let m = Membership::new(workers, guard.placement);
         *guard = m;
+    }
+
+    /// Drop the failure marks of workers not in `workers` (their probes
+    /// stop); a worker that comes back starts with a clean slate.
+    fn forget_health_of_others(&self, workers: &[WorkerAddr]) {
+        let keep: std::collections::HashSet<String> = workers.iter().map(|w| w.addr()).collect();
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|addr, _| keep.contains(addr));
+    }
+
+    /// Whether `worker` failed and has not answered since (neither a
+    /// request nor its health probe). Reads skip it during its skip
+    /// interval and retry it after.
+    pub fn is_marked_down(&self, worker: &WorkerAddr) -> bool {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&worker.addr())
+            .is_some_and(|h| h.failures > 0)
     }
 
     /// The placement in use.
@@ -394,6 +431,7 @@ impl Client {
     /// Replace the workers and the placement at once (one rebuild, and no
     /// reader sees the new workers under the old placement).
     pub fn set_membership(&self, workers: Vec<WorkerAddr>, placement: Placement) {
+        self.forget_health_of_others(&workers);
         let m = Membership::new(workers, placement);
         *self.members.write().unwrap_or_else(|e| e.into_inner()) = m;
     }
@@ -1136,17 +1174,35 @@ impl Client {
     /// A worker was given up on: skip it for a while and log its first
     /// failure.
     fn mark_failed(&self, w: &WorkerAddr, e: &Error) {
-        let mut map = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        let h = map.entry(w.addr()).or_default();
-        h.failures = h.failures.saturating_add(1);
-        let skip = SKIP_BASE
-            .saturating_mul(1u32 << (h.failures - 1).min(8))
-            .min(SKIP_MAX);
-        h.skip_until = Some(Instant::now() + skip);
-        if !h.warned {
-            h.warned = true;
-            tracing::warn!(worker = %w.addr(), error = %e,
-                "cache worker failed; its ranges are read from the UFS while it is down");
+        let start_probe = {
+            let mut map = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            let h = map.entry(w.addr()).or_default();
+            h.failures = h.failures.saturating_add(1);
+            let skip = SKIP_BASE
+                .saturating_mul(1u32 << (h.failures - 1).min(8))
+                .min(SKIP_MAX);
+            h.skip_until = Some(Instant::now() + skip);
+            if !h.warned {
+                h.warned = true;
+                tracing::warn!(worker = %w.addr(), error = %e,
+                    "cache worker failed; its paths go to the next preferred worker, \
+                     else the UFS, while it is down");
+            }
+            // Probing needs a runtime to run on; without one (never the
+            // case in an async read) the skip interval alone applies.
+            let can = !h.probing && tokio::runtime::Handle::try_current().is_ok();
+            if can {
+                h.probing = true;
+            }
+            can
+        };
+        if start_probe {
+            tokio::spawn(probe_until_healthy(
+                Arc::downgrade(&self.health),
+                self.http.clone(),
+                self.config.auth_token.clone(),
+                w.clone(),
+            ));
         }
     }
 
@@ -1167,6 +1223,72 @@ impl Client {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .worker_requests += 1;
+    }
+}
+
+/// Probe a failed worker with `GET /healthz` until it answers, then clear
+/// its failure mark. Ends early when the mark is cleared otherwise (a read
+/// succeeded), the worker left the membership, or the client is gone.
+async fn probe_until_healthy(
+    health: Weak<HealthMap>,
+    http: reqwest::Client,
+    token: Option<String>,
+    w: WorkerAddr,
+) {
+    let addr = w.addr();
+    let url = format!("{}/healthz", w.base_url());
+    let mut delay = PROBE_BASE;
+    loop {
+        tokio::time::sleep(delay).await;
+        {
+            let Some(health) = health.upgrade() else {
+                return;
+            };
+            let mut map = health.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&addr) {
+                Some(h) if h.failures > 0 => {}
+                Some(h) => {
+                    h.probing = false;
+                    return;
+                }
+                None => return,
+            }
+        }
+        let mut req = http.get(&url).timeout(PROBE_TIMEOUT);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let healthy = match req.send().await {
+            // A worker that does not know /healthz (an Alluxio Java worker
+            // answers 404) is up; one shutting down says so in its body.
+            Ok(r) if r.status().is_success() => {
+                let body = r.bytes().await.unwrap_or_default();
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("status").and_then(|s| s.as_str()).map(|s| s == "ok"))
+                    .unwrap_or(true)
+            }
+            Ok(r) => r.status() == reqwest::StatusCode::NOT_FOUND,
+            Err(_) => false,
+        };
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        let mut map = health.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(h) = map.get_mut(&addr) else {
+            return;
+        };
+        if healthy || h.failures == 0 {
+            if h.failures > 0 {
+                tracing::info!(worker = %addr, "cache worker answers its health probe again");
+            }
+            h.failures = 0;
+            h.skip_until = None;
+            h.warned = false;
+            h.probing = false;
+            return;
+        }
+        delay = (delay * 2).min(PROBE_MAX);
     }
 }
 

@@ -509,3 +509,54 @@ async fn read_files_reports_unavailable_workers() {
     // The retry happened: two attempts on the one worker.
     assert_eq!(w.range_requests(), 2);
 }
+
+#[tokio::test]
+async fn failed_worker_is_probed_and_used_again_once_healthy() {
+    let primary = TestWorker::start().await;
+    let replica = TestWorker::start().await;
+    let cfg = ClientConfig {
+        replicas: 2,
+        retries: 0,
+        ..config()
+    };
+    let client = Client::new(cfg, vec![primary.worker_addr(), replica.worker_addr()]).unwrap();
+    let url = url_with_primary(&client, &primary.worker_addr());
+    let src = random_bytes(300_000, 11);
+    primary.state.put(&url, src.clone(), "v1");
+    replica.state.put(&url, src.clone(), "v1");
+
+    primary.state.fail_all.store(true, Ordering::SeqCst);
+    let mut buf = vec![0u8; 300_000];
+    let out = client.read_into(&url, None, 0, &mut buf).await.unwrap();
+    // The next preferred worker served it.
+    assert!(out.holes.is_empty());
+    assert_eq!(buf, src);
+    assert!(client.is_marked_down(&primary.worker_addr()));
+    let failed_at = std::time::Instant::now();
+
+    // While it still fails, the probe (503) does not clear the mark, and
+    // reads keep going to the replica.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(primary.state.health_requests.load(Ordering::SeqCst) >= 1);
+    assert!(client.is_marked_down(&primary.worker_addr()));
+    let replica_before = replica.range_requests();
+    client.read_into(&url, None, 0, &mut buf).await.unwrap();
+    assert!(replica.range_requests() > replica_before);
+
+    // It recovers: the next probe (1.5 s after the failure) clears the mark
+    // with no read asking it anything.
+    primary.state.fail_all.store(false, Ordering::SeqCst);
+    let deadline = failed_at + Duration::from_millis(2500);
+    while client.is_marked_down(&primary.worker_addr()) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!client.is_marked_down(&primary.worker_addr()));
+    let primary_before = primary.range_requests();
+    let out = client.read_into(&url, None, 0, &mut buf).await.unwrap();
+    assert!(out.holes.is_empty());
+    assert_eq!(buf, src);
+    assert!(
+        primary.range_requests() > primary_before,
+        "primary not used again"
+    );
+}

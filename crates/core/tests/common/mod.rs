@@ -59,6 +59,8 @@ pub struct WorkerState {
     pub delay_ms: AtomicU64,
     /// Required bearer token, if any.
     pub token: Mutex<Option<String>>,
+    /// `/healthz` requests received.
+    pub health_requests: AtomicU64,
 }
 
 impl WorkerState {
@@ -87,6 +89,7 @@ impl TestWorker {
             .route("/v1/info", get(info))
             .route("/v1/files", get(files))
             .route("/v1/invalidate", post(invalidate))
+            .route("/healthz", get(healthz))
             .with_state(state.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -151,6 +154,15 @@ fn file_info(url: &str, data: &Bytes, version: &str) -> FileInfo {
         content_hash: version.to_string(),
         in_cache_percent: 0,
     }
+}
+
+/// 503 while the worker fails everything, else the worker's `ok`.
+async fn healthz(State(state): State<Arc<WorkerState>>) -> Response {
+    state.health_requests.fetch_add(1, Ordering::SeqCst);
+    if state.fail_all.load(Ordering::SeqCst) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "failing".into());
+    }
+    Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
 async fn range(
