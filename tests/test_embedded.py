@@ -90,3 +90,32 @@ def test_embedded_s3(s3_server, dataset):
         assert fs.worker_metrics()[addr]["alluxiofs_ufs_requests_total"] > 0
     finally:
         alluxiofs.embedded.stop_all()
+
+
+def test_embedded_worker_restarted_after_stop(tmp_path):
+    """After stop_all(), the next read starts a new worker instead of falling back.
+
+    The process keeps one native client per configuration; it must notice that
+    its embedded worker is gone rather than route to a dead address.
+    """
+    data = os.urandom(300_000)
+    path = tmp_path / "x.bin"
+    path.write_bytes(data)
+    try:
+        fs = fsspec.filesystem("alluxiofs", target_protocol="file", skip_instance_cache=True)
+        assert fs.cat_file(str(path)) == data
+        first = alluxiofs.embedded.running()
+        assert len(first) == 1
+        assert alluxiofs.embedded.stop_all() == 1
+        assert alluxiofs.embedded.running() == []
+
+        fs2 = fsspec.filesystem("alluxiofs", target_protocol="file", skip_instance_cache=True)
+        assert fs2.cat_file(str(path)) == data
+        second = alluxiofs.embedded.running()
+        assert len(second) == 1 and second[0].pid != first[0].pid
+        assert fs2.workers() == [second[0].addr]
+        stats = fs2.stats()
+        assert stats["ufs_fallback_reads"] == 0
+        assert stats["fallbacks"].get(first[0].addr, 0) == 0
+    finally:
+        alluxiofs.embedded.stop_all()

@@ -47,8 +47,12 @@ _FSSPEC_KWARGS = {
 
 # One native client per process and configuration, shared by the instances
 # fsspec creates (per thread, per pickle round trip). Keyed by PID because data
-# loaders fork: a child must not reuse the parent's sockets or runtime.
-_CLIENTS: dict[tuple[Any, ...], tuple[int, _alluxiofs.NativeClient]] = {}
+# loaders fork: a child must not reuse the parent's sockets or runtime. The
+# third item is the embedded worker the client talks to (None otherwise): a
+# client whose embedded worker has gone is built again, which restarts it.
+_CLIENTS: dict[
+    tuple[Any, ...], tuple[int, _alluxiofs.NativeClient, embedded.LocalWorker | None]
+] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
@@ -203,7 +207,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         with _CLIENTS_LOCK:
             entry = _CLIENTS.get(key)
             if entry is not None and entry[0] == pid:
-                return entry[1]
+                local = entry[2]
+                if local is None or embedded.is_running(local):
+                    return entry[1]
             o = self.options
             common: dict[str, Any] = {
                 "page_size": o.page_size,
@@ -243,7 +249,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 )
                 common["auth_token"] = local.token
                 client = _alluxiofs.NativeClient([(local.host, local.port)], **common)
-            _CLIENTS[key] = (pid, client)
+                _CLIENTS[key] = (pid, client, local)
+                return client
+            _CLIENTS[key] = (pid, client, None)
             return client
 
     @property

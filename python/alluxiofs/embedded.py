@@ -119,6 +119,11 @@ def _healthy(host: str, port: int) -> bool:
         return False
 
 
+def is_running(worker: LocalWorker) -> bool:
+    """Whether ``worker``'s process is still alive (a signal-0: cheap enough for every reuse)."""
+    return _alive(worker.pid)
+
+
 def _read_state(state: Path, token_file: Path) -> LocalWorker | None:
     try:
         info = json.loads(state.read_text())

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.spec import AbstractBufferedFile
 
+# Bytes fetched at a time by readline/readuntil (and so by line iteration).
+LINE_BLOCK = 256 * 1024
+
 if TYPE_CHECKING:
     from .core import AlluxioFileSystem
 
@@ -49,11 +52,46 @@ class AlluxioFile(AbstractBufferedFile):
         self._details = info
         self.url = url
         self._reader = fs._client().open_reader(url, info["size"], info.get("etag"))
+        # The last block fetched by readuntil: lines are cut out of it without
+        # asking the native reader again for every line.
+        self._lb = b""
+        self._lb_start = 0
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
         return self._reader.read_at(start, end - start, self.fs._fallback())
+
+    def readuntil(self, char: bytes = b"\n", blocks: int | None = None) -> bytes:
+        """Read up to and including the next ``char`` (or to the end of file).
+
+        Lines are cut from a block of ``LINE_BLOCK`` bytes kept between calls,
+        so iterating over a file's lines costs one native read per block, not
+        one per line.
+        """
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        parts = []
+        while self.loc < self.size:
+            off = self.loc - self._lb_start
+            if not 0 <= off < len(self._lb):
+                end = min(self.size, self.loc + max(LINE_BLOCK, blocks or 0))
+                self._lb = self._fetch_range(self.loc, end)
+                self._lb_start, off = self.loc, 0
+                if not self._lb:
+                    break
+            i = self._lb.find(char, off)
+            if i >= 0:
+                parts.append(self._lb[off : i + len(char)])
+                self.loc = self._lb_start + i + len(char)
+                break
+            parts.append(self._lb[off:])
+            self.loc = self._lb_start + len(self._lb)
+        return b"".join(parts)
+
+    def readline(self) -> bytes:  # type: ignore[override]
+        """Read one line (up to and including ``b"\\n"``)."""
+        return self.readuntil(b"\n")
 
     def readinto(self, b: Any) -> int:
         """Read into a writable buffer without an intermediate ``bytes``."""
