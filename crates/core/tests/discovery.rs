@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alluxiofs_core::discovery::{connect_client, discover, EtcdConfig};
+use alluxiofs_core::discovery::{connect_client, discover, spawn_watch, EtcdConfig};
 use alluxiofs_core::membership::{live_key, placement_key, WorkerRecord};
 use alluxiofs_core::placement::Placement;
 use alluxiofs_core::ring::WorkerIdentity;
@@ -349,8 +349,8 @@ async fn keeps_workers_while_etcd_is_down_and_resyncs() {
 
     server.spawn().await;
     let mut etcd = server.client().await;
-    // A change made while the client was away (worker 2 left) and one after
-    // it is back (worker 3 joined) are both seen.
+    // Changes made right after the restart (most likely before the client
+    // reconnects: its backoff is at 0.8 s or more by now) are seen.
     etcd.delete(live_key("c3", &identity(2)), None)
         .await
         .unwrap();
@@ -368,5 +368,47 @@ async fn keeps_workers_while_etcd_is_down_and_resyncs() {
     // And the watch is live again: a join is seen within a second.
     register(&mut etcd, "c3", 4).await;
     assert!(eventually(&client, Duration::from_secs(1), |c| c.workers().len() == 3).await);
-    let _ = Arc::strong_count(&client);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_start_revision_resyncs_from_a_fresh_read() {
+    let Some(server) = Etcd::start().await else {
+        return;
+    };
+    let mut etcd = server.client().await;
+    register(&mut etcd, "c4", 1).await;
+    let cfg = server.config("c4");
+    let found = discover(&cfg).await.unwrap();
+    let client = Arc::new(Client::new(ClientConfig::default(), found.workers).unwrap());
+    // The cluster changes and etcd forgets the history since the read, so
+    // the watch cannot start where the read ended.
+    register(&mut etcd, "c4", 2).await;
+    etcd.delete(live_key("c4", &identity(1)), None)
+        .await
+        .unwrap();
+    etcd.put(placement_key("c4"), "rendezvous", None)
+        .await
+        .unwrap();
+    let now = etcd
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    etcd.compact(now, None).await.unwrap();
+
+    let _watch = spawn_watch(client.clone(), cfg, found.revision);
+    assert!(
+        eventually(&client, Duration::from_secs(3), |c| c.workers()
+            == vec![worker(2)]
+            && c.placement() == Placement::Rendezvous)
+        .await,
+        "no resync after compaction: {:?} {:?}",
+        client.workers(),
+        client.placement()
+    );
+    // And it watches from the fresh read on.
+    register(&mut etcd, "c4", 3).await;
+    assert!(eventually(&client, Duration::from_secs(1), |c| c.workers().len() == 2).await);
 }
