@@ -130,6 +130,15 @@ fn bad_command_lines_fail_with_a_clear_message() {
         "--config",
         "--log-format",
         "--log-level",
+        "--etcd",
+        "--cluster-name",
+        "--worker-id",
+        "--etcd-lease-ttl",
+        "--etcd-username",
+        "--etcd-password",
+        "--etcd-password-file",
+        "--advertise-host",
+        "--placement",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}");
     }
