@@ -412,3 +412,48 @@ async fn a_compacted_start_revision_resyncs_from_a_fresh_read() {
     register(&mut etcd, "c4", 3).await;
     assert!(eventually(&client, Duration::from_secs(1), |c| c.workers().len() == 2).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_and_password_are_used() {
+    let Some(server) = Etcd::start().await else {
+        return;
+    };
+    let mut etcd = server.client().await;
+    register(&mut etcd, "c5", 1).await;
+    // etcd 3.4 needs the root user (with the root role) to turn auth on.
+    etcd.user_add("root", "rootpw", None).await.unwrap();
+    etcd.user_grant_role("root", "root").await.unwrap();
+    etcd.auth_enable().await.unwrap();
+
+    let anonymous = server.config("c5");
+    let err = discover(&anonymous).await.unwrap_err();
+    assert!(matches!(err, Error::NoWorkers(_)), "{err:?}");
+    assert!(
+        !err.to_string().contains("no worker is registered"),
+        "{err}"
+    );
+
+    let wrong = EtcdConfig {
+        username: Some("root".into()),
+        password: Some("nope".into()),
+        ..server.config("c5")
+    };
+    assert!(discover(&wrong).await.is_err());
+
+    let good = EtcdConfig {
+        username: Some("root".into()),
+        password: Some("rootpw".into()),
+        ..server.config("c5")
+    };
+    let (client, _watch) = connect_client(ClientConfig::default(), good).await.unwrap();
+    assert_eq!(client.workers(), vec![worker(1)]);
+    // The watch is authenticated too.
+    let mut admin = etcd_client::Client::connect(
+        [server.url()],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "rootpw")),
+    )
+    .await
+    .unwrap();
+    register(&mut admin, "c5", 2).await;
+    assert!(eventually(&client, Duration::from_secs(1), |c| c.workers().len() == 2).await);
+}
