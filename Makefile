@@ -35,7 +35,7 @@ else
 SUDO := sudo
 endif
 
-.PHONY: help system-deps venv garage develop develop-release test lint demo clean
+.PHONY: help system-deps venv garage compat-venv develop develop-release test lint demo clean
 
 help:
 	@echo "make test | make demo | make lint | make venv | make develop | make garage | make clean"
@@ -69,6 +69,17 @@ $(VENV_STAMP): requirements-dev.txt
 garage:
 	scripts/install-garage.sh
 
+## compat-venv: the alluxiofs client from PyPI (1.0.3) in its own venv, for the compatibility
+## tests; cached in ~/.cache/alluxiofs (its etcd3 dependency pins protobuf 3.20)
+COMPAT_VENV := $(HOME)/.cache/alluxiofs/compat-1.0.3
+compat-venv: $(COMPAT_VENV)/.installed
+
+$(COMPAT_VENV)/.installed:
+	@echo ">>> installing the PyPI alluxiofs 1.0.3 client into $(COMPAT_VENV)"
+	python3 -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -q --disable-pip-version-check alluxiofs==1.0.3
+	touch $@
+
 ## develop: build the extension (dev profile) into .venv
 develop: venv
 	@echo ">>> $$(date +%T) maturin develop (dev profile, target/)"
@@ -87,7 +98,7 @@ TEST_ENV :=
 endif
 
 ## test: everything CI runs
-test: system-deps venv $(TEST_S3_DEPS) develop
+test: system-deps venv $(TEST_S3_DEPS) compat-venv develop
 	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker)"
 	cargo test -p alluxiofs-core -p alluxiofs-worker
 	@echo ">>> $$(date +%T) pytest"

@@ -80,7 +80,8 @@ def s3_server(request: pytest.FixtureRequest) -> Iterator[S3Server]:
 def start_worker(
     request: pytest.FixtureRequest, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., Worker]]:
-    """Factory: ``start_worker(mounts, cache_dir=None, capacity="1GiB", extra_args=(), env=None)``.
+    """Factory: ``start_worker(mounts, cache_dir=None, capacity="1GiB", extra_args=(), env=None,
+    host="127.0.0.1", port=0)``.
 
     ``mounts`` is a URL or a list of URLs (``--mount``); the worker's UFS
     credentials come from ``s3_server.worker_env()`` plus ``env``. Every worker
@@ -96,6 +97,8 @@ def start_worker(
         capacity: str = "1GiB",
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> Worker:
         name = f"w{len(workers)}"
         if isinstance(mounts, str):
@@ -111,13 +114,25 @@ def start_worker(
         full_env.update(s3_server.worker_env())
         full_env.setdefault("RUST_BACKTRACE", "1")
         full_env.update(env or {})
-        w = Worker(args, full_env, run_dir, name)
+        w = Worker(args, full_env, run_dir, name, host=host, port=port)
         workers.append(w)
         return w
 
     yield start
     for w in workers:
         w.stop()
+
+
+@pytest.fixture
+def etcd_server() -> Iterator[object]:
+    """A real etcd on run-time loopback ports (``.endpoint``, ``.stop()``, ``.start()``)."""
+    from etcd_server import ETCD, EtcdServer
+
+    if not os.path.exists(ETCD):
+        pytest.fail(f"etcd is not installed ({ETCD}); `make system-deps` installs it")
+    server = EtcdServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -73,8 +73,17 @@ def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
 class Worker:
     """One cache worker process started by the ``start_worker`` fixture."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], run_dir: Path, name: str):
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        run_dir: Path,
+        name: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
         self._base_args = list(args)
+        self._listen_host = host
         self._env = dict(env)
         self.run_dir = run_dir
         self.name = name
@@ -84,7 +93,7 @@ class Worker:
         self.port = 0
         self.url = ""
         self.generation = 0
-        self._start()
+        self._start(port=port)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -93,7 +102,7 @@ class Worker:
         ready = self.run_dir / f"{self.name}.ready.{self.generation}.json"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
-        cmd = [*worker_command(), "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [*worker_command(), "--host", self._listen_host, "--port", str(port)]
         cmd += ["--ready-file", str(ready), *self._base_args]
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start #{self.generation}: {' '.join(cmd)}\n".encode())
