@@ -39,6 +39,7 @@ use etcd_client::{
     TxnOp, TxnOpResponse,
 };
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -234,6 +235,7 @@ impl Membership {
             value: record.to_json(),
             settings,
             status,
+            pending_lease: AtomicI64::new(0),
         };
         let task = tokio::spawn(task.run(stopped));
         Membership {
@@ -296,6 +298,9 @@ struct Registrar {
     placement_key: String,
     value: String,
     status: watch::Sender<Registration>,
+    /// The lease of an attempt in progress (0 = none), revoked when a stop
+    /// interrupts the attempt, so its keys do not linger for a TTL.
+    pending_lease: AtomicI64,
 }
 
 /// Run `f` within `limit`, mapping both failure kinds to a message.
@@ -320,7 +325,10 @@ impl Registrar {
         loop {
             let attempt = tokio::select! {
                 r = self.register() => r,
-                _ = &mut stop => break,
+                _ = &mut stop => {
+                    self.revoke_pending().await;
+                    break;
+                }
             };
             let wait = match attempt {
                 Ok(mut session) => {
@@ -413,31 +421,79 @@ impl Registrar {
             .await
             .map_err(Failure::Failed)?
             .id();
-        let put = Txn::new().and_then(vec![
-            TxnOp::put(
-                self.live.as_str(),
-                self.value.as_str(),
-                Some(PutOptions::new().with_lease(lease)),
-            ),
-            TxnOp::put(self.authorized.as_str(), self.value.as_str(), None),
-        ]);
-        if let Err(e) = bounded("put worker keys", OP_TIMEOUT, client.txn(put)).await {
-            let _ = timeout(OP_TIMEOUT, client.lease_revoke(lease)).await;
-            return Err(Failure::Failed(e));
-        }
-        let (keeper, stream) = bounded(
-            "lease keep-alive",
-            OP_TIMEOUT,
-            client.lease_keep_alive(lease),
-        )
-        .await
-        .map_err(Failure::Failed)?;
+        self.pending_lease.store(lease, Ordering::SeqCst);
+        let result = self.put_keys(&mut client, lease).await;
+        self.pending_lease.store(0, Ordering::SeqCst);
+        let (keeper, stream) = match result {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = timeout(OP_TIMEOUT, client.lease_revoke(lease)).await;
+                return Err(Failure::Failed(e));
+            }
+        };
         Ok(Session {
             client,
             lease,
             keeper,
             stream,
         })
+    }
+
+    /// The live key (on `lease`) and the authorized key in one transaction,
+    /// then the keep-alive stream.
+    async fn put_keys(
+        &self,
+        client: &mut Client,
+        lease: i64,
+    ) -> std::result::Result<(LeaseKeeper, LeaseKeepAliveStream), String> {
+        let put = Txn::new().and_then(vec![
+            TxnOp::put(
+                self.live.as_str(),
+                self.value.as_str(),
+                Some(PutOptions::new().with_lease(lease).with_prev_key()),
+            ),
+            TxnOp::put(self.authorized.as_str(), self.value.as_str(), None),
+        ]);
+        let resp = bounded("put worker keys", OP_TIMEOUT, client.txn(put)).await?;
+        let previous = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Put(p) => p.prev_key().cloned(),
+            _ => None,
+        });
+        // A live record of this identity with another address: a previous
+        // run that died without deregistering, or (a configuration error)
+        // another worker with the same identity.
+        if let Some(prev) = previous {
+            if prev.value() != self.value.as_bytes() {
+                tracing::warn!(
+                    key = %self.live,
+                    previous = %String::from_utf8_lossy(prev.value()),
+                    "replaced a live record of this worker identity with another address: a \
+                     previous run, or another worker with the same identity (give each worker \
+                     its own --worker-id or cache directory)"
+                );
+            }
+        }
+        bounded(
+            "lease keep-alive",
+            OP_TIMEOUT,
+            client.lease_keep_alive(lease),
+        )
+        .await
+    }
+
+    /// Revoke the lease of an attempt a stop interrupted (its keys go with
+    /// it), within [`SHUTDOWN_BUDGET`].
+    async fn revoke_pending(&self) {
+        let lease = self.pending_lease.swap(0, Ordering::SeqCst);
+        if lease == 0 {
+            return;
+        }
+        let _ = timeout(SHUTDOWN_BUDGET, async {
+            if let Ok(mut c) = self.connect().await {
+                let _ = c.lease_revoke(lease).await;
+            }
+        })
+        .await;
     }
 
     /// Publish this worker's placement unless the cluster has one; refuse
