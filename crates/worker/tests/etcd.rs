@@ -612,3 +612,51 @@ async fn registers_with_etcd_authentication() {
     denied.shutdown().await.unwrap();
     assert!(live_keys(&mut c, "DefaultAlluxioCluster").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_deregisters_before_the_binary_exits() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--etcd-lease-ttl", "60s"])
+        .args(["--host", "0.0.0.0", "--advertise-host", "w1.test"])
+        .arg("--etcd")
+        .arg(etcd.endpoint())
+        .arg("--mount")
+        .arg(&data)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut c = etcd.client().await;
+    let cluster = "DefaultAlluxioCluster";
+    let registered = eventually(Duration::from_secs(20), async || {
+        live_keys(&mut c, cluster).await.len() == 1
+    })
+    .await;
+    if !registered {
+        let _ = child.kill();
+        panic!("the worker binary did not register");
+    }
+    let key = live_keys(&mut c, cluster).await.remove(0);
+    let v: serde_json::Value =
+        serde_json::from_slice(get(&mut c, &key).await.unwrap().value()).unwrap();
+    assert_eq!(v["WorkerNetAddress"]["Host"], "w1.test");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        get(&mut c, &key).await.is_none(),
+        "the live key is gone when the process has exited (TTL 60 s)"
+    );
+}
