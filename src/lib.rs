@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use alluxiofs_core::client::{Client, ClientConfig, Stats, WorkerAddr};
+use alluxiofs_core::discovery::{discover, spawn_watch, EtcdConfig, WatchHandle};
 use alluxiofs_core::info::FileInfo;
+use alluxiofs_core::placement::Placement;
 use alluxiofs_core::reader::Reader;
 use alluxiofs_core::ring::{HashRing, WorkerIdentity};
 use alluxiofs_core::Error;
@@ -164,6 +166,58 @@ fn fill_holes(
 #[pyclass(module = "alluxiofs._alluxiofs", frozen)]
 struct NativeClient {
     client: Arc<Client>,
+    /// The etcd watch keeping the worker list current (etcd mode only);
+    /// dropping the client stops it.
+    watch: Option<WatchHandle>,
+}
+
+/// Client settings from the Python options (shared by both constructors).
+#[allow(clippy::too_many_arguments)]
+fn client_config(
+    page_size: u64,
+    vnodes: u32,
+    replicas: usize,
+    connect_timeout: f64,
+    request_timeout: f64,
+    retries: u32,
+    max_chunk: u64,
+    max_parallel: usize,
+    coalesce_gap: u64,
+    auth_token: Option<String>,
+    readahead_initial: u64,
+    readahead_max: u64,
+    placement: Option<&str>,
+) -> PyResult<ClientConfig> {
+    let secs = |v: f64, what: &str| {
+        Duration::try_from_secs_f64(v).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{what} must be a positive number of seconds, got {v}"
+            ))
+        })
+    };
+    if page_size == 0 {
+        return Err(PyValueError::new_err("page_size must be positive"));
+    }
+    let placement = match placement {
+        Some(name) => Placement::parse(name, vnodes).map_err(to_pyerr)?,
+        None => Placement::parse("alluxio", vnodes).map_err(to_pyerr)?,
+    };
+    Ok(ClientConfig {
+        page_size,
+        vnodes,
+        replicas: replicas.max(1),
+        connect_timeout: secs(connect_timeout, "connect_timeout")?,
+        request_timeout: secs(request_timeout, "request_timeout")?,
+        retries,
+        max_chunk: max_chunk.max(page_size),
+        max_parallel: max_parallel.max(1),
+        coalesce_gap,
+        auth_token,
+        readahead_initial,
+        readahead_max,
+        placement,
+        ..ClientConfig::default()
+    })
 }
 
 #[pymethods]
@@ -191,38 +245,21 @@ impl NativeClient {
         readahead_max: u64,
         placement: Option<String>,
     ) -> PyResult<Self> {
-        if let Some(p) = placement.as_deref() {
-            if p != "alluxio" {
-                return Err(PyValueError::new_err(format!(
-                    "placement {p:?} is not available in this build (only \"alluxio\")"
-                )));
-            }
-        }
-        let secs = |v: f64, what: &str| {
-            Duration::try_from_secs_f64(v).map_err(|_| {
-                PyValueError::new_err(format!(
-                    "{what} must be a positive number of seconds, got {v}"
-                ))
-            })
-        };
-        if page_size == 0 {
-            return Err(PyValueError::new_err("page_size must be positive"));
-        }
-        let config = ClientConfig {
+        let config = client_config(
             page_size,
             vnodes,
-            replicas: replicas.max(1),
-            connect_timeout: secs(connect_timeout, "connect_timeout")?,
-            request_timeout: secs(request_timeout, "request_timeout")?,
+            replicas,
+            connect_timeout,
+            request_timeout,
             retries,
-            max_chunk: max_chunk.max(page_size),
-            max_parallel: max_parallel.max(1),
+            max_chunk,
+            max_parallel,
             coalesce_gap,
             auth_token,
             readahead_initial,
             readahead_max,
-            ..ClientConfig::default()
-        };
+            placement.as_deref(),
+        )?;
         let addrs = workers
             .iter()
             .map(|(h, p)| WorkerAddr::from_host_port(h, *p))
@@ -230,7 +267,98 @@ impl NativeClient {
         let client = Client::new(config, addrs).map_err(to_pyerr)?;
         Ok(NativeClient {
             client: Arc::new(client),
+            watch: None,
         })
+    }
+
+    /// Find the workers of `cluster` in etcd (`endpoints`: `http://host:port`
+    /// URLs) and keep following them: a background watch applies every join
+    /// and leave. The cluster's published placement is used; a different
+    /// `placement` given here is an error.
+    #[staticmethod]
+    #[pyo3(signature = (endpoints, cluster="DefaultAlluxioCluster".to_string(), username=None,
+        password=None, page_size=1048576, vnodes=5, replicas=1, connect_timeout=2.0,
+        request_timeout=30.0, retries=2, max_chunk=8388608, max_parallel=16,
+        coalesce_gap=1048576, auth_token=None, readahead_initial=1048576,
+        readahead_max=67108864, placement=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_etcd(
+        py: Python<'_>,
+        endpoints: Vec<String>,
+        cluster: String,
+        username: Option<String>,
+        password: Option<String>,
+        page_size: u64,
+        vnodes: u32,
+        replicas: usize,
+        connect_timeout: f64,
+        request_timeout: f64,
+        retries: u32,
+        max_chunk: u64,
+        max_parallel: usize,
+        coalesce_gap: u64,
+        auth_token: Option<String>,
+        readahead_initial: u64,
+        readahead_max: u64,
+        placement: Option<String>,
+    ) -> PyResult<Self> {
+        let mut config = client_config(
+            page_size,
+            vnodes,
+            replicas,
+            connect_timeout,
+            request_timeout,
+            retries,
+            max_chunk,
+            max_parallel,
+            coalesce_gap,
+            auth_token,
+            readahead_initial,
+            readahead_max,
+            placement.as_deref(),
+        )?;
+        let etcd = EtcdConfig {
+            endpoints,
+            cluster,
+            username,
+            password,
+            connect_timeout: config.connect_timeout.max(Duration::from_secs(1)),
+        };
+        let rt = runtime()?;
+        let found = py
+            .detach(|| rt.block_on(discover(&etcd)))
+            .map_err(to_pyerr)?;
+        if let Some(published) = found.placement {
+            if placement.is_some() && published != config.placement {
+                return Err(PyValueError::new_err(format!(
+                    "placement {:?} differs from the one cluster {:?} publishes in etcd ({}); \
+                     leave placement unset to use the cluster's",
+                    placement.unwrap_or_default(),
+                    etcd.cluster,
+                    published.to_setting()
+                )));
+            }
+            config.placement = published;
+        }
+        let client = Arc::new(Client::new(config, found.workers).map_err(to_pyerr)?);
+        let watch = {
+            let _in_runtime = rt.enter();
+            spawn_watch(client.clone(), etcd, found.revision)
+        };
+        Ok(NativeClient {
+            client,
+            watch: Some(watch),
+        })
+    }
+
+    /// The placement in effect, as published in etcd (`alluxio:5`, `rendezvous`).
+    fn placement(&self) -> String {
+        self.client.placement().to_setting()
+    }
+
+    /// Whether this client follows etcd (and its watch is running).
+    fn is_watching(&self) -> bool {
+        self.watch.as_ref().is_some_and(|w| !w.is_finished())
     }
 
     /// `host:port` of every known worker.

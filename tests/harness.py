@@ -197,6 +197,12 @@ class Worker:
 
     # -- observation -------------------------------------------------------------
 
+    def healthz(self) -> dict:
+        """GET /healthz as a dict (``worker_id``, ``cluster``, ``registration``, ...)."""
+        r = requests.get(f"{self.url}/healthz", timeout=10)
+        r.raise_for_status()
+        return r.json()
+
     def metrics_samples(self) -> list[tuple[str, dict[str, str], float]]:
         """All samples of GET /metrics."""
         r = requests.get(f"{self.url}/metrics", timeout=10)

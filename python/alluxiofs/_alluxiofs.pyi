@@ -33,7 +33,30 @@ class NativeClient:
         auth_token: str | None = None,
         readahead_initial: int = 1048576,
         readahead_max: int = 67108864,
+        placement: str | None = None,
     ) -> None: ...
+    @staticmethod
+    def from_etcd(
+        endpoints: list[str],
+        cluster: str = "DefaultAlluxioCluster",
+        username: str | None = None,
+        password: str | None = None,
+        page_size: int = 1048576,
+        vnodes: int = 5,
+        replicas: int = 1,
+        connect_timeout: float = 2.0,
+        request_timeout: float = 30.0,
+        retries: int = 2,
+        max_chunk: int = 8388608,
+        max_parallel: int = 16,
+        coalesce_gap: int = 1048576,
+        auth_token: str | None = None,
+        readahead_initial: int = 1048576,
+        readahead_max: int = 67108864,
+        placement: str | None = None,
+    ) -> NativeClient: ...
+    def placement(self) -> str: ...
+    def is_watching(self) -> bool: ...
     def workers(self) -> list[str]: ...
     def workers_for(self, url: str) -> list[str]: ...
     def info(self, url: str) -> dict[str, Any]: ...

@@ -589,8 +589,17 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         return out
 
     def workers(self) -> list[str]:
-        """``host:port`` of the workers this client routes to."""
+        """``host:port`` of the workers this client routes to (kept current from etcd)."""
         return list(self._client().workers())
+
+    def workers_for(self, path: str) -> list[str]:
+        """The preferred workers of ``path``, best first (``replicas`` of them)."""
+        url, _ = self._resolve(path)
+        return list(self._client().workers_for(url))
+
+    def placement(self) -> str:
+        """The placement in effect: ``alluxio:<vnodes>`` or ``rendezvous``."""
+        return self._client().placement()
 
     def worker_metrics(self) -> dict[str, dict[str, float]]:
         """Each worker's ``/metrics``, as ``{"host:port": {metric: value summed over labels}}``.
