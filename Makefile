@@ -35,7 +35,7 @@ else
 SUDO := sudo
 endif
 
-.PHONY: help system-deps venv garage compat-venv develop develop-release test lint demo clean
+.PHONY: help system-deps venv garage compat-venv develop develop-release test lint demo clean bench-placement
 
 help:
 	@echo "make test | make demo | make lint | make venv | make develop | make garage | make clean"
@@ -104,6 +104,11 @@ test: system-deps venv $(TEST_S3_DEPS) compat-venv develop
 	@echo ">>> $$(date +%T) pytest"
 	$(TEST_ENV) $(PY) -m pytest tests -q --timeout 300 $(PYTEST_ARGS)
 	@echo ">>> $$(date +%T) make test: all passed"
+
+## bench-placement: load balance and key movement of each placement (3, 10, 100 workers,
+## 1 M paths; release build, about half a minute); the table in docs/placement.md comes from it
+bench-placement:
+	cargo bench -p alluxiofs-core --bench placement
 
 ## lint: formatting and static checks
 lint: venv
