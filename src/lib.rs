@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use alluxiofs_core::client::{Client, ClientConfig, Stats, WorkerAddr};
+use alluxiofs_core::client::{Client, ClientConfig, RangeResult, Stats, WorkerAddr};
 use alluxiofs_core::discovery::{discover, spawn_watch, EtcdConfig, WatchHandle};
 use alluxiofs_core::info::FileInfo;
 use alluxiofs_core::placement::Placement;
@@ -159,6 +159,33 @@ fn fill_holes(
         }
     }
     Ok(core_filled)
+}
+
+/// A core [`RangeResult`] (data starting at file offset `start`) as one
+/// `bytes`, its holes filled from the UFS through `fallback`. `r.data` is
+/// already cut at the end of file when a worker knew it; a short UFS answer
+/// for a hole cuts it further.
+fn range_to_bytes<'py>(
+    py: Python<'py>,
+    fallback: Option<&Bound<'py, PyAny>>,
+    url: &str,
+    start: u64,
+    r: &RangeResult,
+) -> PyResult<Bound<'py, PyBytes>> {
+    if r.holes.is_empty() {
+        return Ok(PyBytes::new(py, &r.data));
+    }
+    let len = r.data.len();
+    let mut filled = len;
+    let bytes = PyBytes::new_with(py, len, |buf| {
+        buf.copy_from_slice(&r.data);
+        filled = fill_holes(fallback, url, start, &r.holes, buf, len)?;
+        Ok(())
+    })?;
+    if filled < len {
+        return Ok(PyBytes::new(py, &bytes.as_bytes()[..filled]));
+    }
+    Ok(bytes)
 }
 
 /// A connection to the cache workers: the hash ring plus a pooled HTTP client.
@@ -514,23 +541,7 @@ impl NativeClient {
         let out = PyList::empty(py);
         for ((url, start, _end), res) in reqs.iter().zip(results) {
             match res {
-                Ok(r) if r.holes.is_empty() => out.append(PyBytes::new(py, &r.data))?,
-                Ok(r) => {
-                    // `r.data` is already cut at the end of file when a worker
-                    // knew it; a short UFS answer for a hole cuts it further.
-                    let len = r.data.len();
-                    let mut filled = len;
-                    let bytes = PyBytes::new_with(py, len, |buf| {
-                        buf.copy_from_slice(&r.data);
-                        filled = fill_holes(fallback.as_ref(), url, *start, &r.holes, buf, len)?;
-                        Ok(())
-                    })?;
-                    if filled < len {
-                        out.append(PyBytes::new(py, &bytes.as_bytes()[..filled]))?;
-                    } else {
-                        out.append(bytes)?;
-                    }
-                }
+                Ok(r) => out.append(range_to_bytes(py, fallback.as_ref(), url, *start, &r)?)?,
                 Err(e) => out.append(to_pyerr(e).into_value(py))?,
             }
         }
@@ -557,21 +568,7 @@ impl NativeClient {
         let out = PyList::empty(py);
         for (url, res) in urls.iter().zip(results) {
             match res {
-                Ok(r) if r.holes.is_empty() => out.append(PyBytes::new(py, &r.data))?,
-                Ok(r) => {
-                    let len = r.data.len();
-                    let mut filled = len;
-                    let bytes = PyBytes::new_with(py, len, |buf| {
-                        buf.copy_from_slice(&r.data);
-                        filled = fill_holes(fallback.as_ref(), url, 0, &r.holes, buf, len)?;
-                        Ok(())
-                    })?;
-                    if filled < len {
-                        out.append(PyBytes::new(py, &bytes.as_bytes()[..filled]))?;
-                    } else {
-                        out.append(bytes)?;
-                    }
-                }
+                Ok(r) => out.append(range_to_bytes(py, fallback.as_ref(), url, 0, &r)?)?,
                 Err(e) => out.append(to_pyerr(e).into_value(py))?,
             }
         }

@@ -85,6 +85,15 @@ fn enc(v: &str) -> percent_encoding::PercentEncode<'_> {
     utf8_percent_encode(v, QUERY_VALUE)
 }
 
+/// How a walk over the preferred workers ended without success.
+enum Failover {
+    /// The request itself is at fault (404, 403, 412, 400): no other worker
+    /// would answer differently.
+    Request(Error),
+    /// Every preferred worker failed or was skipped; the last fault, if any.
+    Exhausted(Option<Error>),
+}
+
 /// A cache worker: where to reach it and its identity on the hash ring.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerAddr {
@@ -531,29 +540,61 @@ impl Client {
         if prefs.is_empty() {
             return Err(Error::NoWorkers(format!("no worker for {url}")));
         }
+        match self
+            .on_preferred(&prefs, |w| async move {
+                let body = self
+                    .send_text(w, reqwest::Method::GET, path_and_query, url)
+                    .await?;
+                Ok((body, w.addr()))
+            })
+            .await
+        {
+            Ok(v) => Ok(v),
+            Err(Failover::Request(e)) => Err(e),
+            Err(Failover::Exhausted(last)) => Err(match last {
+                Some(e @ Error::WorkerUnavailable { .. }) => e,
+                Some(e) => Error::WorkerUnavailable {
+                    worker: prefs[0].addr(),
+                    reason: e.to_string(),
+                },
+                None => Error::WorkerUnavailable {
+                    worker: prefs[0].addr(),
+                    reason: "skipped after recent failures".into(),
+                },
+            }),
+        }
+    }
+
+    /// Run `op` on the preferred workers `prefs` in order. Worker faults are
+    /// retried with jittered backoff (bounded by `retries` and
+    /// `retry_deadline`), then the next worker is tried; a worker marked down
+    /// is skipped. Success, or an error that is the request's fault, ends the
+    /// walk at once.
+    async fn on_preferred<'w, T, F, Fut>(
+        &self,
+        prefs: &'w [WorkerAddr],
+        mut op: F,
+    ) -> std::result::Result<T, Failover>
+    where
+        F: FnMut(&'w WorkerAddr) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let deadline = Instant::now() + self.config.retry_deadline;
         let mut last = None;
-        for w in &prefs {
+        for w in prefs {
             if self.is_skipped(w) {
-                last.get_or_insert_with(|| Error::WorkerUnavailable {
-                    worker: w.addr(),
-                    reason: "skipped after recent failures".into(),
-                });
                 continue;
             }
             let mut attempt = 0;
             loop {
-                match self
-                    .send_text(w, reqwest::Method::GET, path_and_query, url)
-                    .await
-                {
-                    Ok(body) => {
+                match op(w).await {
+                    Ok(v) => {
                         self.mark_ok(w);
-                        return Ok((body, w.addr()));
+                        return Ok(v);
                     }
                     Err(e) if !e.is_worker_fault() => {
                         self.mark_ok(w);
-                        return Err(e);
+                        return Err(Failover::Request(e));
                     }
                     Err(e) => {
                         self.count_error(w);
@@ -568,14 +609,7 @@ impl Client {
                 }
             }
         }
-        Err(match last {
-            Some(e @ Error::WorkerUnavailable { .. }) => e,
-            Some(e) => Error::WorkerUnavailable {
-                worker: prefs[0].addr(),
-                reason: e.to_string(),
-            },
-            None => Error::NoWorkers(format!("no worker for {url}")),
-        })
+        Err(Failover::Exhausted(last))
     }
 
     /// One request with a text answer; a non-2xx answer becomes the error
@@ -709,36 +743,11 @@ impl Client {
 
     async fn read_file(&self, url: &str) -> Result<RangeResult> {
         let prefs = self.workers_for(url);
-        let deadline = Instant::now() + self.config.retry_deadline;
-        let mut last = None;
-        for w in &prefs {
-            if self.is_skipped(w) {
-                continue;
-            }
-            let mut attempt = 0;
-            loop {
-                match self.get_head(w, url).await {
-                    Ok((head, size, version)) => {
-                        self.mark_ok(w);
-                        return self.read_rest(url, head, size, version).await;
-                    }
-                    Err(e) if !e.is_worker_fault() => {
-                        self.mark_ok(w);
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        self.count_error(w);
-                        if self.backoff(attempt, deadline).await {
-                            attempt += 1;
-                            continue;
-                        }
-                        self.mark_failed(w, &e);
-                        last = Some(e);
-                        break;
-                    }
-                }
-            }
-        }
+        let last = match self.on_preferred(&prefs, |w| self.get_head(w, url)).await {
+            Ok((head, size, version)) => return self.read_rest(url, head, size, version).await,
+            Err(Failover::Request(e)) => return Err(e),
+            Err(Failover::Exhausted(last)) => last,
+        };
         let owner = prefs
             .first()
             .map(WorkerAddr::addr)
