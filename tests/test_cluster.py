@@ -6,6 +6,7 @@ clients are given only the etcd endpoint.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -50,24 +51,54 @@ def test_no_registered_worker_is_a_clear_error(make_fs, etcd_server, dataset):
 
 
 def test_worker_killed_and_restarted(make_fs, start_worker, bucket_mount, etcd_server, dataset):
-    """SIGKILL a worker mid-loop: no failed read; it leaves the ring after its lease;
-    restarted, it comes back with the same identity and serves its pages from disk."""
+    """SIGKILL a worker while a client loops over the dataset comparing every byte,
+    then restart it: no failed read, no wrong byte; the dead worker leaves the ring
+    when its lease expires; restarted, it returns with the same identity and serves
+    its pages from disk without asking the UFS for them again."""
     workers = _etcd_workers(start_worker, bucket_mount, etcd_server)
     fs = make_fs([], worker_hosts=None, etcd_hosts=etcd_server.endpoint, connect_timeout=0.5)
-    _read_all(fs, dataset)
+    _read_all(fs, dataset)  # warm every worker's cache
     victim = max(workers, key=lambda w: w.metric("alluxiofs_ufs_requests_total", op="get"))
-    owned = [p for p in dataset.small if fs.workers_for(p) == [victim.addr]]
+    owned = [p for p in dataset.small if dataset.small[p] and fs.workers_for(p) == [victim.addr]]
     assert owned, "the victim owns files"
     victim_id = victim.healthz()["worker_id"]
+    old_addr = victim.addr  # the restart below picks a new port; the identity stays
 
-    victim.kill()
-    _read_all(fs, dataset)  # served by fallback while the lease lives
-    _wait_for(lambda: victim.addr not in fs.workers(), timeout=10, what="lease expiry")
-    _read_all(fs, dataset)  # served by the survivors
+    stop = threading.Event()
+    reads, wrong, errors = [0], [], []
 
-    victim.restart()
-    assert victim.healthz()["worker_id"] == victim_id
-    _wait_for(lambda: victim.addr in fs.workers(), timeout=10, what="re-registration")
+    def loop() -> None:
+        items = sorted(dataset.small.items())
+        while not stop.is_set():
+            for path, data in items:
+                try:
+                    if fs.cat_file(path) != data:
+                        wrong.append(path)
+                except Exception as e:  # every failure is recorded, then asserted on
+                    errors.append(repr(e))
+                reads[0] += 1
+
+    reader = threading.Thread(target=loop, daemon=True)
+    reader.start()
+    try:
+        time.sleep(0.5)
+        victim.kill()
+        _wait_for(lambda: victim.addr not in fs.workers(), timeout=10, what="lease expiry")
+        reads_while_down = reads[0]
+        time.sleep(0.5)
+        assert reads[0] > reads_while_down, "the loop kept reading with the worker gone"
+        victim.restart()
+        assert victim.healthz()["worker_id"] == victim_id
+        _wait_for(lambda: victim.addr in fs.workers(), timeout=10, what="re-registration")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        reader.join(60)
+    assert not errors, errors[:5]
+    assert not wrong, wrong[:5]
+    assert reads[0] > 3 * len(dataset.small)
+    assert fs.stats()["fallbacks"].get(old_addr, 0) > 0  # the reads it missed went to the UFS
+
     for p in owned:
         assert fs.workers_for(p) == [victim.addr]
         assert fs.cat_file(p) == dataset.small[p]
