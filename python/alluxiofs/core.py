@@ -200,7 +200,10 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
 
     def _client(self) -> _alluxiofs.NativeClient:
         """The native client of this process for this configuration (built lazily)."""
-        if self.target_protocol is None:
+        if self.target_protocol is None and not (
+            self.options.worker_hosts or self.options.etcd_hosts
+        ):
+            # Only the embedded worker needs the protocol (it mounts the UFS).
             raise ValueError("no target_protocol known yet: pass target_protocol= or a full URL")
         key = (tokenize(self.options), self.target_protocol, tokenize(self.target_options))
         pid = os.getpid()
