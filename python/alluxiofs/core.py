@@ -112,6 +112,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             raise ValueError("give either worker_hosts or etcd_hosts, not both")
         self.target_protocol = _canonical_protocol(target_protocol)
         self.target_options = dict(target_options or {})
+        # Options are fixed from here on: token them once, not on every read.
+        self._options_token = tokenize(self.options, self.target_options)
         self._target_fs: AbstractFileSystem | None = None
         self._counters_lock = threading.Lock()
         self._counters = {"ufs_fallback_reads": 0, "ufs_fallback_bytes": 0,
@@ -205,7 +207,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         ):
             # Only the embedded worker needs the protocol (it mounts the UFS).
             raise ValueError("no target_protocol known yet: pass target_protocol= or a full URL")
-        key = (tokenize(self.options), self.target_protocol, tokenize(self.target_options))
+        key = (self._options_token, self.target_protocol)
         pid = os.getpid()
         with _CLIENTS_LOCK:
             entry = _CLIENTS.get(key)
