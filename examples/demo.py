@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("\n" + header + "\n" + "-" * len(header))
         later_ufs = 0.0
+        warm_secs: list[float] = []
         before = worker_counters(fs)  # starts the embedded worker
         for epoch in range(1, args.epochs + 1):
             files, nbytes, secs = run_epoch(fs, small, tables, names)
@@ -229,10 +230,21 @@ def main(argv: list[str] | None = None) -> int:
             ufs = d["alluxiofs_ufs_requests_total"]
             if epoch > 1:
                 later_ufs += ufs
+                warm_secs.append(secs)
             print(
                 f"{epoch:>5} {files:>6} {secs:>8.2f} {files / secs:>9,.0f} "
                 f"{nbytes / MB / secs:>8,.1f} {ratio:>9.1%} {ufs:>12,.0f}"
             )
+        # The same epoch without the cache, through the target filesystem
+        # itself (s3fs against the same server, or the plain local read), so
+        # the ratio below comes from one run on one machine.
+        label = "s3fs" if args.ufs == "s3" else "local"
+        files, nbytes, secs = run_epoch(fs.target_fs, small, tables, names)
+        rate = f"{files / secs:>9,.0f} {nbytes / MB / secs:>8,.1f}"
+        print(f"{label:>5} {files:>6} {secs:>8.2f} {rate} {'(direct, no cache)':>22}")
+        if warm_secs:
+            ratios = ", ".join(f"{secs / w:.1f}x" for w in warm_secs)
+            print(f"\nwarm alluxiofs epochs vs {label} direct: {ratios} the throughput")
         stats = fs.stats()
         print(
             f"\nclient: {stats['bytes_read'] / MB:,.1f} MB from the cache worker, "
