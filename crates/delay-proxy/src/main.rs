@@ -1,0 +1,115 @@
+//! `alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] [--ready-file P] [--stats-file P]`
+//!
+//! Forwards TCP connections from `--listen` to `--target`, adding `--rtt-ms`
+//! (default 10) to every round trip. Prints `listening on ADDR` once bound
+//! (port 0 picks a free port) and writes `{"addr": ...}` to `--ready-file`;
+//! keeps the counters as JSON in `--stats-file`, rewritten every 100 ms.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alluxiofs_delay_proxy::{serve, Config, Stats};
+
+const USAGE: &str = "usage: alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] \
+                     [--ready-file PATH] [--stats-file PATH]";
+
+struct Args {
+    listen: SocketAddr,
+    target: SocketAddr,
+    rtt_ms: f64,
+    ready_file: Option<PathBuf>,
+    stats_file: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut listen = None;
+    let mut target = None;
+    let mut rtt_ms: f64 = 10.0;
+    let mut ready_file = None;
+    let mut stats_file = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Err(USAGE.to_string());
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--listen" => listen = Some(value.parse().map_err(|e| bad(&e))?),
+            "--target" => target = Some(value.parse().map_err(|e| bad(&e))?),
+            "--rtt-ms" => rtt_ms = value.parse().map_err(|e| bad(&e))?,
+            "--ready-file" => ready_file = Some(PathBuf::from(value)),
+            "--stats-file" => stats_file = Some(PathBuf::from(value)),
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    if !(rtt_ms >= 0.0 && rtt_ms.is_finite()) {
+        return Err(format!("--rtt-ms must be >= 0, got {rtt_ms}"));
+    }
+    Ok(Args {
+        listen: listen.ok_or_else(|| format!("--listen is required\n{USAGE}"))?,
+        target: target.ok_or_else(|| format!("--target is required\n{USAGE}"))?,
+        rtt_ms,
+        ready_file,
+        stats_file,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.listen);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().expect("bound socket has an address");
+    let stats = Arc::new(Stats::default());
+    if let Some(path) = &args.stats_file {
+        let (path, stats) = (path.clone(), stats.clone());
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                let now = stats.to_json();
+                if now != last {
+                    let tmp = path.with_extension("tmp");
+                    if std::fs::write(&tmp, &now).is_ok() {
+                        let _ = std::fs::rename(&tmp, &path);
+                    }
+                    last = now;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    if let Some(path) = &args.ready_file {
+        if let Err(e) = std::fs::write(path, format!("{{\"addr\":\"{addr}\"}}")) {
+            eprintln!("cannot write {}: {e}", path.display());
+            std::process::exit(1);
+        }
+    }
+    println!(
+        "listening on {addr}, forwarding to {} with {} ms round trip",
+        args.target, args.rtt_ms
+    );
+    let config = Config {
+        target: args.target,
+        rtt: Duration::from_secs_f64(args.rtt_ms / 1000.0),
+    };
+    if let Err(e) = serve(listener, config, stats).await {
+        eprintln!("accept failed: {e}");
+        std::process::exit(1);
+    }
+}
