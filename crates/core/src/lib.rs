@@ -8,6 +8,7 @@
 //! - [`client`]: parallel range reads from cache workers.
 //! - [`discovery`]: worker discovery and watch through etcd.
 //! - [`reader`]: a sequential reader with readahead.
+//! - [`parquet`]: Parquet footers (column chunk ranges) for the reader's prefetch.
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod error;
 pub mod info;
 pub mod membership;
 pub mod pages;
+pub mod parquet;
 pub mod path;
 pub mod placement;
 pub mod reader;

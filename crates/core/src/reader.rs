@@ -37,8 +37,37 @@
 //!   them. An error of a background fetch is returned by the read that needs
 //!   that segment, and the window is reset. Dropping the reader aborts its
 //!   pending fetches.
+//!
+//! ## Parquet-aware prefetch
+//!
+//! Enabled with [`Reader::with_parquet_prefetch`] (depth > 0). A Parquet
+//! reader first reads the file's tail (the footer), then the column chunks
+//! it needs, row group by row group, at offsets the sequential heuristics
+//! above see as seeks. So:
+//!
+//! - **Footer.** When a read that ends at the end of the file holds the
+//!   whole footer (a `PAR1` trailer), the footer is parsed
+//!   ([`crate::parquet`]) with no extra request (one extra request only
+//!   when the reader's tail read was shorter than the footer). The footer
+//!   and those tail bytes are kept per process ([`crate::parquet::FOOTERS`],
+//!   keyed by URL and version): a later reader of the same object version
+//!   serves its tail read from memory and knows the layout from its first
+//!   read.
+//! - **Column reads.** A read that lies inside the chunks of one row group
+//!   `k` (one chunk, or several adjacent ones as pyarrow's `pre_buffer`
+//!   coalesces them) names the columns wanted. The same columns of row
+//!   groups `k+1 ..= k+depth` that nobody asked for yet are fetched in the
+//!   background, adjacent chunks (touching: [`PARQUET_GAP`]) merged into
+//!   one fetch; no other column is ever fetched. Column reads bypass the
+//!   sequential window entirely.
+//! - **Serving.** A column read copies what prefetches cover (awaiting a
+//!   pending one rather than asking again) and reads only the uncovered
+//!   gaps directly. A prefetch is dropped once all its bytes were read;
+//!   prefetched bytes held at once are bounded by `readahead_max`, beyond
+//!   which no new prefetch starts. A failed prefetch is not an error: its
+//!   range is read directly.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -46,6 +75,12 @@ use tokio::task::JoinHandle;
 
 use crate::client::{Client, ReadOutcome};
 use crate::error::{Error, Result};
+use crate::parquet::{self, Footer, FOOTERS};
+
+/// Column chunks closer than this are prefetched as one range. Zero: only
+/// chunks that touch are merged, so the prefetch never reads a byte of a
+/// column nobody asked for (pyarrow's own coalescing allows 8 KiB holes).
+pub const PARQUET_GAP: u64 = 0;
 
 /// Bytes of one finished background fetch.
 struct Fetched {
@@ -88,6 +123,27 @@ pub struct Reader {
     last_size: u64,
     /// Where the previous read ended.
     last_end: Option<u64>,
+    /// Parquet-aware prefetch state (None: off).
+    parquet: Option<ParquetState>,
+}
+
+/// One background fetch of column chunks nobody asked for yet.
+struct ColumnFetch {
+    range: Range<u64>,
+    /// Bytes of `range` already handed to the caller.
+    consumed: u64,
+    state: SegmentState,
+}
+
+struct ParquetState {
+    depth: usize,
+    /// The footer once known.
+    footer: Option<Arc<Footer>>,
+    /// The footer could not be read (not Parquet): stop looking.
+    gave_up: bool,
+    /// (row group, column) asked for or prefetched already.
+    seen: HashSet<(usize, usize)>,
+    fetches: Vec<ColumnFetch>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -117,7 +173,32 @@ impl Reader {
             next_size,
             last_size: 0,
             last_end: None,
+            parquet: None,
         }
+    }
+
+    /// Turn on the Parquet-aware prefetch (see the module notes): after a
+    /// read of the column chunks of row group `k`, the same columns of row
+    /// groups `k+1 ..= k+depth` are fetched in the background. 0 leaves it
+    /// off. A footer kept from an earlier reader of the same object version
+    /// is used at once.
+    pub fn with_parquet_prefetch(mut self, depth: usize) -> Self {
+        if depth > 0 {
+            let footer = FOOTERS.get(&self.url, self.version.as_deref());
+            self.parquet = Some(ParquetState {
+                depth,
+                footer,
+                gave_up: false,
+                seen: HashSet::new(),
+                fetches: Vec::new(),
+            });
+        }
+        self
+    }
+
+    /// Whether the Parquet layout of this file is known (prefetch active).
+    pub fn parquet_layout_known(&self) -> bool {
+        self.parquet.as_ref().is_some_and(|p| p.footer.is_some())
     }
 
     /// The size of the file.
@@ -131,6 +212,22 @@ impl Reader {
     /// current tokio runtime). Holes as in [`ReadOutcome`] (absolute
     /// offsets): their bytes in `buf` are not written.
     pub async fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome> {
+        if self.parquet.is_none() || offset >= self.size || buf.is_empty() {
+            return self.read_window(offset, buf).await;
+        }
+        let len = (buf.len() as u64).min(self.size - offset);
+        if let Some(out) = self.read_parquet(offset, &mut buf[..len as usize]).await? {
+            self.last_end = Some(offset + out.filled as u64);
+            return Ok(out);
+        }
+        let out = self.read_window(offset, buf).await?;
+        if out.holes.is_empty() && offset + out.filled as u64 == self.size {
+            self.learn_footer(offset, &buf[..out.filled]).await;
+        }
+        Ok(out)
+    }
+
+    async fn read_window(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome> {
         if offset >= self.size || buf.is_empty() {
             self.last_end = Some(offset);
             return Ok(ReadOutcome::default());
@@ -231,6 +328,213 @@ impl Reader {
         })
     }
 
+    /// Serve `buf` (at `offset`, inside the file) from the kept footer tail
+    /// or as a column read; `None` when it is neither.
+    async fn read_parquet(&mut self, offset: u64, buf: &mut [u8]) -> Result<Option<ReadOutcome>> {
+        let Some(pq) = self.parquet.as_mut() else {
+            return Ok(None);
+        };
+        let Some(footer) = pq.footer.clone() else {
+            return Ok(None);
+        };
+        let end = offset + buf.len() as u64;
+        if footer.copy_tail(offset, buf) {
+            return Ok(Some(ReadOutcome {
+                filled: buf.len(),
+                holes: Vec::new(),
+            }));
+        }
+        let Some((rg, cols)) = columns_of(&footer.layout, offset, end) else {
+            return Ok(None);
+        };
+        for &c in &cols {
+            pq.seen.insert((rg, c));
+        }
+        self.schedule(&footer, rg, &cols);
+        Ok(Some(self.serve_columns(offset, buf).await?))
+    }
+
+    /// Start background fetches of columns `cols` of the row groups after `rg`.
+    fn schedule(&mut self, footer: &Footer, rg: usize, cols: &[usize]) {
+        let budget = self.client.config().readahead_max;
+        let Some(pq) = self.parquet.as_mut() else {
+            return;
+        };
+        let mut held: u64 = pq.fetches.iter().map(|f| f.range.end - f.range.start).sum();
+        let mut want: Vec<Range<u64>> = Vec::new();
+        for next in rg + 1..=rg + pq.depth {
+            for &c in cols {
+                if pq.seen.contains(&(next, c)) {
+                    continue;
+                }
+                let Some(r) = footer.layout.chunk(next, c) else {
+                    continue;
+                };
+                if r.is_empty() || held + (r.end - r.start) > budget {
+                    continue;
+                }
+                held += r.end - r.start;
+                pq.seen.insert((next, c));
+                want.push(r);
+            }
+        }
+        want.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<u64>> = Vec::new();
+        for r in want {
+            match merged.last_mut() {
+                Some(m) if r.start <= m.end + PARQUET_GAP => m.end = m.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        for range in merged {
+            let client = self.client.clone();
+            let url = self.url.clone();
+            let version = self.version.clone();
+            let (start, end) = (range.start, range.end);
+            let handle = tokio::spawn(async move {
+                let mut data = vec![0u8; (end - start) as usize];
+                let out = client
+                    .read_into(&url, version.as_deref(), start, &mut data)
+                    .await?;
+                Ok(Fetched {
+                    data,
+                    filled: out.filled,
+                    holes: out.holes,
+                })
+            });
+            pq.fetches.push(ColumnFetch {
+                range,
+                consumed: 0,
+                state: SegmentState::Pending(handle),
+            });
+        }
+    }
+
+    /// A column read: copy what prefetches hold, read the rest directly.
+    async fn serve_columns(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome> {
+        let end = offset + buf.len() as u64;
+        let mut holes: Vec<Range<u64>> = Vec::new();
+        let mut gaps: Vec<Range<u64>> = Vec::new();
+        let mut pos = offset;
+        if let Some(pq) = self.parquet.as_mut() {
+            pq.fetches.sort_by_key(|f| f.range.start);
+            for f in pq.fetches.iter_mut() {
+                let (s, e) = (f.range.start.max(pos), f.range.end.min(end));
+                if s >= e {
+                    continue;
+                }
+                if let SegmentState::Pending(h) = &mut f.state {
+                    let got = match h.await {
+                        Ok(Ok(done)) => Some(done),
+                        _ => None,
+                    };
+                    match got {
+                        Some(done) => f.state = SegmentState::Ready(done),
+                        None => {
+                            // Failed prefetch: read its part directly below,
+                            // and forget it.
+                            f.consumed = u64::MAX;
+                            continue;
+                        }
+                    }
+                }
+                let SegmentState::Ready(data) = &f.state else {
+                    continue;
+                };
+                let avail_end = f.range.start + data.filled as u64;
+                let e2 = e.min(avail_end);
+                if s < e2 {
+                    if pos < s {
+                        gaps.push(pos..s);
+                    }
+                    let src =
+                        &data.data[(s - f.range.start) as usize..(e2 - f.range.start) as usize];
+                    buf[(s - offset) as usize..(e2 - offset) as usize].copy_from_slice(src);
+                    for h in &data.holes {
+                        let r = h.start.max(s)..h.end.min(e2);
+                        if r.start < r.end {
+                            push_hole(&mut holes, r);
+                        }
+                    }
+                    f.consumed = f.consumed.saturating_add(e2 - s);
+                    pos = e2;
+                }
+            }
+            pq.fetches
+                .retain(|f| f.consumed < f.range.end - f.range.start);
+        }
+        if pos < end {
+            gaps.push(pos..end);
+        }
+        for g in gaps {
+            let out = self
+                .direct(
+                    g.start,
+                    &mut buf[(g.start - offset) as usize..(g.end - offset) as usize],
+                )
+                .await?;
+            holes.extend(out.holes);
+        }
+        holes.sort_by_key(|h| h.start);
+        Ok(ReadOutcome {
+            filled: buf.len(),
+            holes,
+        })
+    }
+
+    /// After a read that ended at the end of the file: parse the footer from
+    /// its bytes (fetching the rest of the footer if the read was shorter)
+    /// and keep it for this process.
+    async fn learn_footer(&mut self, offset: u64, data: &[u8]) {
+        let Some(pq) = self.parquet.as_ref() else {
+            return;
+        };
+        if pq.footer.is_some() || pq.gave_up {
+            return;
+        }
+        let Some(flen) = parquet::footer_len(data) else {
+            self.give_up();
+            return;
+        };
+        let need = flen + 8;
+        let (tail_start, tail) = if need <= data.len() as u64 {
+            (offset, data.to_vec())
+        } else if need <= self.size && need <= 64 << 20 {
+            let start = self.size - need;
+            let mut t = vec![0u8; need as usize];
+            match self.direct(start, &mut t).await {
+                Ok(o) if o.holes.is_empty() && o.filled == t.len() => (start, t),
+                _ => return,
+            }
+        } else {
+            self.give_up();
+            return;
+        };
+        match parquet::parse_tail(&tail, self.size) {
+            Ok(layout) => {
+                let footer = Arc::new(Footer {
+                    layout,
+                    tail_start,
+                    tail,
+                });
+                FOOTERS.put(self.url.clone(), self.version.clone(), footer.clone());
+                if let Some(pq) = self.parquet.as_mut() {
+                    pq.footer = Some(footer);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(url = %self.url, error = %e, "no Parquet prefetch");
+                self.give_up();
+            }
+        }
+    }
+
+    fn give_up(&mut self) {
+        if let Some(pq) = self.parquet.as_mut() {
+            pq.gave_up = true;
+        }
+    }
+
     async fn direct(&self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome> {
         self.client
             .read_into(&self.url, self.version.as_deref(), offset, buf)
@@ -301,7 +605,36 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.clear();
+        if let Some(pq) = &self.parquet {
+            for f in &pq.fetches {
+                if let SegmentState::Pending(h) = &f.state {
+                    h.abort();
+                }
+            }
+        }
     }
+}
+
+/// The row group whose chunks hold all of `[start, end)`, and the columns
+/// the range touches (one chunk, or adjacent ones coalesced by the caller).
+fn columns_of(layout: &parquet::Layout, start: u64, end: u64) -> Option<(usize, Vec<usize>)> {
+    for (rg, chunks) in layout.row_groups.iter().enumerate() {
+        let lo = chunks.iter().map(|r| r.start).min()?;
+        let hi = chunks.iter().map(|r| r.end).max()?;
+        if start < lo || end > hi {
+            continue;
+        }
+        let cols: Vec<usize> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.start < end && start < r.end)
+            .map(|(c, _)| c)
+            .collect();
+        if !cols.is_empty() {
+            return Some((rg, cols));
+        }
+    }
+    None
 }
 
 fn push_hole(holes: &mut Vec<Range<u64>>, r: Range<u64>) {
