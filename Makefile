@@ -122,3 +122,36 @@ demo: system-deps venv develop-release
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .demo
+
+## bench, bench-quick: alluxiofs against s3fs, fsspec caches, obstore and the PyPI client,
+## on an S3 server behind a shaped veth (tc tbf) and a delaying proxy (benches/README.md).
+## A release wheel in its own .bench-venv (make develop swaps .venv's build at any time).
+## bench: ~25 min, writes benches/results/<date>-<host>.json, docs/benchmarks.md and
+## docs/img/bench-*.png; bench-quick: ~3 min, writes a -quick JSON and prints the table.
+BENCH_VENV := $(CURDIR)/.bench-venv
+BENCH_PYPI_VENV := $(HOME)/.cache/alluxiofs/bench-pypi-1.0.3
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick bench-env bench-pypi-venv
+
+bench-pypi-venv: $(BENCH_PYPI_VENV)/.installed
+
+$(BENCH_PYPI_VENV)/.installed:
+	python3 -m venv $(BENCH_PYPI_VENV)
+	$(BENCH_PYPI_VENV)/bin/pip install -q --disable-pip-version-check alluxiofs==1.0.3 pyarrow==26.0.1
+	touch $@
+
+bench-env: system-deps venv garage bench-pypi-venv
+	@echo ">>> $$(date +%T) release build: delay proxy and the alluxiofs wheel (target/)"
+	cargo build --release -p alluxiofs-delay-proxy
+	rm -rf target/bench-wheels
+	$(VENV)/bin/maturin build --release --quiet -o target/bench-wheels
+	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/bench-wheels/alluxiofs-*.whl
+
+bench: bench-env
+	$(BENCH_VENV)/bin/python benches/suite.py --scale 0.5 --repeat 3 $(BENCH_ARGS)
+
+bench-quick: bench-env
+	$(BENCH_VENV)/bin/python benches/suite.py --quick --scale 0.02 --repeat 2 --no-doc $(BENCH_ARGS)
