@@ -144,7 +144,6 @@ $(BENCH_PYPI_VENV)/.installed:
 bench-env: system-deps venv garage bench-pypi-venv
 	@echo ">>> $$(date +%T) release build: delay proxy and the alluxiofs wheel (target/)"
 	cargo build --release -p alluxiofs-delay-proxy
-	rm -rf target/bench-wheels
 	$(VENV)/bin/maturin build --release --quiet -o target/bench-wheels
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-bench.txt

@@ -166,7 +166,7 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
         3,
         "warm alluxiofs >= 3x s3fs, Parquet columns",
     )
-    for ds in ("small", "large", "random"):
+    for ds in ("small", "large", "parquet", "random"):
         ratio(
             ds,
             ("alluxiofs-1w", "warm"),
@@ -219,6 +219,14 @@ def _fmt(stat: dict | None, digits: int = 0, scale: float = 1.0) -> str:
     return med if lo == hi else f"{med} ({lo}-{hi})"
 
 
+def _ratio(row: dict, key: str) -> str:
+    return f"{row[key]:.2f}" if key in row else "-"
+
+
+def _has_workers(row: dict) -> bool:
+    return row["reader"].startswith(("alluxiofs", "pypi"))
+
+
 def markdown_tables(results: dict) -> str:
     """The per-dataset tables and the targets, as markdown."""
     meta, rows = results["meta"], results["summary"]
@@ -239,13 +247,14 @@ def markdown_tables(results: dict) -> str:
                 )
                 continue
             ops_stat = r["ops"] if ds == "random" else r["files_per_s"]
+            wcpu = _fmt(r["worker_cpu_s_per_gb"], 2) if _has_workers(r) else "-"
             parts.append(
                 f"| {r['label']} | {r['phase']} | {_fmt(r['mbps'])} | {_fmt(ops_stat)} | "
                 f"{_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 1)} | "
-                f"{_fmt(r['client_cpu_s_per_gb'], 2)} | {_fmt(r['worker_cpu_s_per_gb'], 2)} | "
+                f"{_fmt(r['client_cpu_s_per_gb'], 2)} | {wcpu} | "
                 f"{_fmt(r['peak_rss_mb'])} | {_fmt(r['ufs_requests'])} | "
                 f"{_fmt(r['ufs_bytes'], 1, 1e-6)} | "
-                f"{r.get('vs_s3fs', 0):.2f} | {r.get('vs_raw', 0):.2f} |"
+                f"{_ratio(r, 'vs_s3fs')} | {_ratio(r, 'vs_raw')} |"
             )
         parts.append("")
     parts.append("#### Targets\n")
@@ -316,7 +325,8 @@ def write_doc(results: dict, json_path: Path, doc: Path) -> None:
     gen = [
         BEGIN,
         f"Run of {meta['started']} on `{meta['host']}` ({meta['cpus']} CPUs, Linux "
-        f"{meta['kernel']}, Python {meta['python']}); results file `{rel_json}`.",
+        f"{meta['kernel']}, Python {meta['python']}); results file `{rel_json}`; "
+        f"alluxiofs at commit `{meta.get('commit', '?')}` ({meta.get('build', '?')}).",
         f"Network: {meta['network']}; delaying proxy {meta['rtt_ms']:g} ms round trip. "
         f"Scale {meta['scale']:g} ({sizes}); {meta['repeat']} repeats; "
         f"{meta['concurrency']} reader threads. Versions: {vers}.",

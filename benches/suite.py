@@ -208,6 +208,11 @@ def run_reader(cfg: dict, python: str, timeout: float, scratch: Path) -> dict:
         return {"error": f"exit {out.returncode}: {out.stderr[-2000:]}", "epochs": []}
 
 
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -326,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
             "spec": spec,
             "dataset_bytes": {k: sum(sz for _, sz in v) for k, v in files.items()},
             "versions": report.versions(),
+            "commit": _git("rev-parse", "--short", "HEAD"),
+            # make bench builds the working tree; say so when it differs from the commit.
+            "build": os.environ.get("ALLUXIOFS_BENCH_BUILD")
+            or (
+                "release, working tree with local changes"
+                if _git("status", "--porcelain", "--untracked-files=no")
+                else "release, working tree = commit"
+            ),
         },
         "runs": runs,
     }
