@@ -84,12 +84,14 @@ impl AppState {
                 capacity: d.capacity.unwrap_or(config.capacity),
             })
             .collect();
-        let store = Arc::new(PageStore::open(
+        let store = Arc::new(PageStore::open_with(
             dirs,
             config.memory_capacity,
             config.page_size,
             metrics.clone(),
+            crate::manage::store_options(&config, &ufs)?,
         )?);
+        store.start_sweeper(crate::manage::SWEEP_EVERY);
         let meta = MetaCache::new(config.metadata_ttl);
         for url in store.urls() {
             meta.remember(&url);
@@ -145,6 +147,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/invalidate", post(invalidate))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/pin", post(crate::manage::pin))
+        .route("/v1/unpin", post(crate::manage::unpin))
+        .route("/v1/ttl", post(crate::manage::ttl))
+        .route("/v1/free", post(crate::manage::free))
+        .route("/v1/rules", get(crate::manage::rules))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

@@ -245,6 +245,12 @@ pub struct WorkerConfig {
     /// Placement of paths on workers that this worker agrees to (published
     /// in etcd; every worker of a cluster must use the same).
     pub placement: Placement,
+    /// Eviction policy of the page store (`docs/eviction.md`).
+    pub eviction_policy: crate::policy::PolicyKind,
+    /// Most bytes pinned pages may use (bytes or a share of the capacity).
+    pub pin_quota: crate::rules::PinQuota,
+    /// Capacity quotas of mounts (or prefixes inside them): (URL, bytes).
+    pub mount_quotas: Vec<(String, u64)>,
 }
 
 /// Whether an option value looks secret (keys naming a secret, token,
@@ -313,6 +319,9 @@ impl std::fmt::Debug for WorkerConfig {
             .field("etcd_password_file", &self.etcd_password_file)
             .field("advertise_host", &self.advertise_host)
             .field("placement", &self.placement)
+            .field("eviction_policy", &self.eviction_policy)
+            .field("pin_quota", &self.pin_quota)
+            .field("mount_quotas", &self.mount_quotas)
             .finish()
     }
 }
@@ -358,6 +367,9 @@ impl Default for WorkerConfig {
             etcd_password_file: None,
             advertise_host: None,
             placement: Placement::default(),
+            eviction_policy: crate::policy::PolicyKind::default(),
+            pin_quota: crate::rules::PinQuota::default(),
+            mount_quotas: Vec::new(),
         }
     }
 }
@@ -440,7 +452,7 @@ YAML > default.",
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
 _MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
 _ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
-_ADVERTISE_HOST, _PLACEMENT.\n\
+_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE).\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
 )]
 pub struct Cli {
@@ -518,6 +530,15 @@ pub struct Cli {
     /// workers only) [default: alluxio:5].
     #[arg(long, value_name = "NAME", value_parser = parse_placement)]
     pub placement: Option<Placement>,
+    /// Eviction policy: s3fifo (scan resistant) or lru [default: s3fifo].
+    #[arg(long, value_name = "POLICY")]
+    pub eviction_policy: Option<crate::policy::PolicyKind>,
+    /// Most bytes pinned pages may use: a size or a share of the total capacity [default: 50%].
+    #[arg(long, value_name = "SIZE|PCT", value_parser = crate::rules::PinQuota::parse)]
+    pub pin_quota: Option<crate::rules::PinQuota>,
+    /// Capacity quota of a mount (or a prefix inside one), e.g. s3://bucket/tmp=10GiB (repeatable).
+    #[arg(long = "mount-quota", value_name = "URL=SIZE", value_parser = crate::rules::parse_mount_quota)]
+    pub mount_quotas: Vec<(String, u64)>,
 }
 
 /// One configuration layer (YAML file, environment or flags): every field
@@ -548,6 +569,9 @@ pub struct ConfigLayer {
     etcd_password_file: Option<PathBuf>,
     advertise_host: Option<String>,
     placement: Option<String>,
+    eviction_policy: Option<String>,
+    pin_quota: Option<SizeValue>,
+    mount_quotas: Option<BTreeMap<String, SizeValue>>,
 }
 
 /// etcd endpoints in YAML: a list or one comma-separated string.
@@ -658,8 +682,19 @@ impl ConfigLayer {
             etcd_password_file: var("ETCD_PASSWORD_FILE").map(PathBuf::from),
             advertise_host: var("ADVERTISE_HOST"),
             placement: var("PLACEMENT"),
+            eviction_policy: var("EVICTION_POLICY"),
+            pin_quota: var("PIN_QUOTA").map(SizeValue::Text),
             ..Default::default()
         };
+        if let Some(q) = var("MOUNT_QUOTAS") {
+            let mut quotas = BTreeMap::new();
+            for item in list(q) {
+                let (url, size) = crate::rules::parse_mount_quota(&item)
+                    .map_err(|e| cfg_err(format!("{ENV_PREFIX}MOUNT_QUOTAS: {e}")))?;
+                quotas.insert(url, SizeValue::Bytes(size));
+            }
+            layer.mount_quotas = Some(quotas);
+        }
         if let Some(p) = var("PORT") {
             layer.port = Some(
                 p.trim()
@@ -720,6 +755,14 @@ impl ConfigLayer {
             etcd_password_file: cli.etcd_password_file.clone(),
             advertise_host: cli.advertise_host.clone(),
             placement: cli.placement.map(|p| p.to_setting()),
+            eviction_policy: cli.eviction_policy.map(|p| p.to_string()),
+            pin_quota: cli.pin_quota.map(|q| SizeValue::Text(q.to_setting())),
+            mount_quotas: (!cli.mount_quotas.is_empty()).then(|| {
+                cli.mount_quotas
+                    .iter()
+                    .map(|(u, b)| (u.clone(), SizeValue::Bytes(*b)))
+                    .collect()
+            }),
         }
     }
 
@@ -794,6 +837,28 @@ impl ConfigLayer {
         }
         if let Some(p) = self.placement {
             cfg.placement = parse_placement(&p).map_err(|e| cfg_err(format!("placement: {e}")))?;
+        }
+        if let Some(p) = self.eviction_policy {
+            cfg.eviction_policy = p
+                .parse()
+                .map_err(|e| cfg_err(format!("eviction_policy: {e}")))?;
+        }
+        if let Some(q) = self.pin_quota {
+            cfg.pin_quota = match q {
+                SizeValue::Bytes(b) => crate::rules::PinQuota::Bytes(b),
+                SizeValue::Text(t) => crate::rules::PinQuota::parse(&t)
+                    .map_err(|e| cfg_err(format!("pin_quota: {e}")))?,
+            };
+        }
+        if let Some(quotas) = self.mount_quotas {
+            cfg.mount_quotas = quotas
+                .into_iter()
+                .map(|(url, size)| {
+                    size.bytes()
+                        .map(|b| (url.clone(), b))
+                        .map_err(|e| cfg_err(format!("mount_quotas {url:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
         }
         Ok(())
     }

@@ -12,6 +12,8 @@
 //! - [`app`]: the axum routes; [`server`]: the listener.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`membership`]: identity and registration in etcd.
+//! - [`policy`]: eviction policies (LRU, S3-FIFO); [`rules`]: pins, TTLs, quotas;
+//!   [`manage`]: their HTTP endpoints.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -26,6 +28,10 @@ pub mod read;
 pub mod server;
 pub mod store;
 pub mod ufs;
+
+pub mod manage;
+pub mod policy;
+pub mod rules;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;

@@ -50,8 +50,56 @@ struct Histogram {
     sum: f64,
 }
 
+/// Why pages left the disk cache: the `reason` label of
+/// `alluxiofs_evictions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvictReason {
+    /// To make room within a directory's capacity.
+    Capacity,
+    /// To stay within a mount's capacity quota.
+    MountQuota,
+    /// Older than the TTL of its path.
+    Ttl,
+    /// Freed on request (`/v1/free`).
+    Free,
+    /// Invalidated on request (`/v1/invalidate`).
+    Invalidate,
+    /// A page of an older version of the object.
+    Stale,
+    /// Failed verification or was unreadable.
+    Corrupt,
+}
+
+impl EvictReason {
+    /// Every reason with its label.
+    pub const ALL: [(EvictReason, &'static str); 7] = [
+        (EvictReason::Capacity, "capacity"),
+        (EvictReason::MountQuota, "mount_quota"),
+        (EvictReason::Ttl, "ttl"),
+        (EvictReason::Free, "free"),
+        (EvictReason::Invalidate, "invalidate"),
+        (EvictReason::Stale, "stale"),
+        (EvictReason::Corrupt, "corrupt"),
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Usage of one cache directory, sampled at render time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirGauge {
+    /// The directory.
+    pub path: String,
+    /// Bytes used (headers and data).
+    pub used_bytes: u64,
+    /// Its capacity.
+    pub capacity_bytes: u64,
+}
+
 /// Page store gauges, sampled at render time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreGauges {
     /// Bytes used on disk (headers + data), all directories.
     pub used_bytes: u64,
@@ -65,6 +113,12 @@ pub struct StoreGauges {
     pub memory_capacity_bytes: u64,
     /// Pages held by the memory tier.
     pub memory_pages: u64,
+    /// Bytes of pinned pages on disk.
+    pub pinned_bytes: u64,
+    /// The pin quota in bytes.
+    pub pin_quota_bytes: u64,
+    /// Per directory usage.
+    pub dirs: Vec<DirGauge>,
 }
 
 /// All counters of one worker.
@@ -80,8 +134,11 @@ pub struct Metrics {
     pub memory_hits: AtomicU64,
     /// Pages that had to be read from the UFS.
     pub cache_misses: AtomicU64,
-    /// Pages evicted to make room.
+    /// Pages evicted to make room (capacity and mount quota).
     pub evictions: AtomicU64,
+    evictions_by_reason: [AtomicU64; 7],
+    /// Pages of pinned paths not cached because the pin quota was full.
+    pub pin_refused: AtomicU64,
     /// Page files found corrupt (and deleted).
     pub corrupt_pages: AtomicU64,
     /// Page writes that failed (the page was still served).
@@ -140,6 +197,22 @@ impl Metrics {
     /// Add to a plain counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count `n` pages that left the disk cache for `reason`.
+    pub fn evicted(&self, reason: EvictReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.evictions_by_reason[reason.index()].fetch_add(n, Ordering::Relaxed);
+        if matches!(reason, EvictReason::Capacity | EvictReason::MountQuota) {
+            self.evictions.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Pages that left the disk cache for `reason` so far.
+    pub fn evictions(&self, reason: EvictReason) -> u64 {
+        self.evictions_by_reason[reason.index()].load(Ordering::Relaxed)
     }
 
     /// Record one finished HTTP request.
@@ -209,6 +282,11 @@ impl Metrics {
             Self::get(&self.evictions),
         );
         counter(
+            "alluxiofs_cache_pin_refused_total",
+            "Pages of pinned paths served but not cached: the pin quota was full.",
+            Self::get(&self.pin_refused),
+        );
+        counter(
             "alluxiofs_cache_corrupt_pages_total",
             "Page files that failed verification and were deleted.",
             Self::get(&self.corrupt_pages),
@@ -250,6 +328,36 @@ impl Metrics {
             "UFS requests that failed, by operation.",
             &self.ufs_errors,
         );
+        let name = "alluxiofs_evictions_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Pages removed from the disk cache, by reason.\n# TYPE {name} counter"
+        );
+        for (reason, label) in EvictReason::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{reason=\"{label}\"}} {}",
+                self.evictions(reason)
+            );
+        }
+        for (name, help, pick) in [
+            (
+                "alluxiofs_cache_dir_used_bytes",
+                "Bytes used by pages in one cache directory.",
+                (|d: &DirGauge| d.used_bytes) as fn(&DirGauge) -> u64,
+            ),
+            (
+                "alluxiofs_cache_dir_capacity_bytes",
+                "Capacity of one cache directory.",
+                |d: &DirGauge| d.capacity_bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for d in &gauges.dirs {
+                let dir = d.path.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(out, "{name}{{dir=\"{dir}\"}} {}", pick(d));
+            }
+        }
         let mut gauge = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
                 out,
@@ -281,6 +389,16 @@ impl Metrics {
             "alluxiofs_cache_memory_pages",
             "Pages held by the memory tier.",
             gauges.memory_pages,
+        );
+        gauge(
+            "alluxiofs_pinned_bytes",
+            "Bytes of pinned pages on disk.",
+            gauges.pinned_bytes,
+        );
+        gauge(
+            "alluxiofs_pin_quota_bytes",
+            "Most bytes pinned pages may use.",
+            gauges.pin_quota_bytes,
         );
         let _ = writeln!(
             out,
@@ -336,11 +454,25 @@ mod tests {
         Metrics::add(&m.cache_hits, 5);
         m.request("/v1/range", 200, Duration::from_millis(3));
         m.request("/v1/range", 200, Duration::from_secs(20));
+        m.evicted(EvictReason::Ttl, 2);
+        m.evicted(EvictReason::Capacity, 3);
         let text = m.render(StoreGauges {
             used_bytes: 7,
             capacity_bytes: 9,
+            pinned_bytes: 4,
+            dirs: vec![DirGauge {
+                path: "/c/\"x\"".into(),
+                used_bytes: 7,
+                capacity_bytes: 9,
+            }],
             ..Default::default()
         });
+        assert!(text.contains("alluxiofs_evictions_total{reason=\"ttl\"} 2\n"));
+        assert!(text.contains("alluxiofs_evictions_total{reason=\"capacity\"} 3\n"));
+        assert!(text.contains("alluxiofs_evictions_total{reason=\"free\"} 0\n"));
+        assert!(text.contains("alluxiofs_cache_evictions_total 3\n"));
+        assert!(text.contains("alluxiofs_cache_dir_used_bytes{dir=\"/c/\\\"x\\\"\"} 7\n"));
+        assert!(text.contains("alluxiofs_pinned_bytes 4\n"));
         assert!(text.contains("alluxiofs_ufs_requests_total{op=\"get\"} 2\n"));
         assert!(text.contains("alluxiofs_ufs_requests_total{op=\"head\"} 1\n"));
         assert!(text.contains("alluxiofs_cache_hits_total 5\n"));
