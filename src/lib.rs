@@ -575,11 +575,21 @@ impl NativeClient {
         Ok(out)
     }
 
-    /// A sequential reader of `url` with readahead (for file objects).
-    #[pyo3(signature = (url, size, version=None))]
-    fn open_reader(&self, url: String, size: u64, version: Option<String>) -> NativeReader {
+    /// A sequential reader of `url` with readahead (for file objects); with
+    /// `parquet_prefetch_depth` > 0 it also prefetches the read columns of
+    /// the next row groups of a Parquet file.
+    #[pyo3(signature = (url, size, version=None, parquet_prefetch_depth=0))]
+    fn open_reader(
+        &self,
+        url: String,
+        size: u64,
+        version: Option<String>,
+        parquet_prefetch_depth: usize,
+    ) -> NativeReader {
+        let reader = Reader::new(self.client.clone(), url.clone(), size, version)
+            .with_parquet_prefetch(parquet_prefetch_depth);
         NativeReader {
-            reader: Mutex::new(Reader::new(self.client.clone(), url.clone(), size, version)),
+            reader: Mutex::new(reader),
             url,
         }
     }

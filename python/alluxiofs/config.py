@@ -103,6 +103,9 @@ class ClientOptions:
     """First readahead window of a sequentially read file."""
     readahead_max: int = 64 << 20
     """Largest readahead window."""
+    parquet_prefetch_depth: int = 2
+    """Parquet files: after a read of column chunks of row group k, prefetch the
+    same columns of row groups k+1..k+depth in the background (0: off)."""
     auth_token: str | None = None
     """Bearer token the workers require, if any."""
     auth_token_file: str | None = None
@@ -124,7 +127,8 @@ class ClientOptions:
         "embedded_memory_capacity",
     )
     _SECONDS = ("connect_timeout", "request_timeout")
-    _INTS = ("worker_http_port", "etcd_port", "vnodes", "replicas", "retries", "max_parallel")
+    _INTS = ("worker_http_port", "etcd_port", "vnodes", "replicas", "retries", "max_parallel",
+             "parquet_prefetch_depth")  # fmt: skip
     _BOOLS = ("fallback",)
 
     def set(self, key: str, value: Any) -> None:

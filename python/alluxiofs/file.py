@@ -51,7 +51,9 @@ class AlluxioFile(AbstractBufferedFile):
         )
         self._details = info
         self.url = url
-        self._reader = fs._client().open_reader(url, info["size"], info.get("etag"))
+        self._reader = fs._client().open_reader(
+            url, info["size"], info.get("etag"), fs.options.parquet_prefetch_depth
+        )
         # The last block fetched by readuntil: lines are cut out of it without
         # asking the native reader again for every line.
         self._lb = b""
