@@ -611,6 +611,40 @@ impl NativeClient {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_to_dict(py, &self.client.stats())
     }
+
+    /// Pin, unpin, set a TTL on or free `url` on every worker: `op` is
+    /// `pin`, `unpin`, `ttl` (with `seconds`, 0 clears) or `free` (with
+    /// `recursive`, `force`). Returns the summary as JSON text: per-worker
+    /// answers and errors, summed pages and bytes.
+    #[pyo3(signature = (op, url, seconds=0, recursive=true, force=false))]
+    fn manage(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        url: String,
+        seconds: u64,
+        recursive: bool,
+        force: bool,
+    ) -> PyResult<String> {
+        use alluxiofs_core::manage::{manage, ManageOp};
+        let op = match op {
+            "pin" => ManageOp::Pin,
+            "unpin" => ManageOp::Unpin,
+            "ttl" => ManageOp::Ttl(seconds),
+            "free" => ManageOp::Free { recursive, force },
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown operation {other:?} (pin, unpin, ttl, free)"
+                )))
+            }
+        };
+        let rt = runtime()?;
+        let client = self.client.clone();
+        let summary = py
+            .detach(|| rt.block_on(manage(&client, &url, op)))
+            .map_err(to_pyerr)?;
+        serde_json::to_string(&summary).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
 }
 
 /// A file reader with sequential readahead done in Rust.

@@ -93,6 +93,15 @@ class NativeClient:
     ) -> NativeReader: ...
     def get_text(self, worker: str, path: str) -> str: ...
     def stats(self) -> dict[str, Any]: ...
+    def manage(
+        self,
+        op: str,
+        url: str,
+        seconds: int = 0,
+        recursive: bool = True,
+        force: bool = False,
+    ) -> str:
+        """Pin, unpin, ttl or free ``url`` on every worker; the summary as JSON text."""
 
 class NativeReader:
     """Sequential reader with readahead, for file objects."""

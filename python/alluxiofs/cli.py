@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     ksub = cache.add_subparsers(dest="cache_command", metavar="command")
     stats = ksub.add_parser("stats", help="hits, misses, UFS requests and bytes saved")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    from .manage import add_parsers as _add_manage_parsers
+
+    _add_manage_parsers(sub)
     return p
 
 
@@ -251,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.cluster_command != "status":
                 parser.parse_args(["cluster", "--help"])
             return _cmd_cluster_status(fs)
+        elif args.command in ("pin", "unpin", "free"):
+            from .manage import run_cli as _manage_cli
+
+            return _manage_cli(fs, args)
         elif args.command == "cache":
             if args.cache_command != "stats":
                 parser.parse_args(["cache", "--help"])

@@ -622,6 +622,57 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             out[w] = parse_prometheus(text)
         return out
 
+    # ------------------------------------------------------ keeping / letting go
+
+    def pin(self, path: str) -> dict[str, Any]:
+        """Pin ``path`` (a file or a prefix) on every worker.
+
+        Its cached pages, and those cached later, are never evicted. Pinned
+        bytes per worker are bounded by the worker's pin quota: a pin that
+        would exceed it raises :class:`alluxiofs.AlluxioError` (``ENOSPC``)
+        with the quota and the bytes pinned; pages of a pinned path read
+        beyond the quota are served but not cached. Returns ``{"op", "path",
+        "pages", "bytes", "failed", "workers": [{"worker", "result",
+        "status", "error"}]}`` (pages and bytes newly pinned, all workers).
+        """
+        from . import manage
+
+        url, _ = self._resolve(path)
+        return manage.run(self._client(), "pin", url)
+
+    def unpin(self, path: str) -> dict[str, Any]:
+        """Remove the pins at or under ``path`` on every worker (see :meth:`pin`)."""
+        from . import manage
+
+        url, _ = self._resolve(path)
+        return manage.run(self._client(), "unpin", url)
+
+    def set_ttl(self, path: str, seconds: float | str | None) -> dict[str, Any]:
+        """Cached pages of ``path`` expire ``seconds`` (or ``"1h"``) after being cached.
+
+        An expired page is a miss, removed when read and by a sweep each
+        second. ``0`` or ``None`` clears the TTL. The most specific prefix
+        with a TTL wins.
+        """
+        from . import manage
+
+        url, _ = self._resolve(path)
+        secs = manage.parse_duration(seconds or 0)
+        return manage.run(self._client(), "ttl", url, seconds=secs)
+
+    def free(self, path: str, recursive: bool = True, force: bool = False) -> dict[str, Any]:
+        """Evict the cached pages of ``path`` (everything under it with ``recursive``) now.
+
+        Pinned pages raise :class:`alluxiofs.AlluxioError` (``EBUSY``) unless
+        ``force``. The UFS and the metadata cache are untouched; the next
+        read of a freed page reads through. Returns the summary as
+        :meth:`pin` does (pages and bytes freed).
+        """
+        from . import manage
+
+        url, _ = self._resolve(path)
+        return manage.run(self._client(), "free", url, recursive=recursive, force=force)
+
 
 def parse_prometheus(text: str) -> dict[str, float]:
     """Sum a Prometheus text exposition over labels: ``{metric_name: value}``."""

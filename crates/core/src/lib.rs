@@ -8,6 +8,7 @@
 //! - [`client`]: parallel range reads from cache workers.
 //! - [`discovery`]: worker discovery and watch through etcd.
 //! - [`reader`]: a sequential reader with readahead.
+//! - [`manage`]: pin, unpin, TTL and free on every worker.
 //! - [`parquet`]: Parquet footers (column chunk ranges) for the reader's prefetch.
 
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@ pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod info;
+pub mod manage;
 pub mod membership;
 pub mod pages;
 pub mod parquet;

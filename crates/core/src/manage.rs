@@ -1,0 +1,207 @@
+//! Keeping and letting go across the cluster: pin, unpin, TTL and free.
+//!
+//! A path's pages may sit on any worker (replicas, a ring that changed,
+//! loads with several replicas), so every request goes to *every* worker
+//! the client knows, concurrently. Each worker answers for its own cache;
+//! [`ManageSummary`] keeps one [`WorkerAnswer`] per worker (its JSON answer
+//! or its error) and sums the counts. Whether a refusal by one worker (a
+//! full pin quota) is fatal is the caller's choice.
+
+use crate::client::{Client, WorkerAddr};
+use crate::error::{Error, Result};
+use crate::info::ErrorBody;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
+use std::time::Duration;
+
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Time allowed for one worker's answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to ask of the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManageOp {
+    /// Pin the path: its pages are never evicted (bounded by the pin quota).
+    Pin,
+    /// Remove the pins at or under the path.
+    Unpin,
+    /// Pages of the path expire this many seconds after being cached; 0 clears.
+    Ttl(u64),
+    /// Delete the cached pages of the path now.
+    Free {
+        /// Every file under the path, not only the path itself.
+        recursive: bool,
+        /// Also pinned pages.
+        force: bool,
+    },
+}
+
+impl ManageOp {
+    /// The operation's name (`pin`, `unpin`, `ttl`, `free`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ManageOp::Pin => "pin",
+            ManageOp::Unpin => "unpin",
+            ManageOp::Ttl(_) => "ttl",
+            ManageOp::Free { .. } => "free",
+        }
+    }
+
+    fn path_and_query(&self, url: &str) -> String {
+        let p = utf8_percent_encode(url, QUERY_VALUE);
+        match self {
+            ManageOp::Pin => format!("/v1/pin?path={p}"),
+            ManageOp::Unpin => format!("/v1/unpin?path={p}"),
+            ManageOp::Ttl(s) => format!("/v1/ttl?path={p}&seconds={s}"),
+            ManageOp::Free { recursive, force } => {
+                format!("/v1/free?path={p}&recursive={recursive}&force={force}")
+            }
+        }
+    }
+}
+
+/// One worker's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerAnswer {
+    /// `host:port` of the worker.
+    pub worker: String,
+    /// The worker's JSON answer when it succeeded.
+    pub result: Option<serde_json::Value>,
+    /// HTTP status of a refusal (507: pin quota, 409: pinned pages, ...).
+    pub status: Option<u16>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Every worker's answer to one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManageSummary {
+    /// `pin`, `unpin`, `ttl` or `free`.
+    pub op: String,
+    /// The normalized URL.
+    pub path: String,
+    /// One answer per worker, in the client's worker order.
+    pub workers: Vec<WorkerAnswer>,
+    /// Pages affected, summed over workers (pinned, unpinned or freed).
+    pub pages: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Workers that failed.
+    pub failed: usize,
+}
+
+/// Send `op` on `url` to every worker of `client` and gather the answers.
+/// `Err` only for a bad URL or no workers; per-worker failures are in the
+/// summary.
+pub async fn manage(client: &Client, url: &str, op: ManageOp) -> Result<ManageSummary> {
+    let url = crate::path::normalize_url(url)?;
+    let workers = client.workers();
+    if workers.is_empty() {
+        return Err(Error::NoWorkers(format!("cannot {} {url}", op.name())));
+    }
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(client.config().connect_timeout)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("cannot build HTTP client: {e}")))?;
+    let token = client.config().auth_token.clone();
+    let pq = op.path_and_query(&url);
+    let answers =
+        futures::future::join_all(workers.iter().map(|w| ask(&http, token.as_deref(), w, &pq)))
+            .await;
+    let (pages_key, bytes_key) = match op {
+        ManageOp::Pin => ("pinned_pages", "pinned_bytes_added"),
+        ManageOp::Unpin => ("unpinned_pages", "unpinned_bytes"),
+        ManageOp::Ttl(_) => ("", ""),
+        ManageOp::Free { .. } => ("freed_pages", "freed_bytes"),
+    };
+    let mut summary = ManageSummary {
+        op: op.name().to_string(),
+        path: url,
+        workers: Vec::with_capacity(answers.len()),
+        pages: 0,
+        bytes: 0,
+        failed: 0,
+    };
+    for a in answers {
+        match &a.result {
+            Some(v) => {
+                summary.pages += v.get(pages_key).and_then(|x| x.as_u64()).unwrap_or(0);
+                summary.bytes += v.get(bytes_key).and_then(|x| x.as_u64()).unwrap_or(0);
+            }
+            None => summary.failed += 1,
+        }
+        summary.workers.push(a);
+    }
+    Ok(summary)
+}
+
+async fn ask(
+    http: &reqwest::Client,
+    token: Option<&str>,
+    w: &WorkerAddr,
+    path_and_query: &str,
+) -> WorkerAnswer {
+    let mut rb = http.post(format!("{}{}", w.base_url(), path_and_query));
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let failed = |status: Option<u16>, error: String| WorkerAnswer {
+        worker: w.addr(),
+        result: None,
+        status,
+        error: Some(error),
+    };
+    let resp = match rb.send().await {
+        Ok(r) => r,
+        Err(e) => return failed(None, format!("unreachable: {e}")),
+    };
+    let status = resp.status();
+    let body = match resp.text().await {
+        Ok(b) => b,
+        Err(e) => return failed(Some(status.as_u16()), e.to_string()),
+    };
+    if !status.is_success() {
+        let message = serde_json::from_str::<ErrorBody>(&body)
+            .map(|b| b.message)
+            .unwrap_or_else(|_| body.trim().to_string());
+        return failed(Some(status.as_u16()), message);
+    }
+    match serde_json::from_str(&body) {
+        Ok(v) => WorkerAnswer {
+            worker: w.addr(),
+            result: Some(v),
+            status: Some(status.as_u16()),
+            error: None,
+        },
+        Err(e) => failed(Some(status.as_u16()), format!("malformed answer: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_encoded() {
+        assert_eq!(
+            ManageOp::Free {
+                recursive: true,
+                force: false
+            }
+            .path_and_query("s3://b/a b"),
+            "/v1/free?path=s3%3A%2F%2Fb%2Fa%20b&recursive=true&force=false"
+        );
+        assert_eq!(
+            ManageOp::Ttl(5).path_and_query("/x"),
+            "/v1/ttl?path=%2Fx&seconds=5"
+        );
+    }
+}

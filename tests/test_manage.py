@@ -1,0 +1,280 @@
+"""Keeping and letting go against real workers and a real S3 server: pins survive
+eviction pressure and respect the pin quota, TTLs expire, free evicts, capacity and
+mount quotas hold under 2x overfill, and the metrics count what the test did."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import alluxiofs
+import pytest
+from harness import ufs_requests
+
+KiB = 1 << 10
+MiB = 1 << 20
+PAGE = 64 * KiB
+# Small pages, a 2 MiB disk and no memory tier: every hit comes from disk and
+# eviction starts after a few files.
+BASE_ARGS = ["--page-size", "64KiB", "--memory-capacity", "0"]
+
+
+@pytest.fixture
+def tree(s3_server):
+    """A fresh prefix: hot/ (2 x 256 KiB) and cold/ (16 x 256 KiB = 4 MiB)."""
+    rnd = random.Random(11)
+    fs = s3_server.s3fs()
+    base = f"{s3_server.bucket}/manage-{uuid.uuid4().hex[:8]}"
+    files = {f"{base}/hot/h{i}.bin": rnd.randbytes(256 * KiB) for i in range(2)}
+    files.update({f"{base}/cold/c{i:02d}.bin": rnd.randbytes(256 * KiB) for i in range(16)})
+    fs.pipe(files)
+    return base, files
+
+
+def _worker(start_worker, bucket_mount, capacity="2MiB", extra=()):
+    return start_worker(bucket_mount, capacity=capacity, extra_args=[*BASE_ARGS, *extra])
+
+
+def _fs(make_fs, workers):
+    return make_fs(workers, page_size=PAGE)
+
+
+def _pages_on_disk(cache_dir: Path) -> tuple[int, int]:
+    files = [f for f in (cache_dir / "pages").rglob("*") if f.is_file()]
+    return len(files), sum(f.stat().st_size for f in files)
+
+
+def _rules(worker) -> dict:
+    with urllib.request.urlopen(f"http://{worker.addr}/v1/rules", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_pin_survives_eviction_pressure(make_fs, start_worker, bucket_mount, tree):
+    base, files = tree
+    w = _worker(start_worker, bucket_mount, extra=["--pin-quota", "1MiB"])
+    fs = _fs(make_fs, [w])
+    hot = sorted(p for p in files if "/hot/" in p)
+    for p in hot:
+        assert fs.cat_file(p) == files[p]
+    summary = fs.pin(f"s3://{base}/hot")
+    assert summary["pages"] == 8 and summary["failed"] == 0
+    assert w.metric("alluxiofs_pinned_bytes") == summary["bytes"] > 8 * PAGE
+    # 4 MiB of cold data, twice, through a 2 MiB cache.
+    cold = sorted(p for p in files if "/cold/" in p)
+    for _ in range(2):
+        for p in cold:
+            assert fs.cat_file(p) == files[p]
+    assert w.metric("alluxiofs_evictions_total", reason="capacity") > 0
+    gets = ufs_requests([w], "get")
+    for p in hot:
+        assert fs.cat_file(p) == files[p]
+    assert ufs_requests([w], "get") == gets, "pinned pages were evicted"
+    assert _rules(w)["pins"] == [f"s3://{base}/hot"]
+    # Unpinned, they go under the same pressure.
+    assert fs.unpin(f"s3://{base}")["pages"] == 8
+    assert w.metric("alluxiofs_pinned_bytes") == 0
+    for p in cold:
+        fs.cat_file(p)
+    gets = ufs_requests([w], "get")
+    fs.cat_file(hot[0])
+    assert ufs_requests([w], "get") > gets
+
+
+def test_pin_beyond_the_quota_is_refused(make_fs, start_worker, bucket_mount, tree):
+    base, files = tree
+    w = _worker(start_worker, bucket_mount, capacity="8MiB", extra=["--pin-quota", "512KiB"])
+    fs = _fs(make_fs, [w])
+    cold = sorted(p for p in files if "/cold/" in p)
+    for p in cold[:4]:  # 1 MiB cached under cold/
+        fs.cat_file(p)
+    with pytest.raises(alluxiofs.AlluxioError) as e:
+        fs.pin(f"s3://{base}/cold")
+    assert e.value.errno == errno.ENOSPC
+    assert "pin quota exceeded" in str(e.value) and "524288" in str(e.value), str(e.value)
+    assert _rules(w)["pins"] == []
+    # Pinned before anything is cached: pages beyond the quota are served, not cached.
+    fs.pin(f"s3://{base}/hot")
+    hot = sorted(p for p in files if "/hot/" in p)
+    for p in hot:  # 512 KiB of data + headers > 512 KiB
+        assert fs.cat_file(p) == files[p]
+    assert w.metric("alluxiofs_cache_pin_refused_total") >= 1
+    assert 0 < w.metric("alluxiofs_pinned_bytes") <= 512 * KiB
+    assert w.metric("alluxiofs_pin_quota_bytes") == 512 * KiB
+
+
+def test_ttl_expires(make_fs, start_worker, bucket_mount, tree):
+    base, files = tree
+    w = _worker(start_worker, bucket_mount, capacity="8MiB")
+    fs = _fs(make_fs, [w])
+    path = sorted(files)[0]
+    fs.set_ttl(f"s3://{base}", 1)
+    assert _rules(w)["ttls"] == {f"s3://{base}": 1}
+    assert fs.cat_file(path) == files[path]
+    gets = ufs_requests([w], "get")
+    assert fs.cat_file(path) == files[path]
+    assert ufs_requests([w], "get") == gets, "fresh pages are hits"
+    # The sweep (every second) removes the 4 pages once they are older than 1 s.
+    deadline = time.monotonic() + 10
+    while w.metric("alluxiofs_evictions_total", reason="ttl") < 4:
+        assert time.monotonic() < deadline, "pages did not expire"
+        time.sleep(0.2)
+    assert w.metric("alluxiofs_evictions_total", reason="ttl") == 4
+    assert fs.cat_file(path) == files[path]
+    assert ufs_requests([w], "get") > gets, "expired pages are read through"
+    # Cleared: pages stay.
+    fs.set_ttl(f"s3://{base}", 0)
+    time.sleep(2.2)
+    gets = ufs_requests([w], "get")
+    assert fs.cat_file(path) == files[path]
+    assert ufs_requests([w], "get") == gets
+
+
+def test_free_evicts(make_fs, start_worker, bucket_mount, tree):
+    base, files = tree
+    workers = [_worker(start_worker, bucket_mount, capacity="8MiB") for _ in range(2)]
+    fs = _fs(make_fs, workers)
+    hot = sorted(p for p in files if "/hot/" in p)
+    for p in hot:
+        fs.cat_file(p)
+    one = fs.free(f"s3://{hot[0]}", recursive=False)
+    assert one["pages"] == 4 and len(one["workers"]) == 2 and one["failed"] == 0
+    gets = ufs_requests(workers, "get")
+    assert fs.cat_file(hot[0]) == files[hot[0]]
+    assert ufs_requests(workers, "get") == gets + 1, "the next read is a UFS request"
+    fs.pin(f"s3://{base}/hot")
+    with pytest.raises(alluxiofs.AlluxioError) as e:
+        fs.free(f"s3://{base}")
+    assert e.value.errno == errno.EBUSY and "pinned pages" in str(e.value)
+    summary = fs.free(f"s3://{base}", force=True)
+    assert summary["pages"] == 8
+    assert sum(w.metric("alluxiofs_evictions_total", reason="free") for w in workers) == 12
+    assert sum(w.metric("alluxiofs_cache_pages") for w in workers) == 0
+    with pytest.raises(PermissionError):
+        fs.free("s3://some-other-bucket/x")
+
+
+@pytest.mark.parametrize("policy", ["lru", "s3fifo"])
+def test_capacity_never_exceeded_under_2x_overfill(
+    make_fs, start_worker, bucket_mount, tree, tmp_path, policy
+):
+    _base, files = tree
+    cache = tmp_path / "cache"
+    capacity = 2 * MiB
+    w = start_worker(
+        bucket_mount,
+        cache_dir=cache,
+        capacity="2MiB",
+        extra_args=[*BASE_ARGS, "--eviction-policy", policy],
+    )
+    fs = _fs(make_fs, [w])
+    cold = sorted(p for p in files if "/cold/" in p)
+    order = cold * 2
+    random.Random(3).shuffle(order)
+    for p in order:  # one reader: no coalescing, every miss is stored
+        assert fs.cat_file(p) == files[p]
+        assert w.metric("alluxiofs_cache_used_bytes") <= capacity
+        pages, size = _pages_on_disk(cache)
+        assert size <= capacity
+    assert w.metric("alluxiofs_cache_used_bytes") == size
+    assert w.metric("alluxiofs_cache_dir_used_bytes", dir=str(cache)) == size
+    assert w.metric("alluxiofs_cache_dir_capacity_bytes", dir=str(cache)) == capacity
+    # Every page read from the UFS was stored; what is not on disk was evicted.
+    misses = w.metric("alluxiofs_cache_misses_total")
+    hits = w.metric("alluxiofs_cache_hits_total")
+    evicted = w.metric("alluxiofs_evictions_total", reason="capacity")
+    assert misses + hits == 2 * 16 * 4
+    assert misses - evicted == pages == w.metric("alluxiofs_cache_pages")
+    assert w.metric("alluxiofs_cache_evictions_total") == evicted
+    for reason in ("ttl", "free", "mount_quota", "corrupt"):
+        assert w.metric("alluxiofs_evictions_total", reason=reason) == 0
+
+
+def test_mount_quota(make_fs, start_worker, bucket_mount, tree):
+    base, files = tree
+    w = _worker(
+        start_worker,
+        bucket_mount,
+        capacity="8MiB",
+        extra=["--mount-quota", f"s3://{base}/cold=1MiB"],
+    )
+    fs = _fs(make_fs, [w])
+    for p in sorted(files):
+        assert fs.cat_file(p) == files[p]
+    quota = _rules(w)["mount_quotas"][0]
+    assert quota["mount"] == f"s3://{base}/cold"
+    assert 0 < quota["used_bytes"] <= quota["quota_bytes"] == MiB
+    assert w.metric("alluxiofs_evictions_total", reason="mount_quota") > 0
+    assert w.metric("alluxiofs_evictions_total", reason="capacity") == 0
+    # The other files were not touched by the quota.
+    gets = ufs_requests([w], "get")
+    for p in sorted(p for p in files if "/hot/" in p):
+        fs.cat_file(p)
+    assert ufs_requests([w], "get") == gets
+
+
+def test_mount_quota_outside_the_mounts_is_refused_at_start(start_worker, bucket_mount):
+    with pytest.raises(RuntimeError, match="mount quota"):
+        start_worker(bucket_mount, extra_args=["--mount-quota", "s3://elsewhere/x=1MiB"])
+
+
+def test_rules_survive_a_restart(make_fs, start_worker, bucket_mount, tree):
+    base, files = tree
+    w = _worker(start_worker, bucket_mount, capacity="8MiB")
+    fs = _fs(make_fs, [w])
+    hot = sorted(p for p in files if "/hot/" in p)
+    fs.cat_file(hot[0])
+    fs.pin(f"s3://{base}/hot")
+    fs.set_ttl(f"s3://{base}/cold", 3600)
+    w.restart()
+    rules = _rules(w)
+    assert rules["pins"] == [f"s3://{base}/hot"]
+    assert rules["ttls"] == {f"s3://{base}/cold": 3600}
+    assert rules["pinned_bytes"] == w.metric("alluxiofs_pinned_bytes") > 4 * PAGE
+
+
+def test_cli_pin_unpin_free(start_worker, bucket_mount, s3_server, make_fs, tree):
+    base, files = tree
+    w = _worker(start_worker, bucket_mount, capacity="8MiB")
+    fs = _fs(make_fs, [w])
+    for p in sorted(p for p in files if "/hot/" in p):
+        fs.cat_file(p)
+    env = dict(os.environ)
+    env["ALLUXIOFS_WORKER_HOSTS"] = w.addr
+    env["AWS_ACCESS_KEY_ID"] = s3_server.access_key
+    env["AWS_SECRET_ACCESS_KEY"] = s3_server.secret_key
+    env["AWS_ENDPOINT_URL"] = s3_server.endpoint_url
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "alluxiofs", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    for cmd in ("pin", "unpin", "free"):
+        h = cli(cmd, "--help")
+        assert h.returncode == 0 and "--json" in h.stdout, h.stderr
+    hot = f"s3://{base}/hot"
+    out = cli("pin", hot, "--ttl", "1h")
+    assert out.returncode == 0, out.stderr
+    assert f"pinned {hot}: 8 cached pages" in out.stdout and "KiB" in out.stdout
+    assert "ttl of" in out.stdout and "3600 s" in out.stdout
+    assert _rules(w)["ttls"] == {hot: 3600}
+    refused = cli("free", hot, "-r")
+    assert refused.returncode == 1 and "pinned pages" in refused.stderr
+    out = cli("unpin", hot)
+    assert out.returncode == 0 and f"unpinned {hot}: 8 pages" in out.stdout, out.stderr
+    out = cli("free", hot, "-r", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["pages"] == 8
+    assert w.metric("alluxiofs_evictions_total", reason="free") == 8
