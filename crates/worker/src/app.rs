@@ -56,6 +56,8 @@ pub struct AppState {
     /// Where the worker stands with etcd.
     pub registration: watch::Sender<Registration>,
     pub(crate) inflight: Mutex<HashMap<PageKey, SharedPage>>,
+    /// Counter snapshots for `/v1/stats` (see [`crate::history`]).
+    pub history: crate::history::History,
     pub(crate) meta_inflight: Mutex<HashMap<String, SharedInfo>>,
 }
 
@@ -103,7 +105,7 @@ impl AppState {
         } else {
             Registration::Connecting
         });
-        Ok(Arc::new(AppState {
+        let state = Arc::new(AppState {
             identity,
             registration,
             config,
@@ -115,7 +117,10 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
             meta_inflight: Mutex::new(HashMap::new()),
-        }))
+            history: crate::history::History::new(),
+        });
+        crate::history::spawn_sampler(&state);
+        Ok(state)
     }
 
     /// Share of the pages of `v` held in the cache, 0-100.
@@ -147,6 +152,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/invalidate", post(invalidate))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/v1/write", axum::routing::put(crate::write::write))
+        .route("/v1/stats", get(crate::history::stats))
         .route("/v1/pin", post(crate::manage::pin))
         .route("/v1/unpin", post(crate::manage::unpin))
         .route("/v1/ttl", post(crate::manage::ttl))

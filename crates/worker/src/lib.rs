@@ -12,6 +12,8 @@
 //! - [`app`]: the axum routes; [`server`]: the listener.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`membership`]: identity and registration in etcd.
+//! - [`write`]: write-through uploads that fill the cache.
+//! - [`history`]: counter snapshots for per-job stats.
 //! - [`policy`]: eviction policies (LRU, S3-FIFO); [`rules`]: pins, TTLs, quotas;
 //!   [`manage`]: their HTTP endpoints.
 
@@ -21,6 +23,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod membership;
 pub mod meta;
 pub mod metrics;
@@ -28,6 +31,7 @@ pub mod read;
 pub mod server;
 pub mod store;
 pub mod ufs;
+pub mod write;
 
 pub mod manage;
 pub mod policy;

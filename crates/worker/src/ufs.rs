@@ -200,7 +200,7 @@ impl Ufs {
 
     /// The store serving `url` (built on first use) and the object path of
     /// `url` in it.
-    fn locate(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    pub(crate) fn locate(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
         let parts = split_url(url);
         let path =
             Path::parse(parts.key).map_err(|e| WorkerError::BadRequest(format!("{url}: {e}")))?;

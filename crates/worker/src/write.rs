@@ -1,0 +1,370 @@
+//! Write-through: `PUT /v1/write?path=<url>` uploads a file to the UFS and
+//! fills the cache with its pages, so a checkpoint written by one process
+//! is read back by another from the cache.
+//!
+//! Design:
+//! - **Confinement first.** The URL must lie under a mount (403 before a
+//!   byte is read from the body or sent to the UFS).
+//! - **Bounded memory.** The body is streamed: a body of at most
+//!   [`SINGLE_PUT_MAX`] bytes is sent with one PUT; a larger one becomes a
+//!   multipart upload of [`PART_SIZE`] parts with at most [`PARTS_IN_FLIGHT`]
+//!   parts uploading at once. The bytes are also appended to a spool file
+//!   in the first cache directory, never held whole in memory.
+//! - **Never stale, never corrupt.** Pages are keyed by the object version
+//!   the read path uses, which is only known once the upload is complete.
+//!   So the pages are stored *after* the upload: the worker HEADs the
+//!   object and keeps the pages only when the HEAD's ETag is the one the
+//!   upload returned and the size is the number of bytes received (another
+//!   writer may have replaced the object in between). Otherwise the path is
+//!   only invalidated. A failed upload (body cut, UFS error) is aborted and
+//!   leaves no pages.
+//! - **Invalidation.** Metadata of the path and its parent listing are
+//!   forgotten before the upload and again after it; pages of any other
+//!   version of the path are dropped. The client tells the other workers
+//!   to forget the path (`/v1/invalidate`).
+
+use crate::app::AppState;
+use crate::error::{Result, WorkerError};
+use crate::meta::CachedInfo;
+use crate::store::PageKey;
+use crate::ufs::ObjectVersion;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Bodies up to this size are uploaded with a single PUT.
+pub const SINGLE_PUT_MAX: usize = 8 << 20;
+/// Part size of multipart uploads.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts uploading at once (memory: about this many parts).
+pub const PARTS_IN_FLIGHT: usize = 4;
+
+/// What a write answers (JSON).
+#[derive(Debug, serde::Serialize)]
+pub struct WriteOutcome {
+    /// The normalized URL written.
+    pub path: String,
+    /// Bytes written.
+    pub size: u64,
+    /// The version of the new object ("" when it could not be learned).
+    pub version: String,
+    /// Whether the cache now holds the written pages.
+    pub populated: bool,
+    /// Pages stored in the cache.
+    pub pages_cached: u64,
+    /// Why the pages were not kept (empty when they were).
+    pub reason: String,
+}
+
+/// A spool file deleted when dropped.
+struct Spool {
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Spool {
+    fn create(state: &AppState) -> Result<Spool> {
+        let base = state
+            .config
+            .cache_dirs
+            .first()
+            .map(|d| d.path.clone())
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(".writes");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| WorkerError::io(format!("cannot create {}", dir.display()), e))?;
+        let path = dir.join(uuid::Uuid::new_v4().to_string());
+        let file = std::fs::File::create(&path)
+            .map_err(|e| WorkerError::io(format!("cannot create {}", path.display()), e))?;
+        Ok(Spool {
+            path,
+            file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(data)
+                .map_err(|e| WorkerError::io(format!("spool {}", self.path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        if let Some(mut f) = self.file.take() {
+            f.flush()
+                .map_err(|e| WorkerError::io(format!("spool {}", self.path.display()), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The upload in progress: small bodies are gathered for one PUT, larger
+/// ones stream through a multipart upload.
+enum Upload {
+    Gathering(Vec<Bytes>, usize),
+    Multipart(WriteMultipart),
+}
+
+fn ufs_err(url: &str, source: object_store::Error) -> WorkerError {
+    WorkerError::Ufs {
+        path: url.to_string(),
+        source,
+    }
+}
+
+/// ETags as the HEAD and the PUT answers give them, compared without
+/// quotes or a weak prefix.
+fn same_etag(a: &str, b: &str) -> bool {
+    let norm = |s: &str| {
+        s.trim()
+            .trim_start_matches("W/")
+            .trim_matches('"')
+            .to_string()
+    };
+    norm(a) == norm(b)
+}
+
+/// `PUT /v1/write?path=<url>`: see the module documentation.
+pub async fn write(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response> {
+    let q: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let raw_path = q
+        .get("path")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
+    let url = state.ufs.confine(raw_path)?;
+    if url.ends_with('/') || alluxiofs_core::path::split_url(&url).key.is_empty() {
+        return Err(WorkerError::BadRequest(format!(
+            "{url}: a write names a file, not a directory"
+        )));
+    }
+    let (store, path) = state.ufs.locate(&url)?;
+    forget(&state, &url, None).await;
+    let mut spool = Spool::create(&state)?;
+    let received = match upload(&store, &path, &url, body, &mut spool).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Whatever happened, no page of this path may stay behind.
+            forget(&state, &url, None).await;
+            return Err(e);
+        }
+    };
+    let (size, put) = received;
+    state.history.note_write(size);
+    let outcome = populate(&state, &url, size, put.e_tag.as_deref(), spool).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(url, "written, but the cache was not filled: {e}");
+            forget(&state, &url, None).await;
+            WriteOutcome {
+                path: url.clone(),
+                size,
+                version: String::new(),
+                populated: false,
+                pages_cached: 0,
+                reason: e.to_string(),
+            }
+        }
+    };
+    state.history.note_pages(outcome.pages_cached);
+    let body = serde_json::to_vec(&outcome)
+        .map_err(|e| WorkerError::Internal(format!("JSON encoding: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Forget the metadata of `url` (and its parent listing) and its pages but
+/// those of `keep` (all of them when `None`).
+async fn forget(state: &Arc<AppState>, url: &str, keep: Option<String>) {
+    state.meta.invalidate(url, false);
+    let store = state.store.clone();
+    let u = url.to_string();
+    let _ = tokio::task::spawn_blocking(move || store.remove_url(&u, keep.as_deref())).await;
+}
+
+/// Stream `body` to the UFS object `path` and to the spool; returns the
+/// bytes written and the upload's result.
+async fn upload(
+    store: &Arc<dyn ObjectStore>,
+    path: &object_store::path::Path,
+    url: &str,
+    body: Body,
+    spool: &mut Spool,
+) -> Result<(u64, object_store::PutResult)> {
+    let mut stream = body.into_data_stream();
+    let mut up = Some(Upload::Gathering(Vec::new(), 0));
+    let mut total: u64 = 0;
+    let result: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| WorkerError::BadRequest(format!("{url}: body ended early: {e}")))?;
+            if chunk.is_empty() {
+                continue;
+            }
+            total += chunk.len() as u64;
+            spool.append(&chunk)?;
+            let Some(current) = up.take() else {
+                return Err(WorkerError::Internal("upload state lost".into()));
+            };
+            up = Some(match current {
+                Upload::Gathering(mut parts, n) if n + chunk.len() <= SINGLE_PUT_MAX => {
+                    let n = n + chunk.len();
+                    parts.push(chunk);
+                    Upload::Gathering(parts, n)
+                }
+                Upload::Gathering(parts, _) => {
+                    let mp = store
+                        .put_multipart(path)
+                        .await
+                        .map_err(|e| ufs_err(url, e))?;
+                    let mut w = WriteMultipart::new_with_chunk_size(mp, PART_SIZE);
+                    for p in parts {
+                        w.put(p);
+                    }
+                    w.put(chunk);
+                    Upload::Multipart(w)
+                }
+                Upload::Multipart(mut w) => {
+                    if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                        let _ = w.abort().await;
+                        return Err(ufs_err(url, e));
+                    }
+                    w.put(chunk);
+                    Upload::Multipart(w)
+                }
+            });
+        }
+        spool.finish()
+    }
+    .await;
+    if let Err(e) = result {
+        if let Some(Upload::Multipart(w)) = up {
+            let _ = w.abort().await;
+        }
+        return Err(e);
+    }
+    let put = match up.ok_or_else(|| WorkerError::Internal("upload state lost".into()))? {
+        Upload::Gathering(parts, _) => {
+            let payload: PutPayload = parts.into_iter().collect();
+            store.put(path, payload).await
+        }
+        Upload::Multipart(w) => w.finish().await,
+    }
+    .map_err(|e| ufs_err(url, e))?;
+    Ok((total, put))
+}
+
+/// After a complete upload of `size` bytes: learn the version the read
+/// path will key on and store the spooled pages under it when it is the
+/// uploaded object.
+async fn populate(
+    state: &Arc<AppState>,
+    url: &str,
+    size: u64,
+    put_etag: Option<&str>,
+    spool: Spool,
+) -> Result<WriteOutcome> {
+    let head = state.ufs.head(url).await?;
+    let mut outcome = WriteOutcome {
+        path: url.to_string(),
+        size,
+        version: head.as_ref().map(|v| v.version.clone()).unwrap_or_default(),
+        populated: false,
+        pages_cached: 0,
+        reason: String::new(),
+    };
+    let Some(v) = head else {
+        outcome.reason = "the object is gone".into();
+        forget(state, url, None).await;
+        return Ok(outcome);
+    };
+    let ours = match (put_etag, v.e_tag.as_deref()) {
+        (Some(p), Some(h)) => same_etag(p, h),
+        _ => false,
+    };
+    if !ours || v.size != size {
+        outcome.reason = if put_etag.is_none() {
+            "the UFS gave no ETag for the upload".into()
+        } else {
+            "the object was replaced by another writer".into()
+        };
+        forget(state, url, None).await;
+        return Ok(outcome);
+    }
+    let stored = store_pages(state, &v, spool).await?;
+    // Pages of any other version (a read that raced the write) go; the
+    // metadata cache learns the new version.
+    forget(state, url, Some(v.version.clone())).await;
+    state.meta.put_info(
+        url,
+        CachedInfo {
+            info: v.file_info(),
+            version: Some(v.clone()),
+        },
+    );
+    outcome.populated = true;
+    outcome.pages_cached = stored;
+    Ok(outcome)
+}
+
+/// Read the spool page by page into the store under version `v`.
+async fn store_pages(state: &Arc<AppState>, v: &ObjectVersion, spool: Spool) -> Result<u64> {
+    let store = state.store.clone();
+    let v = v.clone();
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let page = store.page_size() as usize;
+        let mut file = std::fs::File::open(&spool.path)
+            .map_err(|e| WorkerError::io(format!("cannot open {}", spool.path.display()), e))?;
+        let pages = v.size.div_ceil(page as u64);
+        let mut stored = 0;
+        for i in 0..pages {
+            let len = (v.size - i * page as u64).min(page as u64) as usize;
+            let mut buf = vec![0u8; len];
+            file.read_exact(&mut buf)
+                .map_err(|e| WorkerError::io(format!("spool {}", spool.path.display()), e))?;
+            let key = PageKey::new(v.url.clone(), v.version.clone(), i);
+            match store.put(&key, &Bytes::from(buf)) {
+                Ok(true) => stored += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!("written page not cached: {e}"),
+            }
+        }
+        drop(spool);
+        Ok(stored)
+    })
+    .await
+    .map_err(|e| WorkerError::Internal(format!("page store task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_compare_without_quotes() {
+        assert!(same_etag("\"abc-2\"", "abc-2"));
+        assert!(same_etag("W/\"x\"", "\"x\""));
+        assert!(!same_etag("\"a\"", "\"b\""));
+    }
+}
