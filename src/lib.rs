@@ -6,6 +6,7 @@
 //! [`to_pyerr`]. The only `unsafe` lives in [`buffer`].
 
 mod buffer;
+mod writer;
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -612,6 +613,12 @@ impl NativeClient {
         stats_to_dict(py, &self.client.stats())
     }
 
+    /// Start writing `url` through its owner worker, which uploads it to the
+    /// UFS and caches its pages. `ConnectionError` when no worker can take it.
+    fn open_writer(&self, py: Python<'_>, url: String) -> PyResult<writer::NativeWriter> {
+        writer::NativeWriter::open(py, self.client.clone(), url)
+    }
+
     /// Pin, unpin, set a TTL on or free `url` on every worker: `op` is
     /// `pin`, `unpin`, `ttl` (with `seconds`, 0 clears) or `free` (with
     /// `recursive`, `force`). Returns the summary as JSON text: per-worker
@@ -816,6 +823,7 @@ fn _alluxiofs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ObjectChangedError", py.get_type::<ObjectChangedError>())?;
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeReader>()?;
+    m.add_class::<writer::NativeWriter>()?;
     m.add_class::<PyHashRing>()?;
     m.add_function(wrap_pyfunction!(worker_identity, m)?)?;
     m.add_function(wrap_pyfunction!(normalize_url, m)?)?;

@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     ksub = cache.add_subparsers(dest="cache_command", metavar="command")
     stats = ksub.add_parser("stats", help="hits, misses, UFS requests and bytes saved")
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.add_argument(
+        "--since",
+        help="only what happened since then: 30m, 2h, 1d, an ISO time (2026-11-22T07:00) "
+        "or @<unix seconds>; shows UFS requests and bytes saved by the cache",
+    )
     from .manage import add_parsers as _add_manage_parsers
 
     _add_manage_parsers(sub)
@@ -190,6 +195,15 @@ _STAT_KEYS = {
 
 
 def _cmd_cache_stats(fs: Any, args: argparse.Namespace) -> None:
+    if getattr(args, "since", None):
+        from .stats import cache_window, parse_since, print_report
+
+        window = cache_window(fs, parse_since(args.since))
+        if args.json:
+            print(json.dumps(window, indent=2))
+        else:
+            print_report(window, human_size)
+        return
     rows = _worker_rows(fs)
     total = {k: 0.0 for k in _STAT_KEYS}
     per = {}

@@ -116,6 +116,11 @@ class ClientOptions:
     """Disk capacity of the embedded local worker's page store."""
     embedded_memory_capacity: int = 256 << 20
     """Memory tier of the embedded local worker."""
+    write_mode: str = "populate"
+    """Writes (``open("wb")``, ``pipe_file``, ``put_file``): ``populate`` streams the bytes
+    through the path's owner worker, which uploads them to the UFS and keeps the pages in
+    its cache; ``invalidate`` writes with the target filesystem and makes the workers forget
+    the path."""
 
     _SIZES = (
         "page_size",
@@ -192,6 +197,8 @@ def resolve_options(
         raise ValueError("page_size must be positive")
     if opts.replicas < 1:
         raise ValueError("replicas must be at least 1")
+    if opts.write_mode not in ("populate", "invalidate"):
+        raise ValueError(f"write_mode must be 'populate' or 'invalidate', not {opts.write_mode!r}")
     return opts
 
 

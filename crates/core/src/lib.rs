@@ -10,6 +10,7 @@
 //! - [`reader`]: a sequential reader with readahead.
 //! - [`manage`]: pin, unpin, TTL and free on every worker.
 //! - [`parquet`]: Parquet footers (column chunk ranges) for the reader's prefetch.
+//! - [`write`]: write-through to the owner worker, which fills its cache.
 
 #![warn(missing_docs)]
 
@@ -25,6 +26,7 @@ pub mod path;
 pub mod placement;
 pub mod reader;
 pub mod ring;
+pub mod write;
 
 pub use client::{Client, ClientConfig, RangeResult, ReadOutcome, Stats, WorkerAddr};
 pub use error::{Error, Result};

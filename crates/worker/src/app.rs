@@ -59,6 +59,8 @@ pub struct AppState {
     /// Counter snapshots for `/v1/stats` (see [`crate::history`]).
     pub history: crate::history::History,
     pub(crate) meta_inflight: Mutex<HashMap<String, SharedInfo>>,
+    /// Load jobs and the load bandwidth limit (see [`crate::load`]).
+    pub loads: crate::load::LoadJobs,
 }
 
 impl std::fmt::Debug for AppState {
@@ -117,6 +119,7 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
             meta_inflight: Mutex::new(HashMap::new()),
+            loads: crate::load::LoadJobs::new(None),
             history: crate::history::History::new(),
         });
         crate::history::spawn_sampler(&state);
@@ -159,6 +162,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/ttl", post(crate::manage::ttl))
         .route("/v1/free", post(crate::manage::free))
         .route("/v1/rules", get(crate::manage::rules))
+        .route("/v1/load", get(crate::load::alluxio_load))
+        .route("/v1/load/file", post(crate::load::load_file))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)

@@ -12,6 +12,7 @@
 //! - [`app`]: the axum routes; [`server`]: the listener.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`membership`]: identity and registration in etcd.
+//! - [`load`]: preloading (synchronous per file, Alluxio load jobs).
 //! - [`write`]: write-through uploads that fill the cache.
 //! - [`history`]: counter snapshots for per-job stats.
 //! - [`policy`]: eviction policies (LRU, S3-FIFO); [`rules`]: pins, TTLs, quotas;
@@ -23,6 +24,7 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod load;
 pub mod history;
 pub mod membership;
 pub mod meta;

@@ -1751,7 +1751,7 @@ mod tests {
                 pin_quota: PinQuota::Bytes(10 * one),
                 ..Default::default()
             });
-            let key = |i: u64| PageKey::new(if i % 4 == 0 { "s3://b/a" } else { "s3://b/c" }, "v", i);
+            let key = |i: u64| PageKey::new(if i.is_multiple_of(4) { "s3://b/a" } else { "s3://b/c" }, "v", i);
             let mut pinned_a = false;
             for (op, i) in ops {
                 match op {
