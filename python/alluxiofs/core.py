@@ -15,6 +15,7 @@ import operator
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -118,6 +119,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         self._counters_lock = threading.Lock()
         self._counters = {"ufs_fallback_reads": 0, "ufs_fallback_bytes": 0,
                           "metadata_fallbacks": 0}  # fmt: skip
+        self._stats_since = time.time()
         self._logged_workers: set[str] = set()
 
     # ------------------------------------------------------------------ paths
@@ -522,6 +524,12 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             return AlluxioFile(self, name, url, block_size=block_size, **kwargs)
         if "r" in mode or "+" in mode:
             raise ValueError(f"alluxiofs files open as 'rb' or for writing, not {mode!r}")
+        if self.options.write_mode == "populate" and mode == "wb" and autocommit:
+            from . import write
+
+            cached = write.open_file(self, url)
+            if cached is not None:
+                return cached
         f = self.target_fs.open(self._target_path(url), mode, block_size=block_size, **kwargs)
         return WriteThroughFile(f, lambda: self._invalidate(url))
 
@@ -547,10 +555,20 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 self._invalidate(u, subtree)
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        if self.options.write_mode == "populate" and mode == "overwrite" and not kwargs:
+            from . import write
+
+            if write.pipe(self, self._resolve(path)[0], value) is not None:
+                return
         self._write("pipe_file", [path], value, **kwargs)
 
     def put_file(self, lpath: str, rpath: str, callback: Any = None, **kwargs: Any) -> None:
         url, _ = self._resolve(rpath)
+        if self.options.write_mode == "populate" and not kwargs:
+            from . import write
+
+            if write.put(self, lpath, url, callback) is not None:
+                return
         try:
             if callback is not None:
                 kwargs["callback"] = callback
@@ -591,6 +609,14 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         out = dict(self._client().stats())
         with self._counters_lock:
             out.update(self._counters)
+        from .stats import cache_window
+
+        # What the workers saved the UFS since this filesystem was made (all
+        # clients of those workers, see docs/metrics.md).
+        window = cache_window(self, self._stats_since)
+        out["cache"] = window
+        out["ufs_requests_saved"] = window["total"]["ufs_requests_saved"]
+        out["bytes_saved"] = window["total"]["bytes_saved"]
         return out
 
     def workers(self) -> list[str]:

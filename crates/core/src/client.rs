@@ -614,7 +614,7 @@ impl Client {
 
     /// One request with a text answer; a non-2xx answer becomes the error
     /// of its status.
-    async fn send_text(
+    pub(crate) async fn send_text(
         &self,
         w: &WorkerAddr,
         method: reqwest::Method,
@@ -636,7 +636,7 @@ impl Client {
         Ok(body)
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let rb = self.http.request(method, url);
         match &self.config.auth_token {
             Some(t) => rb.bearer_auth(t),
@@ -1162,12 +1162,12 @@ impl Client {
         true
     }
 
-    fn is_skipped(&self, w: &WorkerAddr) -> bool {
+    pub(crate) fn is_skipped(&self, w: &WorkerAddr) -> bool {
         let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         matches!(h.get(&w.addr()).and_then(|h| h.skip_until), Some(t) if t > Instant::now())
     }
 
-    fn mark_ok(&self, w: &WorkerAddr) {
+    pub(crate) fn mark_ok(&self, w: &WorkerAddr) {
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = h.get_mut(&w.addr()) {
             if h.failures > 0 {
@@ -1217,7 +1217,7 @@ impl Client {
 
     /// Count and log a failure of a request that is not retried per chunk
     /// (invalidate).
-    fn note_failure(&self, w: &WorkerAddr, e: &Error) {
+    pub(crate) fn note_failure(&self, w: &WorkerAddr, e: &Error) {
         self.count_error(w);
         self.mark_failed(w, e);
     }
@@ -1227,7 +1227,7 @@ impl Client {
         *s.errors.entry(w.addr()).or_default() += 1;
     }
 
-    fn count_request(&self) {
+    pub(crate) fn count_request(&self) {
         self.stats
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1372,7 +1372,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &str, url: &str, worker: &st
 
 /// A non-2xx answer: the message of the JSON body (or the raw body) mapped
 /// by [`Error::from_status`].
-fn status_error(w: &WorkerAddr, status: u16, about: &str, body: &str) -> Error {
+pub(crate) fn status_error(w: &WorkerAddr, status: u16, about: &str, body: &str) -> Error {
     let message = serde_json::from_str::<ErrorBody>(body)
         .map(|b| b.message)
         .unwrap_or_else(|_| body.trim().to_string());
@@ -1380,7 +1380,7 @@ fn status_error(w: &WorkerAddr, status: u16, about: &str, body: &str) -> Error {
 }
 
 /// A transport failure (connect, timeout, broken body) is a worker fault.
-fn transport_error(w: &WorkerAddr, e: &reqwest::Error) -> Error {
+pub(crate) fn transport_error(w: &WorkerAddr, e: &reqwest::Error) -> Error {
     let mut reason = if e.is_timeout() {
         format!("timed out: {e}")
     } else {

@@ -9,6 +9,7 @@
 //! - [`discovery`]: worker discovery and watch through etcd.
 //! - [`reader`]: a sequential reader with readahead.
 //! - [`manage`]: pin, unpin, TTL and free on every worker.
+//! - [`load`]: preloading a file or prefix into the owners' caches.
 //! - [`parquet`]: Parquet footers (column chunk ranges) for the reader's prefetch.
 //! - [`write`]: write-through to the owner worker, which fills its cache.
 
@@ -18,6 +19,7 @@ pub mod client;
 pub mod discovery;
 pub mod error;
 pub mod info;
+pub mod load;
 pub mod manage;
 pub mod membership;
 pub mod pages;

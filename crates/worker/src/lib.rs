@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod load;
 pub mod history;
+pub mod load;
 pub mod membership;
 pub mod meta;
 pub mod metrics;
