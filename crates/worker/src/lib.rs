@@ -24,7 +24,6 @@
 pub mod app;
 pub mod config;
 pub mod error;
-pub mod load;
 pub mod history;
 pub mod load;
 pub mod membership;

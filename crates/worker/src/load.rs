@@ -1,0 +1,612 @@
+//! Preloading: `POST /v1/load/file` (one file or a page-aligned range of it,
+//! synchronous) and Alluxio's asynchronous `GET /v1/load?opType=...` jobs.
+//!
+//! - The synchronous load reads the missing pages of the range through the
+//!   ordinary read-through path ([`AppState::read_range`], so it shares the
+//!   single-flight map and the page store with readers) and discards the
+//!   bytes; pages already cached are counted as skipped and never read.
+//!   An optional `bandwidth` (bytes/s) paces the UFS fetches of the request.
+//! - An asynchronous job (`opType=submit`) is run by the worker that
+//!   receives it: it lists the path recursively from the UFS, then hands the
+//!   files to [`alluxiofs_core::load::load_files`], which sends each file to
+//!   its owner workers' synchronous endpoint. When the worker is part of an
+//!   etcd cluster the owners come from the cluster's membership and
+//!   placement (the same as the clients'); without etcd the worker loads
+//!   everything into itself. `opType=progress` reports the job of a path,
+//!   `opType=stop` cancels it. Jobs are kept in memory, one per path.
+
+use crate::app::AppState;
+use crate::error::{Result, WorkerError};
+use crate::read::MAX_RUN_BYTES;
+use crate::store::PageKey;
+use alluxiofs_core::client::{Client, ClientConfig, WorkerAddr};
+use alluxiofs_core::discovery::{discover, EtcdConfig};
+use alluxiofs_core::info::human_size;
+use alluxiofs_core::load::{
+    load_files, Bandwidth, FileLoadResult, LoadCounters, LoadOptions, LoadSummary,
+};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The state of an asynchronous load job, as Alluxio names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    /// Listing or loading.
+    Running,
+    /// Every file loaded (or already cached).
+    Succeeded,
+    /// Listing failed, or some files failed.
+    Failed,
+    /// Stopped by `opType=stop`.
+    Stopped,
+}
+
+impl JobState {
+    /// Alluxio's name: `RUNNING`, `SUCCEEDED`, `FAILED`, `STOPPED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "RUNNING",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Failed => "FAILED",
+            JobState::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// One asynchronous load job.
+#[derive(Debug)]
+pub struct LoadJob {
+    /// Job id (a UUID).
+    pub id: String,
+    /// The UFS URL being loaded.
+    pub path: String,
+    /// Bandwidth limit, bytes/s.
+    pub bandwidth: Option<u64>,
+    /// Live counters.
+    pub counters: Arc<LoadCounters>,
+    started: Instant,
+    inner: Mutex<JobInner>,
+}
+
+#[derive(Debug)]
+struct JobInner {
+    state: JobState,
+    error: Option<String>,
+    summary: Option<LoadSummary>,
+    ended: Option<Instant>,
+    task: Option<tokio::task::AbortHandle>,
+}
+
+/// The jobs of a worker, one per path (the latest), and the worker-wide
+/// bandwidth limit of loads.
+#[derive(Debug, Default)]
+pub struct LoadJobs {
+    jobs: Mutex<HashMap<String, Arc<LoadJob>>>,
+    bandwidth: Option<Bandwidth>,
+}
+
+impl LoadJobs {
+    /// No jobs yet; loads limited to `bandwidth` bytes/s in all (`None`:
+    /// unlimited).
+    pub fn new(bandwidth: Option<u64>) -> Self {
+        LoadJobs {
+            jobs: Mutex::new(HashMap::new()),
+            bandwidth: bandwidth.filter(|b| *b > 0).map(|b| Bandwidth::new(b, b)),
+        }
+    }
+
+    /// The job of `path`, if any.
+    pub fn get(&self, path: &str) -> Option<Arc<LoadJob>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+            .cloned()
+    }
+}
+
+fn jobs(state: &AppState) -> &LoadJobs {
+    &state.loads
+}
+
+// ---- synchronous load ------------------------------------------------------
+
+/// Load pages `[offset, offset + length)` (widened to whole pages, cut at the
+/// end of the file) of `url` into this worker's cache. `url` must be confined
+/// already. Pages already cached are skipped without being read.
+pub async fn load_range(
+    state: &Arc<AppState>,
+    url: &str,
+    offset: u64,
+    length: Option<u64>,
+    bandwidth: Option<&Bandwidth>,
+) -> Result<FileLoadResult> {
+    let mut v = state.file_version(url, None).await?;
+    let mut retried = false;
+    loop {
+        match load_version(state, &v, offset, length, bandwidth).await {
+            Err(e) if e.is_changed() && !retried => {
+                retried = true;
+                v = state.refresh_after_change(url, None, e).await?;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn load_version(
+    state: &Arc<AppState>,
+    v: &crate::ufs::ObjectVersion,
+    offset: u64,
+    length: Option<u64>,
+    bandwidth: Option<&Bandwidth>,
+) -> Result<FileLoadResult> {
+    let p = state.store.page_size();
+    let end = match length {
+        Some(l) => offset.saturating_add(l).min(v.size),
+        None => v.size,
+    };
+    let mut out = FileLoadResult {
+        path: v.url.clone(),
+        ..FileLoadResult::default()
+    };
+    if offset >= end {
+        return Ok(out);
+    }
+    let (first, last) = (offset / p, end.div_ceil(p));
+    // Runs of missing pages, each cut to at most MAX_RUN_BYTES.
+    let max_pages = (MAX_RUN_BYTES / p).max(1);
+    let mut runs: Vec<Range<u64>> = Vec::new();
+    for i in first..last {
+        let len = state.page_len(v, i);
+        out.bytes_total += len;
+        let key = PageKey::new(v.url.clone(), v.version.clone(), i);
+        if state.store.contains(&key) {
+            out.pages_skipped += 1;
+            out.bytes_skipped += len;
+            continue;
+        }
+        out.pages_loaded += 1;
+        out.bytes_loaded += len;
+        match runs.last_mut() {
+            Some(r) if r.end == i && r.end - r.start < max_pages => r.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    for r in runs {
+        let bytes = (r.start * p)..(r.end * p).min(v.size);
+        let n = bytes.end - bytes.start;
+        if let Some(b) = &jobs(state).bandwidth {
+            b.take(n).await;
+        }
+        if let Some(b) = bandwidth {
+            b.take(n).await;
+        }
+        let mut stream = state.read_range(v, bytes).await?;
+        while let Some(piece) = stream.next().await {
+            piece?;
+        }
+    }
+    Ok(out)
+}
+
+/// Query parameters, decoded.
+fn params(raw: Option<String>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+        .into_owned()
+        .filter(|(_, v)| !v.is_empty())
+        .collect()
+}
+
+fn param_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            WorkerError::BadRequest(format!(
+                "query parameter {name:?} must be a non-negative integer, got {v:?}"
+            ))
+        }),
+    }
+}
+
+/// A size such as `1048576`, `64MiB` or `200MB` (a trailing `/s` allowed).
+fn param_size(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => {
+            let t = v.trim().trim_end_matches("/s");
+            crate::config::parse_size(t)
+                .map(Some)
+                .map_err(|e| WorkerError::BadRequest(format!("query parameter {name:?}: {e}")))
+        }
+    }
+}
+
+fn json_response(value: &serde_json::Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// `POST /v1/load/file?path=URL[&offset=&length=][&bandwidth=]`: load a
+/// file (or a range of it) into this worker's cache, then answer
+/// [`FileLoadResult`] as JSON.
+pub async fn load_file(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response> {
+    let q = params(raw);
+    let raw_path = q
+        .get("path")
+        .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
+    let url = state.ufs.confine(raw_path)?;
+    state.meta.remember(&url);
+    let offset = param_u64(&q, "offset")?.unwrap_or(0);
+    let length = param_u64(&q, "length")?;
+    let bw = param_size(&q, "bandwidth")?
+        .filter(|b| *b > 0)
+        .map(|b| Bandwidth::new(b, b));
+    let r = load_range(&state, &url, offset, length, bw.as_ref()).await?;
+    Ok(json_response(&serde_json::to_value(&r).map_err(|e| {
+        WorkerError::Internal(format!("JSON encoding: {e}"))
+    })?))
+}
+
+// ---- asynchronous jobs (Alluxio's /v1/load) -------------------------------
+
+/// `GET /v1/load?path=URL&opType=submit|progress|stop`: Alluxio's load job
+/// API. `submit` answers `{"success","jobId","path","message"}`, `stop`
+/// `{"success","path","message"}`, `progress`
+/// `{"jobState","path","message","respProperties":{...}}`.
+pub async fn alluxio_load(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response> {
+    let q = params(raw);
+    let raw_path = q
+        .get("path")
+        .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
+    let url = state.ufs.confine(raw_path)?;
+    let op = q
+        .get("opType")
+        .map(|s| s.to_ascii_lowercase())
+        .ok_or_else(|| {
+            WorkerError::BadRequest(
+                "missing query parameter \"opType\" (submit, progress or stop)".into(),
+            )
+        })?;
+    match op.as_str() {
+        "submit" => submit(&state, &headers, &q, url),
+        "progress" => {
+            let job = jobs(&state)
+                .get(&url)
+                .ok_or_else(|| WorkerError::NotFound {
+                    path: url.clone(),
+                    hint: ": no load job for this path on this worker".into(),
+                })?;
+            let text = !q
+                .get("progressFormat")
+                .is_some_and(|f| f.eq_ignore_ascii_case("json"));
+            Ok(json_response(&progress(&job, text)))
+        }
+        "stop" => {
+            let stopped = match jobs(&state).get(&url) {
+                Some(job) => job.stop(),
+                None => false,
+            };
+            Ok(json_response(&json!({
+                "success": stopped,
+                "path": url,
+                "message": if stopped {
+                    format!("load job of {url} stopped")
+                } else {
+                    format!("no running load job of {url}")
+                },
+            })))
+        }
+        other => Err(WorkerError::BadRequest(format!(
+            "opType {other:?} is not one of submit, progress, stop"
+        ))),
+    }
+}
+
+fn submit(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    url: String,
+) -> Result<Response> {
+    let bandwidth = param_size(q, "bandwidth")?.filter(|b| *b > 0);
+    let replicas = param_u64(q, "replicas")?.unwrap_or(1).max(1) as usize;
+    let concurrency = param_u64(q, "concurrency")?.unwrap_or(4).max(1) as usize;
+    let recursive = q.get("recursive").is_none_or(|v| v != "false");
+    let this = self_address(state, headers);
+    let mut map = jobs(state).jobs.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(old) = map.get(&url) {
+        if old.state() == JobState::Running {
+            return Ok(json_response(&json!({
+                "success": false,
+                "jobId": old.id,
+                "path": url,
+                "message": format!("a load job of {url} is already running (jobId {})", old.id),
+            })));
+        }
+    }
+    let job = Arc::new(LoadJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        path: url.clone(),
+        bandwidth,
+        counters: Arc::new(LoadCounters::default()),
+        started: Instant::now(),
+        inner: Mutex::new(JobInner {
+            state: JobState::Running,
+            error: None,
+            summary: None,
+            ended: None,
+            task: None,
+        }),
+    });
+    let opts = LoadOptions {
+        recursive,
+        replicas,
+        concurrency,
+        bandwidth,
+        ..LoadOptions::default()
+    };
+    let task = tokio::spawn(run_job(state.clone(), job.clone(), opts, this));
+    job.lock().task = Some(task.abort_handle());
+    map.insert(url.clone(), job.clone());
+    tracing::info!(path = %url, job = %job.id, "load job submitted");
+    Ok(json_response(&json!({
+        "success": true,
+        "jobId": job.id,
+        "path": url,
+        "message": format!("load job {} of {url} submitted", job.id),
+    })))
+}
+
+/// How clients reach this worker: the `Host` the request came to, else the
+/// configured address.
+fn self_address(state: &AppState, headers: &HeaderMap) -> WorkerAddr {
+    let from_header = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            let (host, port) = h.rsplit_once(':')?;
+            let port: u16 = port.parse().ok()?;
+            Some((host.trim_matches(['[', ']']).to_string(), port))
+        });
+    let (host, port) =
+        from_header.unwrap_or_else(|| (state.config.resolve_advertise_host(), state.config.port));
+    WorkerAddr::from_host_port(&host, port)
+}
+
+impl LoadJob {
+    fn lock(&self) -> std::sync::MutexGuard<'_, JobInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The job's state now.
+    pub fn state(&self) -> JobState {
+        self.lock().state
+    }
+
+    /// Stop a running job; false when it was not running.
+    pub fn stop(&self) -> bool {
+        let mut inner = self.lock();
+        if inner.state != JobState::Running {
+            return false;
+        }
+        self.counters.cancel();
+        if let Some(t) = inner.task.take() {
+            t.abort();
+        }
+        inner.state = JobState::Stopped;
+        inner.ended = Some(Instant::now());
+        tracing::info!(path = %self.path, job = %self.id, "load job stopped");
+        true
+    }
+
+    fn finish(&self, state: JobState, error: Option<String>, summary: Option<LoadSummary>) {
+        let mut inner = self.lock();
+        if inner.state != JobState::Running {
+            return; // stopped meanwhile
+        }
+        inner.state = state;
+        inner.error = error;
+        inner.summary = summary;
+        inner.ended = Some(Instant::now());
+        inner.task = None;
+    }
+}
+
+async fn run_job(state: Arc<AppState>, job: Arc<LoadJob>, opts: LoadOptions, this: WorkerAddr) {
+    let result = async {
+        let files = list_recursive(&state, &job.path, opts.recursive).await?;
+        let client = cluster_client(&state, this).await?;
+        load_files(&client, &files, &opts, job.counters.clone())
+            .await
+            .map_err(|e| WorkerError::Internal(e.to_string()))
+    }
+    .await;
+    match result {
+        Ok(summary) => {
+            let s = if summary.files_failed > 0 {
+                JobState::Failed
+            } else {
+                JobState::Succeeded
+            };
+            tracing::info!(path = %job.path, job = %job.id, state = s.as_str(),
+                files = summary.files_total, loaded = summary.bytes_loaded, "load job ended");
+            job.finish(s, None, Some(summary));
+        }
+        Err(e) => {
+            tracing::warn!(path = %job.path, job = %job.id, "load job failed: {e}");
+            job.finish(JobState::Failed, Some(e.to_string()), None);
+        }
+    }
+}
+
+/// Every file under `url` from the UFS, as `(url, size)`.
+async fn list_recursive(
+    state: &Arc<AppState>,
+    url: &str,
+    recursive: bool,
+) -> Result<Vec<(String, u64)>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![url.to_string()];
+    let mut first = true;
+    while let Some(d) = dirs.pop() {
+        for e in state.ufs.list(&d).await? {
+            if e.is_dir() {
+                if recursive || first {
+                    dirs.push(e.ufs_path);
+                }
+            } else {
+                files.push((e.ufs_path, e.length));
+            }
+        }
+        if !recursive {
+            break;
+        }
+        first = false;
+    }
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// A client over the cluster this worker belongs to (etcd), else over this
+/// worker alone.
+async fn cluster_client(state: &Arc<AppState>, this: WorkerAddr) -> Result<Client> {
+    let cfg = &state.config;
+    let mut config = ClientConfig {
+        page_size: state.store.page_size(),
+        placement: cfg.placement,
+        auth_token: state.auth_token.clone(),
+        ..ClientConfig::default()
+    };
+    let workers = if cfg.etcd.is_empty() {
+        vec![this]
+    } else {
+        let user = cfg.resolve_etcd_user()?;
+        let etcd = EtcdConfig {
+            endpoints: cfg.etcd.clone(),
+            cluster: cfg.cluster_name.clone(),
+            username: user.as_ref().map(|u| u.0.clone()),
+            password: user.map(|u| u.1),
+            ..EtcdConfig::default()
+        };
+        let found = discover(&etcd)
+            .await
+            .map_err(|e| WorkerError::Unavailable(format!("cluster membership: {e}")))?;
+        if let Some(p) = found.placement {
+            config.placement = p;
+        }
+        found.workers
+    };
+    Client::new(config, workers).map_err(|e| WorkerError::Internal(e.to_string()))
+}
+
+/// The progress answer of `job`; `text` selects Alluxio's TEXT message
+/// (else the message is the same properties as JSON).
+fn progress(job: &LoadJob, text: bool) -> serde_json::Value {
+    let inner = job.lock();
+    let p = job.counters.snapshot();
+    let elapsed = inner
+        .ended
+        .unwrap_or_else(Instant::now)
+        .duration_since(job.started)
+        .as_secs_f64();
+    let rate = if elapsed > 0.0 {
+        (p.bytes_loaded as f64 / elapsed) as u64
+    } else {
+        0
+    };
+    let failures: Vec<serde_json::Value> = inner
+        .summary
+        .as_ref()
+        .map(|s| {
+            s.failures
+                .iter()
+                .map(|f| json!({"path": f.path, "reason": f.reason}))
+                .collect()
+        })
+        .unwrap_or_default();
+    let (files_loaded, files_skipped) = inner
+        .summary
+        .as_ref()
+        .map(|s| (s.files_loaded, s.files_skipped))
+        .unwrap_or((0, 0));
+    let mut props: BTreeMap<&str, String> = BTreeMap::new();
+    props.insert("jobId", job.id.clone());
+    props.insert("jobState", inner.state.as_str().to_string());
+    props.insert("listed", p.listed.to_string());
+    props.insert("filesTotal", p.files_total.to_string());
+    props.insert("filesProcessed", p.files_done.to_string());
+    props.insert("filesLoaded", files_loaded.to_string());
+    props.insert("filesSkipped", files_skipped.to_string());
+    props.insert("filesFailed", p.files_failed.to_string());
+    props.insert("bytesTotal", p.bytes_total.to_string());
+    props.insert("bytesProcessed", p.bytes_done.to_string());
+    props.insert("bytesLoaded", p.bytes_loaded.to_string());
+    props.insert("bytesSkipped", p.bytes_skipped.to_string());
+    props.insert("throughput", rate.to_string());
+    props.insert("elapsedMs", ((elapsed * 1000.0) as u64).to_string());
+    props.insert(
+        "bandwidth",
+        job.bandwidth
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "unlimited".into()),
+    );
+    props.insert("failures", serde_json::Value::from(failures).to_string());
+    if let Some(e) = &inner.error {
+        props.insert("error", e.clone());
+    }
+    let message = if text {
+        let mut m = format!(
+            "Progress for loading path '{}':\n\tSettings:\tbandwidth: {}\n\tJob Id: {}\n\
+             \tJob State: {}\n\tFiles Processed: {} of {}\n\tBytes Loaded: {} \
+             (skipped, already cached: {})\n\tThroughput: {}/s\n\tFiles Failed: {}\n",
+            job.path,
+            job.bandwidth
+                .map(|b| format!("{}/s", human_size(b)))
+                .unwrap_or_else(|| "unlimited".into()),
+            job.id,
+            inner.state.as_str(),
+            p.files_done,
+            p.files_total,
+            human_size(p.bytes_loaded),
+            human_size(p.bytes_skipped),
+            human_size(rate),
+            p.files_failed,
+        );
+        if let Some(e) = &inner.error {
+            m.push_str(&format!("\tError: {e}\n"));
+        }
+        if let Some(s) = &inner.summary {
+            for f in &s.failures {
+                m.push_str(&format!("\tFailed: {}: {}\n", f.path, f.reason));
+            }
+        }
+        m
+    } else {
+        serde_json::to_string(&props).unwrap_or_default()
+    };
+    json!({
+        "jobState": inner.state.as_str(),
+        "path": job.path,
+        "message": message,
+        "respProperties": props,
+    })
+}
