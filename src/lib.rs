@@ -6,6 +6,7 @@
 //! [`to_pyerr`]. The only `unsafe` lives in [`buffer`].
 
 mod buffer;
+mod load;
 mod writer;
 
 use std::ops::Range;
@@ -611,6 +612,34 @@ impl NativeClient {
     /// Counters of this client: bytes, requests, retries, fallbacks per worker.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_to_dict(py, &self.client.stats())
+    }
+
+    /// Preload `url` (a file, or everything under a directory) into the
+    /// caches of its owner workers: `replicas` workers per file, at most
+    /// `concurrency` requests per worker, `bandwidth` bytes/s in all.
+    /// `progress(dict)` is called at most 10 times a second and at the end.
+    /// Returns the summary dict (see `docs/load.md`).
+    #[pyo3(signature = (url, recursive=true, replicas=1, concurrency=4, bandwidth=None,
+        progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn load<'py>(
+        &self,
+        py: Python<'py>,
+        url: String,
+        recursive: bool,
+        replicas: usize,
+        concurrency: usize,
+        bandwidth: Option<u64>,
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let opts = alluxiofs_core::load::LoadOptions {
+            recursive,
+            replicas: replicas.max(1),
+            concurrency: concurrency.max(1),
+            bandwidth: bandwidth.filter(|b| *b > 0),
+            ..Default::default()
+        };
+        load::run(py, self.client.clone(), url, opts, progress)
     }
 
     /// Start writing `url` through its owner worker, which uploads it to the

@@ -103,6 +103,15 @@ class NativeClient:
         force: bool = False,
     ) -> str:
         """Pin, unpin, ttl or free ``url`` on every worker; the summary as JSON text."""
+    def load(
+        self,
+        url: str,
+        recursive: bool = True,
+        replicas: int = 1,
+        concurrency: int = 4,
+        bandwidth: int | None = None,
+        progress: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> dict[str, Any]: ...
 
 class NativeWriter:
     """A write-through upload to a file's owner worker (``write_mode="populate"``)."""

@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     from .manage import add_parsers as _add_manage_parsers
 
     _add_manage_parsers(sub)
+    load = sub.add_parser("load", help="warm the cache with a file or a whole prefix")
+    load.add_argument("path")
+    load.add_argument("--replicas", type=int, default=1, help="workers per file (1)")
+    load.add_argument("--concurrency", type=int, default=4, help="requests per worker (4)")
+    load.add_argument("--bandwidth", default=None, help="limit for the whole load, e.g. 200MB/s")
+    load.add_argument("--no-recursive", action="store_true", help="only the files directly in PATH")
+    load.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
 
@@ -272,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             from .manage import run_cli as _manage_cli
 
             return _manage_cli(fs, args)
+        elif args.command == "load":
+            from .load import run_cli as _load_cli
+
+            return _load_cli(fs, args)
         elif args.command == "cache":
             if args.cache_command != "stats":
                 parser.parse_args(["cache", "--help"])

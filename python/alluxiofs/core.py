@@ -648,6 +648,46 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             out[w] = parse_prometheus(text)
         return out
 
+    # ----------------------------------------------------------------- preload
+
+    def load(
+        self,
+        path: str,
+        recursive: bool = True,
+        replicas: int = 1,
+        concurrency: int = 4,
+        bandwidth: int | str | None = None,
+        progress: Any = None,
+    ) -> dict[str, Any]:
+        """Warm the cache with ``path`` (a file, or everything under a directory).
+
+        The files are listed (recursively unless ``recursive=False``), grouped
+        by owner worker (``replicas`` owners per file, the placement reads
+        use) and each worker loads its share, ``concurrency`` requests at a
+        time. ``bandwidth`` (bytes/s, or ``"200MB/s"``) limits the whole load.
+        Pages already cached are skipped, so loading again is nearly free and
+        an interrupted load resumes. ``progress(dict)`` (or ``True`` for a bar
+        on stderr) is called at most 10 times a second with ``files_done``,
+        ``files_total``, ``bytes_done``, ``bytes_total``, ``bytes_loaded``,
+        ``bytes_skipped``, ``files_failed`` and ``listed``.
+
+        Returns ``{"files_total", "files_loaded", "files_skipped",
+        "files_failed", "bytes_total", "bytes_loaded", "bytes_skipped",
+        "failures": [{"path", "reason"}], "cancelled", "seconds"}``. Raises
+        ``FileNotFoundError`` when nothing is at ``path``.
+        """
+        from . import load as _load
+
+        url, _ = self._resolve(path)
+        return self._client().load(
+            url,
+            recursive=recursive,
+            replicas=max(1, int(replicas)),
+            concurrency=max(1, int(concurrency)),
+            bandwidth=_load.parse_bandwidth(bandwidth),
+            progress=_load.progress_callback(progress),
+        )
+
     # ------------------------------------------------------ keeping / letting go
 
     def pin(self, path: str) -> dict[str, Any]:
