@@ -154,3 +154,10 @@ bench: bench-env
 
 bench-quick: bench-env
 	$(BENCH_VENV)/bin/python benches/suite.py --quick --scale 0.02 --repeat 2 --no-doc $(BENCH_ARGS)
+
+## bench-eviction: hit ratio per epoch of each eviction policy (LRU, S3-FIFO), a 64 MiB
+## cache and 1.5x that of data, 4 epochs in sequential and shuffled order (~15 s);
+## the table in docs/eviction.md comes from it
+.PHONY: bench-eviction
+bench-eviction: venv develop
+	$(PY) benches/eviction.py $(BENCH_ARGS)
