@@ -69,10 +69,19 @@ print(json.dumps({"sha256": h.hexdigest(), "size": n, "stats": fs._client().stat
 
 def _read_in_subprocess(workers, url: str, s3_server) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-c", READER, worker_hosts(workers), url, s3_server.endpoint_url,
-         s3_server.access_key, s3_server.secret_key],
-        capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            READER,
+            worker_hosts(workers),
+            url,
+            s3_server.endpoint_url,
+            s3_server.access_key,
+            s3_server.secret_key,
+        ],
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     return json.loads(proc.stdout)
 
@@ -146,7 +155,10 @@ def test_pipe_file_and_put_file_populate(ckpt_workers, make_fs, s3_server, tmp_p
     s3 = _s3(s3_server)
     assert s3.cat_file(f"{base}/put.bin") == put_data
     assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(base, detail=False)) == [
-        "empty.bin", "piped.bin", "put.bin"]  # fmt: skip
+        "empty.bin",
+        "piped.bin",
+        "put.bin",
+    ]
 
 
 def test_overwrite_is_read_as_the_new_version(ckpt_workers, make_fs, s3_server):
@@ -294,8 +306,10 @@ def test_stats_since_match_what_the_job_did(start_worker, make_fs, s3_server):
     env = dict(os.environ, ALLUXIOFS_WORKER_HOSTS=w.addr)
     out = subprocess.run(
         [sys.executable, "-m", "alluxiofs", "cache", "stats", "--since", f"@{since}", "--json"],
-        capture_output=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr.decode()
     t = json.loads(out.stdout)["total"]
     pages = len(data) // PAGE + 1
@@ -311,16 +325,20 @@ def test_stats_since_match_what_the_job_did(start_worker, make_fs, s3_server):
     # The human report says the same.
     out = subprocess.run(
         [sys.executable, "-m", "alluxiofs", "cache", "stats", "--since", f"@{since}"],
-        capture_output=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     text = out.stdout.decode()
     assert f"bytes saved:        10.0 MiB ({2 * len(data)} bytes)" in text, text
     assert f"page hits:          {2 * pages} (100.0%)" in text, text
     # Since the worker started: the write and the first read are there too.
     out = subprocess.run(
         [sys.executable, "-m", "alluxiofs", "cache", "stats", "--since", "1d", "--json"],
-        capture_output=True, env=env, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     t = json.loads(out.stdout)["total"]
     assert t["writes"] == 1 and t["write_bytes"] == len(data)
     assert t["write_pages_cached"] == pages

@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         help="only what happened since then: 30m, 2h, 1d, an ISO time (2026-11-22T07:00) "
         "or @<unix seconds>; shows UFS requests and bytes saved by the cache",
     )
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the configuration and connectivity and say what is wrong",
+        description="Check the configuration (resolved like the filesystem's), etcd, every "
+        "worker's health and agreement, the embedded worker, and with PATH that a mount "
+        "covers it and that bytes read through the cache equal the UFS's. Exit 1 on a failure.",
+    )
+    doctor.add_argument("path", nargs="?", help="a UFS path to read a few bytes of")
     from .manage import add_parsers as _add_manage_parsers
 
     _add_manage_parsers(sub)
@@ -262,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"alluxiofs {__version__}")
         return 0
+    if args.command == "doctor":
+        from .doctor import run
+
+        return run(args, _filesystem)
     try:
         fs = _filesystem(args)
         if args.command == "ls":

@@ -80,8 +80,13 @@ def cache_window(fs: Any, since: float) -> dict[str, Any]:
         start = min(start, float(d.get("from", since)))
         for k in FIELDS:
             total[k] += int(d.get(k, 0))
-    return {"since": since, "from": start, "workers": per, "total": total,
-            "unreachable": unreachable}  # fmt: skip
+    return {
+        "since": since,
+        "from": start,
+        "workers": per,
+        "total": total,
+        "unreachable": unreachable,
+    }
 
 
 def print_report(window: dict[str, Any], human_size: Any) -> None:
@@ -94,8 +99,10 @@ def print_report(window: dict[str, Any], human_size: Any) -> None:
     looked = t["hits"] + t["misses"]
     ratio = f"{100 * t['hits'] / looked:.1f}%" if looked else "-"
     print(f"since:              {when(window['since'])} (window from {when(window['from'])})")
-    print(f"workers:            {len(window['workers'])}"
-          + (f" ({len(window['unreachable'])} unreachable)" if window["unreachable"] else ""))  # fmt: skip
+    print(
+        f"workers:            {len(window['workers'])}"
+        + (f" ({len(window['unreachable'])} unreachable)" if window["unreachable"] else "")
+    )
     print(f"page hits:          {t['hits']} ({ratio})")
     print(f"page misses:        {t['misses']}")
     print(f"data requests:      {t['data_requests']}")

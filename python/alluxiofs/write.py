@@ -161,9 +161,7 @@ def pipe(fs: AlluxioFileSystem, url: str, value: bytes) -> dict[str, Any] | None
     return finished(fs, writer.close())
 
 
-def put(
-    fs: AlluxioFileSystem, lpath: str, url: str, callback: Any = None
-) -> dict[str, Any] | None:
+def put(fs: AlluxioFileSystem, lpath: str, url: str, callback: Any = None) -> dict[str, Any] | None:
     """Upload the local file ``lpath`` to ``url`` through the owner worker; ``None``
     to fall back (also for a directory, which the target filesystem creates)."""
     if os.path.isdir(lpath):
