@@ -161,3 +161,14 @@ bench-quick: bench-env
 .PHONY: bench-eviction
 bench-eviction: venv develop
 	$(PY) benches/eviction.py $(BENCH_ARGS)
+
+## test-extras: the optional suite (tests/extras, PyTorch DataLoader with forked workers).
+## Installs torch into .venv first (PyPI has no CPU-only build: ~5 GB, about a minute);
+## kept out of `make test`, which checks the same fork pattern with multiprocessing
+.PHONY: test-extras
+TORCH_VERSION ?= 2.15.0
+test-extras: system-deps venv $(TEST_S3_DEPS) develop
+	@$(PY) -c 'import torch' 2>/dev/null || { echo ">>> installing torch $(TORCH_VERSION) into .venv"; \
+		$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION); }
+	ALLUXIOFS_EXTRAS=1 $(TEST_ENV) $(PY) -m pytest tests/extras -q --timeout 300 $(PYTEST_ARGS)
+	$(PY) examples/torch_dataset.py --files 256 --epochs 2
