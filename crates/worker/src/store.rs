@@ -45,6 +45,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
@@ -458,6 +459,9 @@ pub struct PageStore {
     options: StoreOptions,
     pin_quota: u64,
     rules_path: PathBuf,
+    /// Whether any TTL rule exists: reads skip the TTL check (and its
+    /// lock) when none does.
+    has_ttls: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -509,6 +513,7 @@ impl PageStore {
         let rules_path = dirs[0].path.join(RULES_FILE);
         let rules = Rules::load(&rules_path).map_err(WorkerError::Config)?;
         let total: u64 = dirs.iter().map(|d| d.capacity).sum();
+        let has_ttls = AtomicBool::new(!rules.ttls.is_empty());
         let store = PageStore {
             page_size,
             index: Mutex::new(Index {
@@ -532,6 +537,7 @@ impl PageStore {
             pin_quota: options.pin_quota.bytes(total),
             options,
             rules_path,
+            has_ttls,
         };
         for (i, d) in store.dirs.iter().enumerate() {
             let pages = d.path.join("pages");
@@ -732,6 +738,9 @@ impl PageStore {
     /// (a copy only in memory, of unknown age, counts as expired). With
     /// `remove`, an expired page is deleted (disk and memory).
     fn expired(&self, hash: u128, url: &str, remove: bool) -> bool {
+        if !self.has_ttls.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut idx = lock(&self.index);
         if idx.rules.ttls.is_empty() {
             return false;
@@ -886,6 +895,8 @@ impl PageStore {
         let mut rules = idx.rules.clone();
         rules.set_ttl(prefix, ttl);
         self.save_rules(&rules)?;
+        self.has_ttls
+            .store(!rules.ttls.is_empty(), Ordering::Relaxed);
         idx.rules = rules;
         Ok(())
     }
