@@ -199,7 +199,7 @@ def test_alluxio_load_job_stop(start_worker, bucket_mount, tree):
     w = start_worker(bucket_mount)
     # 1 MiB/s over ~17 MiB: still running when stopped.
     status, body = _get(w, "/v1/load", path=prefix, opType="submit", bandwidth="1MiB")
-    assert body["success"] is True
+    assert status == 200 and body["success"] is True
     again = _get(w, "/v1/load", path=prefix, opType="submit")[1]
     assert again["success"] is False and "already running" in again["message"]
     time.sleep(0.5)
@@ -262,3 +262,48 @@ def test_cli_load_failed_file_is_exit_1(start_worker, bucket_mount, tree, cli_en
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"failed:  {gone}: " in proc.stdout
     assert "1 failed" in proc.stdout
+
+
+def test_worker_load_bandwidth_caps_loads(make_fs, start_worker, bucket_mount, tree):
+    """`--load-bandwidth` on the worker paces loads even when the client sets no limit."""
+    prefix, files = tree
+    w = start_worker(bucket_mount, extra_args=["--load-bandwidth", "8MiB"])
+    fs = make_fs([w])
+    total = sum(len(v) for v in files.values())
+    t = time.monotonic()
+    assert fs.load(prefix)["bytes_loaded"] == total
+    assert time.monotonic() - t >= 0.7 * total / (8 * MiB)
+    # Reads are not limited: reading it all back (cached) is quick.
+    t = time.monotonic()
+    for url, data in files.items():
+        assert fs.cat_file(url) == data
+    assert time.monotonic() - t < 0.5 * total / (8 * MiB)
+
+
+def test_alluxio_load_job_in_an_etcd_cluster_uses_placement(
+    make_fs, start_worker, bucket_mount, etcd_server, tree
+):
+    """A job submitted to one worker of an etcd cluster puts each file on its owner."""
+    prefix, files = tree
+    args = ["--etcd", etcd_server.endpoint, "--etcd-lease-ttl", "2s"]
+    workers = [start_worker(bucket_mount, extra_args=args) for _ in range(3)]
+    fs = make_fs([], worker_hosts=None, etcd_hosts=etcd_server.endpoint)
+    deadline = time.monotonic() + 10
+    while len(fs.workers()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(fs.workers()) == 3
+    status, body = _get(workers[0], "/v1/load", path=prefix, opType="submit")
+    assert status == 200 and body["success"] is True, body
+    done = _wait_state(workers[0], prefix)
+    assert done["jobState"] == "SUCCEEDED", done
+    by_addr = {w.addr: w for w in workers}
+    for url, data in files.items():
+        if data:
+            owner = by_addr[fs.workers_for(url)[0]]
+            assert _cached_percent(owner, url) == 100, url
+    holders = [w for w in workers if w.metric("alluxiofs_cache_misses_total") > 0]
+    assert len(holders) >= 2
+    gets = ufs_requests(workers, "get")
+    for url, data in files.items():
+        assert fs.cat_file(url) == data
+    assert ufs_requests(workers, "get") == gets

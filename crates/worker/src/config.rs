@@ -251,6 +251,9 @@ pub struct WorkerConfig {
     pub pin_quota: crate::rules::PinQuota,
     /// Capacity quotas of mounts (or prefixes inside them): (URL, bytes).
     pub mount_quotas: Vec<(String, u64)>,
+    /// Bytes per second of UFS fetches for all cache loads together
+    /// (`docs/load.md`); `None` = unlimited. Reads are never limited.
+    pub load_bandwidth: Option<u64>,
 }
 
 /// Whether an option value looks secret (keys naming a secret, token,
@@ -322,6 +325,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("eviction_policy", &self.eviction_policy)
             .field("pin_quota", &self.pin_quota)
             .field("mount_quotas", &self.mount_quotas)
+            .field("load_bandwidth", &self.load_bandwidth)
             .finish()
     }
 }
@@ -370,6 +374,7 @@ impl Default for WorkerConfig {
             eviction_policy: crate::policy::PolicyKind::default(),
             pin_quota: crate::rules::PinQuota::default(),
             mount_quotas: Vec::new(),
+            load_bandwidth: None,
         }
     }
 }
@@ -452,7 +457,7 @@ YAML > default.",
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
 _MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
 _ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
-_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE).\n\
+_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH.\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
 )]
 pub struct Cli {
@@ -539,6 +544,9 @@ pub struct Cli {
     /// Capacity quota of a mount (or a prefix inside one), e.g. s3://bucket/tmp=10GiB (repeatable).
     #[arg(long = "mount-quota", value_name = "URL=SIZE", value_parser = crate::rules::parse_mount_quota)]
     pub mount_quotas: Vec<(String, u64)>,
+    /// Bytes per second of UFS fetches for all cache loads together, e.g. 200MiB [default: unlimited].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub load_bandwidth: Option<u64>,
 }
 
 /// One configuration layer (YAML file, environment or flags): every field
@@ -572,6 +580,7 @@ pub struct ConfigLayer {
     eviction_policy: Option<String>,
     pin_quota: Option<SizeValue>,
     mount_quotas: Option<BTreeMap<String, SizeValue>>,
+    load_bandwidth: Option<SizeValue>,
 }
 
 /// etcd endpoints in YAML: a list or one comma-separated string.
@@ -684,6 +693,7 @@ impl ConfigLayer {
             placement: var("PLACEMENT"),
             eviction_policy: var("EVICTION_POLICY"),
             pin_quota: var("PIN_QUOTA").map(SizeValue::Text),
+            load_bandwidth: var("LOAD_BANDWIDTH").map(SizeValue::Text),
             ..Default::default()
         };
         if let Some(q) = var("MOUNT_QUOTAS") {
@@ -763,6 +773,7 @@ impl ConfigLayer {
                     .map(|(u, b)| (u.clone(), SizeValue::Bytes(*b)))
                     .collect()
             }),
+            load_bandwidth: cli.load_bandwidth.map(SizeValue::Bytes),
         }
     }
 
@@ -859,6 +870,12 @@ impl ConfigLayer {
                         .map_err(|e| cfg_err(format!("mount_quotas {url:?}: {e}")))
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = self.load_bandwidth {
+            let b = v
+                .bytes()
+                .map_err(|e| cfg_err(format!("load_bandwidth: {e}")))?;
+            cfg.load_bandwidth = (b > 0).then_some(b);
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ use futures::StreamExt;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// The state of an asynchronous load job, as Alluxio names them.
@@ -89,17 +89,30 @@ struct JobInner {
 #[derive(Debug, Default)]
 pub struct LoadJobs {
     jobs: Mutex<HashMap<String, Arc<LoadJob>>>,
-    bandwidth: Option<Bandwidth>,
+    preset: Option<u64>,
+    bandwidth: OnceLock<Option<Bandwidth>>,
 }
 
 impl LoadJobs {
-    /// No jobs yet; loads limited to `bandwidth` bytes/s in all (`None`:
-    /// unlimited).
+    /// No jobs yet; loads limited to `bandwidth` bytes/s in all, or when
+    /// `None` to the worker's `load_bandwidth` setting.
     pub fn new(bandwidth: Option<u64>) -> Self {
         LoadJobs {
-            jobs: Mutex::new(HashMap::new()),
-            bandwidth: bandwidth.filter(|b| *b > 0).map(|b| Bandwidth::new(b, b)),
+            preset: bandwidth,
+            ..LoadJobs::default()
         }
+    }
+
+    /// The worker-wide limit of loads, if any.
+    fn limit(&self, config: &crate::config::WorkerConfig) -> Option<&Bandwidth> {
+        self.bandwidth
+            .get_or_init(|| {
+                self.preset
+                    .or(config.load_bandwidth)
+                    .filter(|b| *b > 0)
+                    .map(|b| Bandwidth::new(b, b))
+            })
+            .as_ref()
     }
 
     /// The job of `path`, if any.
@@ -183,7 +196,7 @@ async fn load_version(
     for r in runs {
         let bytes = (r.start * p)..(r.end * p).min(v.size);
         let n = bytes.end - bytes.start;
-        if let Some(b) = &jobs(state).bandwidth {
+        if let Some(b) = jobs(state).limit(&state.config) {
             b.take(n).await;
         }
         if let Some(b) = bandwidth {
@@ -609,4 +622,25 @@ fn progress(job: &LoadJob, text: bool) -> serde_json::Value {
         "message": message,
         "respProperties": props,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::WorkerConfig;
+
+    #[test]
+    fn load_bandwidth_from_flag_env_and_yaml() {
+        let cfg = WorkerConfig::from_args(["w", "--mount", "s3://b", "--load-bandwidth", "200MiB"])
+            .unwrap();
+        assert_eq!(cfg.load_bandwidth, Some(200 << 20));
+        let env = |k: &str| (k == "ALLUXIOFS_WORKER_LOAD_BANDWIDTH").then(|| "1GiB".to_string());
+        let cli = <crate::config::Cli as clap::Parser>::parse_from(["w", "--mount", "s3://b"]);
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env).unwrap();
+        assert_eq!(cfg.load_bandwidth, Some(1 << 30));
+        let cfg = WorkerConfig::from_args(["w", "--mount", "s3://b"]).unwrap();
+        assert_eq!(cfg.load_bandwidth, None);
+        let cfg =
+            WorkerConfig::from_args(["w", "--mount", "s3://b", "--load-bandwidth", "0"]).unwrap();
+        assert_eq!(cfg.load_bandwidth, None);
+    }
 }
