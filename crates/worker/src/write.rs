@@ -162,6 +162,7 @@ pub async fn write(
     let (store, path) = state.ufs.locate(&url)?;
     forget(&state, &url, None).await;
     let mut spool = Spool::create(&state)?;
+    let started = std::time::Instant::now();
     let received = match upload(&store, &path, &url, body, &mut spool).await {
         Ok(r) => r,
         Err(e) => {
@@ -172,6 +173,7 @@ pub async fn write(
     };
     let (size, put) = received;
     state.history.note_write(size);
+    let uploaded = started.elapsed();
     let outcome = populate(&state, &url, size, put.e_tag.as_deref(), spool).await;
     let outcome = match outcome {
         Ok(o) => o,
@@ -189,6 +191,15 @@ pub async fn write(
         }
     };
     state.history.note_pages(outcome.pages_cached);
+    tracing::info!(
+        url,
+        size,
+        pages = outcome.pages_cached,
+        populated = outcome.populated,
+        upload_ms = uploaded.as_millis() as u64,
+        populate_ms = (started.elapsed() - uploaded).as_millis() as u64,
+        "write-through done"
+    );
     let body = serde_json::to_vec(&outcome)
         .map_err(|e| WorkerError::Internal(format!("JSON encoding: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
