@@ -146,7 +146,10 @@ def run_cli(fs: Any, args: argparse.Namespace) -> int:
             summary = run(client, "unpin", url)
             return _report(summary, f"unpinned {url}: {{pages}} pages ({{size}})", args.json)
         summary = run(client, "free", url, recursive=args.recursive, force=args.force)
-        return _report(summary, f"freed {url}: {{pages}} pages ({{size}})", args.json)
+        code = _report(summary, f"freed {url}: {{pages}} pages ({{size}})", args.json)
+        if not args.recursive and summary["pages"] == 0 and not args.json:
+            print("(only PATH itself was freed: pass -r for everything under a directory)")
+        return code
     except AlluxioError as e:
         print(f"alluxiofs {args.command}: {e.strerror or e}", file=sys.stderr)
         return 1
