@@ -3,9 +3,11 @@ workers and a real S3 server: what a load fetches, what it skips, where it puts 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -307,3 +309,56 @@ def test_alluxio_load_job_in_an_etcd_cluster_uses_placement(
     for url, data in files.items():
         assert fs.cat_file(url) == data
     assert ufs_requests(workers, "get") == gets
+
+
+def test_cli_ctrl_c_stops_and_a_rerun_resumes(start_worker, bucket_mount, tree, cli_env):
+    prefix, files = tree
+    w = start_worker(bucket_mount)
+    cli_env["ALLUXIOFS_WORKER_HOSTS"] = w.addr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alluxiofs", "load", prefix, "--bandwidth", "2MiB/s"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out + err
+    assert "interrupted; run it again to resume" in err
+    rerun = _cli(cli_env, "load", prefix, "--json", "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    total = sum(len(v) for v in files.values())
+    assert 0 < summary["bytes_skipped"] < total
+    assert summary["bytes_loaded"] + summary["bytes_skipped"] == total
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_redraws_on_a_terminal_and_prints_lines_otherwise():
+    from alluxiofs.load import ProgressBar
+
+    snap = {
+        "files_total": 10, "files_done": 5, "files_failed": 0, "bytes_total": 10 * MiB,
+        "bytes_done": 5 * MiB, "bytes_loaded": 5 * MiB, "bytes_skipped": 0, "listed": True,
+    }  # fmt: skip
+    tty = _Tty()
+    bar = ProgressBar(tty)
+    bar(snap)
+    bar(dict(snap, files_done=10, bytes_done=10 * MiB))
+    bar.close(dict(snap, files_done=10, bytes_done=10 * MiB))
+    text = tty.getvalue()
+    assert text.startswith("\r[##########----------]  50.0% files 5/10 bytes 5.0 MiB/10.0 MiB")
+    assert "ETA" in text and text.count("\r") == 3 and text.endswith("\n")
+    plain = io.StringIO()
+    bar = ProgressBar(plain, interval=60)
+    bar(dict(snap, listed=False))
+    bar(snap)  # within the interval: not printed
+    bar.close(snap)
+    lines = plain.getvalue().splitlines()
+    assert lines[0].startswith("listing...") and len(lines) == 2 and "files 5/10" in lines[1]

@@ -138,6 +138,12 @@ def run_cli(fs: Any, args: Any, stderr: TextIO | None = None) -> int:
             bandwidth=args.bandwidth,
             progress=progress,
         )
+    except KeyboardInterrupt:
+        print(
+            "alluxiofs load: interrupted; run it again to resume (cached pages are skipped)",
+            file=stderr,
+        )
+        return 130
     finally:
         if bar is not None:
             bar.close(last or None)
