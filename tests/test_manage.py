@@ -278,3 +278,29 @@ def test_cli_pin_unpin_free(start_worker, bucket_mount, s3_server, make_fs, tree
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["pages"] == 8
     assert w.metric("alluxiofs_evictions_total", reason="free") == 8
+
+
+def test_multi_epoch_over_a_larger_dataset_does_not_thrash(
+    make_fs, start_worker, bucket_mount, tree
+):
+    """Sequential epochs over 1.5x the cache: LRU gets no hits, S3-FIFO (the default) does."""
+    _base, files = tree
+    data = sorted(p for p in files if "/cold/" in p)[:12]  # 3 MiB for a 2 MiB cache
+    ratios = {}
+    for policy in ("lru", None):
+        extra = ["--eviction-policy", policy] if policy else []
+        w = _worker(start_worker, bucket_mount, extra=extra)
+        fs = _fs(make_fs, [w])
+        for p in data:  # epoch 1: all misses
+            fs.cat_file(p)
+        h0, m0 = w.metric("alluxiofs_cache_hits_total"), w.metric("alluxiofs_cache_misses_total")
+        for _ in range(3):
+            for p in data:
+                assert fs.cat_file(p) == files[p]
+        hits = w.metric("alluxiofs_cache_hits_total") - h0
+        misses = w.metric("alluxiofs_cache_misses_total") - m0
+        ratios[policy or "default"] = hits / (hits + misses)
+        assert w.metric("alluxiofs_cache_used_bytes") <= 2 * MiB
+    assert ratios["lru"] == 0.0, ratios
+    assert ratios["default"] >= 0.2, ratios
+    assert _rules(w)["eviction_policy"] == "s3fifo"
