@@ -304,3 +304,22 @@ def test_multi_epoch_over_a_larger_dataset_does_not_thrash(
     assert ratios["lru"] == 0.0, ratios
     assert ratios["default"] >= 0.2, ratios
     assert _rules(w)["eviction_policy"] == "s3fifo"
+
+
+def test_durations_in_human_units():
+    from alluxiofs.manage import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "15m", "1h", "2d", "0", 0, 1.4)] == [
+        90,
+        90,
+        900,
+        3600,
+        172800,
+        0,
+        0,
+        1,
+    ]
+    assert parse_duration("500ms") == 1, "a TTL is at least a second"
+    for bad in ("-1", "1w", "soon"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
