@@ -3,6 +3,7 @@ workers and a real S3 server: what a load fetches, what it skips, where it puts 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -362,3 +363,37 @@ def test_progress_bar_redraws_on_a_terminal_and_prints_lines_otherwise():
     bar.close(snap)
     lines = plain.getvalue().splitlines()
     assert lines[0].startswith("listing...") and len(lines) == 2 and "files 5/10" in lines[1]
+
+
+def test_pypi_client_drives_a_load_job(start_worker, bucket_mount, etcd_server, tree):
+    """The PyPI alluxiofs client's submit_load / load_progress / stop_load work against
+    our workers, and its reads after the job are all cache hits."""
+    from test_compat_pypi import COMPAT_PYTHON
+
+    if not COMPAT_PYTHON.exists():
+        pytest.skip(f"no PyPI alluxiofs client at {COMPAT_PYTHON} (run `make compat-venv`)")
+    prefix, files = tree
+    args = ["--etcd", etcd_server.endpoint, "--etcd-lease-ttl", "5s"]
+    workers = [start_worker(bucket_mount, extra_args=args) for _ in range(3)]
+    base = {"etcd_host": "127.0.0.1", "etcd_port": etcd_server.client_port}
+
+    def run(cfg: dict) -> dict:
+        proc = subprocess.run(
+            [str(COMPAT_PYTHON), os.path.join(os.path.dirname(__file__), "compat_pypi_load.py"),
+             json.dumps({**base, **cfg})],
+            capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    loaded = run({"mode": "load", "path": prefix})
+    assert loaded["submitted"] is True
+    assert loaded["states"][-1] == "SUCCEEDED", loaded
+    assert loaded["content"]["respProperties"]["filesTotal"] == str(len(files))
+    assert loaded["stopped"] is False  # nothing left running
+    gets = ufs_requests(workers, "get")
+    urls = sorted(u for u, d in files.items() if d)
+    read = run({"mode": "read", "urls": urls})
+    for url in urls:
+        assert read["whole"][url] == hashlib.sha256(files[url]).hexdigest(), url
+    assert ufs_requests(workers, "get") == gets
