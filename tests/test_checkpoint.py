@@ -130,6 +130,18 @@ def test_1gib_checkpoint_read_back_from_the_cache_by_another_process(
     assert hits == size // PAGE
     assert not any(got["stats"]["fallbacks"].values())
     print(f"1 GiB: write {write_s:.1f} s, read back in another process {read_s:.1f} s")
+    # Disk: the spool file is gone and the owner holds the pages once (page
+    # headers are a few hundred bytes each), not a second copy.
+    for w in workers:
+        assert list(w.run_dir.glob(f"{w.name}-cache/.writes/*")) == []
+    owner_w = next(w for w in workers if w.addr == owner)
+    used = owner_w.metric("alluxiofs_cache_used_bytes")
+    assert size <= used < size * 1.01, used
+    # rm forgets the 1 GiB everywhere (and frees the S3 server's disk).
+    fs.rm(url)
+    with pytest.raises(FileNotFoundError):
+        fs.info(url)
+    assert owner_w.metric("alluxiofs_cache_used_bytes") < size // 100
 
 
 def test_pipe_file_and_put_file_populate(ckpt_workers, make_fs, s3_server, tmp_path):
@@ -143,14 +155,17 @@ def test_pipe_file_and_put_file_populate(ckpt_workers, make_fs, s3_server, tmp_p
     local.write_bytes(put_data)
     fs.put_file(str(local), f"{base}/put.bin")
     fs.pipe_file(f"{base}/empty.bin", b"")
+    with fs.open(f"{base}/text.txt", "w") as f:  # text mode wraps the same file object
+        f.write("hello\n" * 3)
     st = fs.stats()
-    assert st["writes"] == 3
-    assert st["write_bytes"] == len(piped) + len(put_data)
-    assert st["write_pages_cached"] == 4 + 21
+    assert st["writes"] == 4
+    assert st["write_bytes"] == len(piped) + len(put_data) + 18
+    assert st["write_pages_cached"] == 4 + 21 + 1
     gets = _gets(workers)
     assert fs.cat_file(f"{base}/piped.bin") == piped
     assert fs.cat_file(f"{base}/put.bin") == put_data
     assert fs.cat_file(f"{base}/empty.bin") == b""
+    assert fs.cat_file(f"{base}/text.txt") == b"hello\n" * 3
     assert _gets(workers) == gets, "read back from the cache"
     s3 = _s3(s3_server)
     assert s3.cat_file(f"{base}/put.bin") == put_data
@@ -158,6 +173,7 @@ def test_pipe_file_and_put_file_populate(ckpt_workers, make_fs, s3_server, tmp_p
         "empty.bin",
         "piped.bin",
         "put.bin",
+        "text.txt",
     ]
 
 

@@ -125,3 +125,43 @@ def test_embedded_mode_reports_the_local_worker(doctor):
     proc = doctor("doctor")
     assert proc.returncode == 0, proc.out
     assert "OK    configuration: embedded local worker" in proc.out
+
+
+def test_config_file_and_env_reach_every_subcommand_and_the_filesystem(
+    doctor, two_workers, s3_server, tmp_path
+):
+    """One YAML file (``--config`` or ``ALLUXIOFS_CONFIG``) configures the filesystem
+    and every subcommand alike."""
+    import fsspec
+
+    hosts = ",".join(w.addr for w in two_workers)
+    cfg = tmp_path / "alluxiofs.yaml"
+    cfg.write_text(f"worker_hosts: {hosts}\npage_size: 1MiB\n")
+    url = f"s3://{s3_server.bucket}/doctor/cfg.bin"
+    s3_server.s3fs().pipe_file(url, b"config " * 100)
+    fs = fsspec.filesystem(
+        "alluxiofs", config_file=str(cfg), target_protocol="s3",
+        target_options=s3_server.target_options(), skip_instance_cache=True,
+    )  # fmt: skip
+    assert sorted(fs.workers()) == sorted(hosts.split(","))
+    for how in (["--config", str(cfg)], []):
+        env = {} if how else {"ALLUXIOFS_CONFIG": str(cfg)}
+        for args in (
+            ["doctor", url],
+            ["cat", url],
+            ["ls", f"s3://{s3_server.bucket}/doctor/"],
+            ["stat", url],
+            ["cluster", "status"],
+            ["cache", "stats"],
+            ["cache", "stats", "--since", "5m"],
+        ):
+            proc = doctor(*how, *args, env=env)
+            assert proc.returncode == 0, (how, args, proc.out)
+            if args[0] == "cat":
+                assert proc.stdout == b"config " * 100
+            if args[0] == "cluster":
+                assert all(w in proc.out for w in hosts.split(","))
+            if args[:2] == ["cache", "stats"]:
+                assert (
+                    "workers:            2" if "--since" in args else "workers:          2"
+                ) in proc.out

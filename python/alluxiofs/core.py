@@ -2,8 +2,11 @@
 
 Reads go to the cache workers through the Rust core (hash-ring routing,
 parallel page-aligned range reads, readahead, all with the GIL released);
-writes go to the target (UFS) filesystem and invalidate what the workers know
-about the written paths. When no worker can answer, reads fall back to the
+``open("wb")``, ``pipe_file`` and ``put_file`` stream through the path's owner
+worker, which uploads to the UFS and caches the written pages (``write_mode=
+"populate"``, see :mod:`alluxiofs.write`); other writes go to the target (UFS)
+filesystem and invalidate what the workers know about the written paths.
+When no worker can answer, reads fall back to the
 target filesystem: counted in :meth:`AlluxioFileSystem.stats` and logged once
 per worker, never silent.
 """
@@ -605,7 +608,12 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
 
     def stats(self) -> dict[str, Any]:
         """Counters of this process's client: bytes and requests served by the
-        workers, retries, fallbacks to the UFS per worker, UFS fallback bytes."""
+        workers, retries, fallbacks to the UFS per worker, UFS fallback bytes;
+        write-throughs (``writes``, ``write_bytes``, ``write_pages_cached``,
+        ``write_fallbacks`` per worker); and what the workers saved the UFS since
+        this filesystem was made (``ufs_requests_saved``, ``bytes_saved``, details
+        per worker in ``cache``; worker-side, so every client of those workers
+        counts: see docs/metrics.md)."""
         out = dict(self._client().stats())
         with self._counters_lock:
             out.update(self._counters)
