@@ -160,3 +160,28 @@ def _read_row_group(fs, path: str, rg: int) -> bytes:
     sink = io.BytesIO()
     pq.write_table(t, sink)
     return sink.getvalue()
+
+
+def test_oversized_reads_ask_only_for_the_file(make_fs, worker, dataset):
+    """A read(n) far past the end (PyArrow's 32 MiB buffered streams under Ray) asks the
+    native reader for the file's bytes only, not for n (which built a zeroed n-byte object)."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs = make_fs([worker])
+    path = sorted(dataset.small)[5]  # a 65 537-byte file
+    asked: list[int] = []
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def read_at(self, offset, length, fallback=None):
+            asked.append(length)
+            return self.inner.read_at(offset, length, fallback)
+
+    with fs.open(path, "rb") as f:
+        f._reader = Spy(f._reader)
+        assert f.read(32 << 20) == dataset.small[path]
+    assert asked == [len(dataset.small[path])]
+    with PyFileSystem(FSSpecHandler(fs)).open_input_stream(path, buffer_size=32 << 20) as s:
+        assert s.readall() == dataset.small[path]

@@ -60,6 +60,10 @@ class AlluxioFile(AbstractBufferedFile):
         self._lb_start = 0
 
     def _fetch_range(self, start: int, end: int) -> bytes:
+        # fsspec's read(n) does not clip n to the file: PyArrow's buffered
+        # streams (Ray Data: 32 MiB) ask for far more than a small file has,
+        # and the native read would build (and zero) a bytes object that big.
+        end = min(end, self.size)
         if end <= start:
             return b""
         return self._reader.read_at(start, end - start, self.fs._fallback())
