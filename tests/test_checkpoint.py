@@ -112,6 +112,16 @@ def test_1gib_checkpoint_read_back_from_the_cache_by_another_process(
     assert f.result["pages_cached"] == size // PAGE
     owner = fs.workers_for(url)[0]
     assert f.result["worker"] == owner
+    # Memory: the worker never held the file (256 MiB memory tier + parts in flight).
+    peak_kib = int(
+        next(
+            line.split()[1]
+            for line in open(f"/proc/{next(w for w in workers if w.addr == owner).proc.pid}/status")
+            if line.startswith("VmHWM:")
+        )
+    )
+    assert peak_kib * 1024 < 600 * MiB, f"worker peak RSS {peak_kib} KiB"
+    print(f"owner worker peak RSS {peak_kib // 1024} MiB")
     # The UFS holds the same bytes.
     assert _s3(s3_server).info(url)["size"] == size
 
@@ -359,3 +369,46 @@ def test_stats_since_match_what_the_job_did(start_worker, make_fs, s3_server):
     assert t["writes"] == 1 and t["write_bytes"] == len(data)
     assert t["write_pages_cached"] == pages
     assert t["bytes_served"] == 3 * len(data)
+
+
+def test_concurrent_writers_of_one_path_never_leave_stale_pages(ckpt_workers, make_fs, s3_server):
+    """Two writers race on one path: whatever the UFS ends up holding is what every
+    reader gets, never the loser's pages."""
+    import threading
+
+    workers = ckpt_workers
+    url = f"s3://{s3_server.bucket}/ckpt/race.bin"
+    for round_ in range(3):
+        bodies = [_chunk(100 + 2 * round_ + k, 12 * MiB + k) for k in range(2)]
+        errors: list[BaseException] = []
+
+        def write(body: bytes, errors: list[BaseException] = errors) -> None:
+            try:
+                make_fs(workers).pipe_file(url, body)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=write, args=(b,)) for b in bodies]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        in_ufs = _s3(s3_server).cat_file(url)
+        assert in_ufs in bodies
+        for _ in range(2):
+            assert make_fs(workers).cat_file(url) == in_ufs
+
+
+def test_worker_killed_mid_write_raises_and_writes_nothing(start_worker, make_fs, s3_server):
+    w = start_worker(f"s3://{s3_server.bucket}/killed")
+    fs = make_fs([w], connect_timeout=0.5, retries=0)
+    url = f"s3://{s3_server.bucket}/killed/half.bin"
+    f = fs.open(url, "wb")
+    f.write(_chunk(12, 16 * MiB))  # past the single-PUT size: a multipart upload starts
+    w.kill()
+    with pytest.raises(OSError):
+        for i in range(8):
+            f.write(_chunk(13 + i, 8 * MiB))
+        f.close()
+    assert not _s3(s3_server).exists(url)
