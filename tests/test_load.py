@@ -397,3 +397,12 @@ def test_pypi_client_drives_a_load_job(start_worker, bucket_mount, etcd_server, 
     for url in urls:
         assert read["whole"][url] == hashlib.sha256(files[url]).hexdigest(), url
     assert ufs_requests(workers, "get") == gets
+
+
+def test_progress_true_draws_a_bar_on_stderr(make_fs, start_worker, bucket_mount, tree, capsys):
+    prefix, files = tree
+    fs = make_fs([start_worker(bucket_mount)])
+    summary = fs.load(prefix, progress=True)
+    assert summary["files_total"] == len(files)
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and f"files {len(files)}/{len(files)}" in err.splitlines()[-1]

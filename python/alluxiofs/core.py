@@ -687,13 +687,14 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         from . import load as _load
 
         url, _ = self._resolve(path)
-        return self._client().load(
+        return _load.run(
+            self._client(),
             url,
             recursive=recursive,
             replicas=max(1, int(replicas)),
             concurrency=max(1, int(concurrency)),
             bandwidth=_load.parse_bandwidth(bandwidth),
-            progress=_load.progress_callback(progress),
+            progress=progress,
         )
 
     # ------------------------------------------------------ keeping / letting go

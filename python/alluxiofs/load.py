@@ -154,8 +154,24 @@ def run_cli(fs: Any, args: Any, stderr: TextIO | None = None) -> int:
     return 1 if summary["files_failed"] else 0
 
 
-def progress_callback(progress: Callable[[dict[str, Any]], Any] | bool | None) -> Any:
-    """``progress=True`` → a :class:`ProgressBar` on stderr; a callable as is."""
-    if progress is True:
-        return ProgressBar()
-    return progress or None
+def run(
+    client: Any,
+    url: str,
+    progress: Callable[[dict[str, Any]], Any] | bool | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """``client.load(url, ...)``; ``progress=True`` draws a :class:`ProgressBar`
+    on stderr (ended when the load ends), a callable is called as is."""
+    if progress is not True:
+        return client.load(url, progress=progress or None, **kwargs)
+    bar = ProgressBar()
+    last: dict[str, Any] = {}
+
+    def draw(p: dict[str, Any]) -> None:
+        last.update(p)
+        bar(p)
+
+    try:
+        return client.load(url, progress=draw, **kwargs)
+    finally:
+        bar.close(last or None)
