@@ -154,7 +154,10 @@ pub async fn write(
         .filter(|p| !p.is_empty())
         .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
     let url = state.ufs.confine(raw_path)?;
-    if url.ends_with('/') || alluxiofs_core::path::split_url(&url).key.is_empty() {
+    if url.ends_with('/')
+        || alluxiofs_core::path::split_url(&url).key.is_empty()
+        || state.ufs.mounts().contains(&url)
+    {
         return Err(WorkerError::BadRequest(format!(
             "{url}: a write names a file, not a directory"
         )));
