@@ -53,6 +53,7 @@ class ProgressBar:
         self.interval = interval
         self.started = time.monotonic()
         self.last_line = 0.0
+        self.last_text = ""
         self.width = 0
 
     def line(self, p: dict[str, Any]) -> str:
@@ -86,6 +87,7 @@ class ProgressBar:
             self.stream.flush()
         elif now - self.last_line >= self.interval:
             self.last_line = now
+            self.last_text = text
             self.stream.write(text + "\n")
             self.stream.flush()
 
@@ -93,7 +95,10 @@ class ProgressBar:
         """Draw the final state and end the line."""
         if p is not None:
             text = self.line(p)
-            self.stream.write(("\r" + text + "\n") if self.tty else (text + "\n"))
+            if self.tty:
+                self.stream.write("\r" + text + "\n")
+            elif text != self.last_text:
+                self.stream.write(text + "\n")
         elif self.tty and self.width:
             self.stream.write("\n")
         self.stream.flush()
