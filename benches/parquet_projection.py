@@ -5,10 +5,14 @@ moto_server when Garage is missing) and 2 columns are read with
 ``pq.read_table(..., columns=[...])`` by each reader; the median of
 ``--repeat`` reads is reported with its ratio to alluxiofs warm, plus the
 bytes alluxiofs asked of its worker over the bytes of the needed column chunks.
-``--trace`` first prints which file-object methods PyArrow and pandas call
-(the table in docs/columnar.md).
+``--trace`` also prints which file-object methods PyArrow and pandas call
+(the table in docs/columnar.md). ``--worker-rtt-ms N`` also runs a cache
+worker behind ``alluxiofs-delay-proxy`` (N ms per round trip, as a worker on
+another node) and compares the Parquet prefetch off and on there.
 
     .venv/bin/python benches/parquet_projection.py [--rows 1000000] [--repeat 5] [--trace]
+    cargo build -p alluxiofs-delay-proxy && \
+        .venv/bin/python benches/parquet_projection.py --worker-rtt-ms 2
 
 The embedded local worker is used (the build `make develop` made: a dev
 build is slower than `make develop-release`).
@@ -106,6 +110,79 @@ def trace_calls(fs, url: str, storage_options: dict) -> None:
             setattr(AlluxioFile, name, orig)
 
 
+def remote_worker(server, key: str, url: str, want, needed: int, args) -> None:
+    """Prefetch off/on through a worker behind the delaying proxy (warm cache)."""
+    import json
+    import subprocess
+
+    import fsspec
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from harness import Worker
+
+    proxy_bin = next(
+        (p for p in (ROOT / "target" / d / "alluxiofs-delay-proxy" for d in ("release", "debug"))
+         if p.exists()),
+        None,
+    )  # fmt: skip
+    if proxy_bin is None:
+        sys.exit("build the proxy first: cargo build -p alluxiofs-delay-proxy")
+    run_dir = Path(tempfile.mkdtemp(prefix="alluxiofs-pq-bench-"))
+    env = dict(os.environ)
+    env.update(server.worker_env())
+    worker = Worker(
+        ["--mount", f"s3://{server.bucket}", "--cache-dir", str(run_dir / "cache")],
+        env,
+        run_dir,
+        "w0",
+    )
+    ready = run_dir / "proxy.json"
+    proxy = subprocess.Popen(
+        [str(proxy_bin), "--listen", "127.0.0.1:0", "--target", worker.addr,
+         "--rtt-ms", str(args.worker_rtt_ms), "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(500):
+            if ready.exists() and ready.read_text():
+                break
+            time.sleep(0.01)
+        addr = json.loads(ready.read_text())["addr"]
+        print(
+            f"\nworker behind a {args.worker_rtt_ms:g} ms round trip "
+            f"(warm cache, median of {args.repeat}):"
+        )
+        print(f"{'pre_buffer':>10s} {'depth 0 s':>10s} {'depth 2 s':>10s} {'speed-up':>9s}")
+        fss = {
+            d: fsspec.filesystem(
+                "alluxiofs",
+                worker_hosts=addr,
+                target_protocol="s3",
+                target_options=server.target_options(),
+                parquet_prefetch_depth=d,
+            )
+            for d in (0, 2)
+        }
+        for pb in (False, True):
+            secs = {}
+            for d, fs in fss.items():
+
+                def run(fs=fs, pb=pb):
+                    t = pq.read_table(url, filesystem=fs, columns=PROJECTED, pre_buffer=pb)
+                    assert t.equals(want)
+
+                run()  # warm the worker's cache and this process's footer
+                before = fs.stats()["bytes_read"]
+                secs[d] = timed(run, args.repeat)[0]
+                ratio = (fs.stats()["bytes_read"] - before) / args.repeat / needed
+                assert ratio <= 1.1, ratio
+            print(f"{pb!s:>10s} {secs[0]:10.4f} {secs[2]:10.4f} {secs[0] / secs[2]:9.2f}")
+    finally:
+        proxy.terminate()
+        proxy.wait(5)
+        worker.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -113,6 +190,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--s3-server", choices=["garage", "moto"], default=None)
     ap.add_argument("--trace", action="store_true", help="print the file methods PyArrow calls")
+    ap.add_argument("--worker-rtt-ms", type=float, default=0.0, help="also: a delayed worker")
     args = ap.parse_args()
 
     home = tempfile.mkdtemp(prefix="alluxiofs-bench-")
@@ -193,6 +271,8 @@ def main() -> None:
             f"\nover-read (bytes asked of the workers / needed chunk bytes): "
             f"first read {first_bytes / needed:.3f}, footer kept {again_bytes / needed:.3f}"
         )
+        if args.worker_rtt_ms > 0:
+            remote_worker(server, key, url, want, needed, args)
         if args.trace:
             trace_calls(
                 afs,
