@@ -82,6 +82,10 @@ use crate::parquet::{self, Footer, FOOTERS};
 /// column nobody asked for (pyarrow's own coalescing allows 8 KiB holes).
 pub const PARQUET_GAP: u64 = 0;
 
+/// At most this much of a file's tail (or the footer, if larger) is kept with
+/// its footer: PyArrow's first read of a Parquet file is its last 64 KiB.
+const KEPT_TAIL: u64 = 64 << 10;
+
 /// Bytes of one finished background fetch.
 struct Fetched {
     data: Vec<u8>,
@@ -498,7 +502,11 @@ impl Reader {
         };
         let need = flen + 8;
         let (tail_start, tail) = if need <= data.len() as u64 {
-            (offset, data.to_vec())
+            // Keep the footer, or the last KEPT_TAIL bytes read if more (what
+            // PyArrow's footer read asks for), never a whole file read at once.
+            let keep = (need.max(KEPT_TAIL) as usize).min(data.len());
+            let from = data.len() - keep;
+            (offset + from as u64, data[from..].to_vec())
         } else if need <= self.size && need <= 64 << 20 {
             let start = self.size - need;
             let mut t = vec![0u8; need as usize];

@@ -132,3 +132,28 @@ async fn depth_zero_and_non_parquet_files_are_untouched() {
     r.read_at(19_000, &mut buf).await.unwrap();
     assert!(!r.parquet_layout_known());
 }
+
+#[tokio::test]
+async fn a_whole_file_read_keeps_only_the_tail() {
+    // A file larger than the kept tail: 200 KiB of padding, then the fixture.
+    let url = "s3://bucket/pq/padded.parquet";
+    let mut file = vec![0u8; 200 << 10];
+    file.extend_from_slice(FILE);
+    let w = TestWorker::start().await;
+    w.state.put(url, file.clone(), "v1");
+    let client = Arc::new(Client::new(ClientConfig::default(), vec![w.worker_addr()]).unwrap());
+    let size = file.len() as u64;
+    let mut r =
+        Reader::new(client.clone(), url.into(), size, Some("v1".into())).with_parquet_prefetch(2);
+    let mut buf = vec![0u8; file.len()];
+    let out = r.read_at(0, &mut buf).await.unwrap();
+    assert_eq!(out.filled, file.len());
+    // The footer was learnt from the whole-file read, but only the last
+    // 64 KiB of it stay in memory (the padding shifts no footer offset
+    // past the end, so the layout parses).
+    let f = alluxiofs_core::parquet::FOOTERS
+        .get(url, Some("v1"))
+        .expect("footer kept");
+    assert_eq!(f.tail.len(), 64 << 10);
+    assert_eq!(f.tail_start + f.tail.len() as u64, size);
+}
