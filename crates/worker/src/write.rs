@@ -285,7 +285,18 @@ async fn upload(
         }
         Upload::Multipart(w) => w.finish().await,
     }
-    .map_err(|e| ufs_err(url, e))?;
+    .map_err(|e| match e {
+        // Some stores (Garage) refuse to complete a multipart upload once a
+        // newer write of the same key has landed: the other writer won.
+        object_store::Error::NotFound { .. } => WorkerError::Changed {
+            path: url.to_string(),
+            expected: "the version being written".into(),
+            found: "a concurrent write of the same path that completed first; \
+                    nothing of this write was kept"
+                .into(),
+        },
+        e => ufs_err(url, e),
+    })?;
     Ok((total, put))
 }
 
