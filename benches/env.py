@@ -172,7 +172,7 @@ admin_token = "{secrets.token_hex(16)}"
 class DelayProxy:
     """``alluxiofs-delay-proxy`` on 127.0.0.1 in front of ``target`` (host:port)."""
 
-    def __init__(self, target: str, rtt_ms: float, workdir: Path):
+    def __init__(self, target: str, rtt_ms: float, workdir: Path, log_requests: bool = False):
         if not PROXY_BIN.is_file():
             raise FileNotFoundError(
                 f"{PROXY_BIN} missing: cargo build --release -p alluxiofs-delay-proxy"
@@ -196,9 +196,12 @@ class DelayProxy:
                 str(ready),
                 "--stats-file",
                 str(self.stats_path),
-            ],
+            ]
+            + (["--log-requests"] if log_requests else []),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            # --log-requests: every request line, for finding what reached the UFS.
+            stderr=open(workdir / "proxy.requests.log", "wb") if log_requests else None,
             start_new_session=True,
         )
         _cleanups.append(self.stop)

@@ -74,6 +74,8 @@ pub struct Config {
     pub target: SocketAddr,
     /// Full round trip added: half on the way up, half on the way down.
     pub rtt: Duration,
+    /// Print each HTTP request line (and its `Range` header) on stderr.
+    pub log_requests: bool,
 }
 
 /// Accept connections on `listener` forever, forwarding each to the target.
@@ -99,8 +101,8 @@ async fn handle(client: TcpStream, config: &Config, stats: &Arc<Stats>) -> io::R
     let half = config.rtt / 2;
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
-    let up = pipe(cr, uw, half, stats.clone(), true);
-    let down = pipe(ur, cw, half, stats.clone(), false);
+    let up = pipe(cr, uw, half, stats.clone(), Some(config.log_requests));
+    let down = pipe(ur, cw, half, stats.clone(), None);
     let (a, b) = tokio::join!(up, down);
     a.and(b)
 }
@@ -115,13 +117,28 @@ const METHODS: [&[u8]; 7] = [
     b"OPTIONS ",
 ];
 
+/// The request line of an HTTP/1.1 request, plus its `Range` header if any.
+fn request_summary(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&head[..head.len().min(4096)]);
+    let mut lines = text.split("\r\n");
+    let mut out = lines.next().unwrap_or_default().to_string();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        if line.len() > 6 && line[..6].eq_ignore_ascii_case("range:") {
+            out.push(' ');
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// One direction: read chunks, stamp them, write each at its deadline.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     delay: Duration,
     stats: Arc<Stats>,
-    upstream: bool,
+    // Some(log requests?) for the client-to-target direction, None for the other.
+    upstream: Option<bool>,
 ) -> io::Result<()> {
     // `None` is end of stream.
     let (tx, mut rx) = mpsc::channel::<(Instant, Option<Vec<u8>>)>(QUEUE);
@@ -136,10 +153,13 @@ async fn pipe(
                 return;
             }
             buf.truncate(n);
-            if upstream {
+            if let Some(log) = upstream {
                 stats.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
                 if METHODS.iter().any(|m| buf.starts_with(m)) {
                     stats.http_requests.fetch_add(1, Ordering::Relaxed);
+                    if log {
+                        eprintln!("{}", request_summary(&buf));
+                    }
                 }
             } else {
                 stats.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
@@ -161,4 +181,22 @@ async fn pipe(
     };
     let ((), res) = tokio::join!(reader, writer);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_summary;
+
+    #[test]
+    fn summary_keeps_the_request_line_and_range() {
+        let head = b"GET /bench/a.parquet HTTP/1.1\r\nhost: x\r\nRange: bytes=0-1048575\r\n\r\n";
+        assert_eq!(
+            request_summary(head),
+            "GET /bench/a.parquet HTTP/1.1 Range: bytes=0-1048575"
+        );
+        assert_eq!(
+            request_summary(b"HEAD /k HTTP/1.1\r\n\r\n"),
+            "HEAD /k HTTP/1.1"
+        );
+    }
 }

@@ -1,9 +1,10 @@
-//! `alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] [--ready-file P] [--stats-file P]`
+//! `alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] [--ready-file P] [--stats-file P] [--log-requests]`
 //!
 //! Forwards TCP connections from `--listen` to `--target`, adding `--rtt-ms`
 //! (default 10) to every round trip. Prints `listening on ADDR` once bound
 //! (port 0 picks a free port) and writes `{"addr": ...}` to `--ready-file`;
-//! keeps the counters as JSON in `--stats-file`, rewritten every 100 ms.
+//! keeps the counters as JSON in `--stats-file`, rewritten every 100 ms;
+//! `--log-requests` prints every HTTP request line (with its `Range`) on stderr.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use alluxiofs_delay_proxy::{serve, Config, Stats};
 
 const USAGE: &str = "usage: alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] \
-                     [--ready-file PATH] [--stats-file PATH]";
+                     [--ready-file PATH] [--stats-file PATH] [--log-requests]";
 
 struct Args {
     listen: SocketAddr,
@@ -21,6 +22,7 @@ struct Args {
     rtt_ms: f64,
     ready_file: Option<PathBuf>,
     stats_file: Option<PathBuf>,
+    log_requests: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -29,10 +31,15 @@ fn parse_args() -> Result<Args, String> {
     let mut rtt_ms: f64 = 10.0;
     let mut ready_file = None;
     let mut stats_file = None;
+    let mut log_requests = false;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Err(USAGE.to_string());
+        }
+        if flag == "--log-requests" {
+            log_requests = true;
+            continue;
         }
         let value = it
             .next()
@@ -56,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
         rtt_ms,
         ready_file,
         stats_file,
+        log_requests,
     })
 }
 
@@ -107,6 +115,7 @@ async fn main() {
     let config = Config {
         target: args.target,
         rtt: Duration::from_secs_f64(args.rtt_ms / 1000.0),
+        log_requests: args.log_requests,
     };
     if let Err(e) = serve(listener, config, stats).await {
         eprintln!("accept failed: {e}");

@@ -32,6 +32,7 @@ async fn proxy(target: std::net::SocketAddr, rtt_ms: u64) -> (std::net::SocketAd
     let config = Config {
         target,
         rtt: Duration::from_millis(rtt_ms),
+        log_requests: false,
     };
     tokio::spawn(serve(listener, config, stats.clone()));
     (addr, stats)
