@@ -261,7 +261,7 @@ def test_cli_pin_unpin_free(start_worker, bucket_mount, s3_server, make_fs, tree
             timeout=120,
         )
 
-    for cmd in ("pin", "unpin", "free"):
+    for cmd in ("pin", "unpin", "ttl", "free"):
         h = cli(cmd, "--help")
         assert h.returncode == 0 and "--json" in h.stdout, h.stderr
     hot = f"s3://{base}/hot"
@@ -278,6 +278,15 @@ def test_cli_pin_unpin_free(start_worker, bucket_mount, s3_server, make_fs, tree
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["pages"] == 8
     assert w.metric("alluxiofs_evictions_total", reason="free") == 8
+    cold = f"s3://{base}/cold"
+    out = cli("ttl", cold, "15m")
+    assert out.returncode == 0 and f"ttl of {cold}: 900 s" in out.stdout, out.stderr
+    assert _rules(w)["ttls"] == {hot: 3600, cold: 900}
+    out = cli("ttl", cold, "0")
+    assert out.returncode == 0 and "removed" in out.stdout, out.stderr
+    assert _rules(w)["ttls"] == {hot: 3600}
+    bad = cli("ttl", cold, "soon")
+    assert bad.returncode == 2 and "invalid duration" in bad.stderr
 
 
 def test_multi_epoch_over_a_larger_dataset_does_not_thrash(

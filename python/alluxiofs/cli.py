@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cluster_command != "status":
                 parser.parse_args(["cluster", "--help"])
             return _cmd_cluster_status(fs)
-        elif args.command in ("pin", "unpin", "free"):
+        elif args.command in ("pin", "unpin", "ttl", "free"):
             from .manage import run_cli as _manage_cli
 
             return _manage_cli(fs, args)

@@ -1,7 +1,7 @@
 """Keeping and letting go: pin, unpin, TTL and free on every worker.
 
 The filesystem methods (:meth:`AlluxioFileSystem.pin`, ``unpin``, ``free``,
-``set_ttl``) and the ``alluxiofs pin|unpin|free`` commands share this
+``set_ttl``) and the ``alluxiofs pin|unpin|ttl|free`` commands share this
 module. Each request goes to every worker the client knows (a path's pages
 may be on any of them); the answer sums pages and bytes over the workers
 and lists each worker's answer or error. See ``docs/eviction.md``.
@@ -74,7 +74,7 @@ def run(
 
 
 def add_parsers(sub: Any) -> None:
-    """Add the ``pin``, ``unpin`` and ``free`` subcommands to ``sub``."""
+    """Add the ``pin``, ``unpin``, ``ttl`` and ``free`` subcommands to ``sub``."""
     pin = sub.add_parser(
         "pin",
         help="keep a path's cached pages from eviction (bounded by each worker's pin quota)",
@@ -97,6 +97,16 @@ def add_parsers(sub: Any) -> None:
     )
     unpin.add_argument("path")
     unpin.add_argument("--json", action="store_true", help="print every worker's answer as JSON")
+    ttl = sub.add_parser(
+        "ttl",
+        help="expire a path's cached pages a while after they are cached (no pin)",
+        description="Set a TTL on PATH (a file or a prefix) on every worker: its pages "
+        "are dropped DURATION after they were cached and read again from the UFS. "
+        "A DURATION of 0 removes the TTL.",
+    )
+    ttl.add_argument("path")
+    ttl.add_argument("duration", help="90s, 15m, 1h, 2d; 0 removes the TTL")
+    ttl.add_argument("--json", action="store_true", help="print every worker's answer as JSON")
     free = sub.add_parser(
         "free",
         help="evict a path's cached pages now",
@@ -128,7 +138,7 @@ def _report(summary: dict[str, Any], line: str, as_json: bool) -> int:
 
 
 def run_cli(fs: Any, args: argparse.Namespace) -> int:
-    """Run ``alluxiofs pin|unpin|free``; returns the exit code."""
+    """Run ``alluxiofs pin|unpin|ttl|free``; returns the exit code."""
     url, _ = fs._resolve(args.path)
     client = fs._client()
     try:
@@ -142,6 +152,15 @@ def run_cli(fs: Any, args: argparse.Namespace) -> int:
                     print(f"ttl of {url}: {secs} s")
                 code = code or (1 if t["failed"] else 0)
             return code
+        if args.command == "ttl":
+            try:
+                secs = parse_duration(args.duration)
+            except ValueError as e:
+                print(f"alluxiofs ttl: {e}", file=sys.stderr)
+                return 2
+            summary = run(client, "ttl", url, seconds=secs)
+            what = f"{secs} s" if secs else "removed"
+            return _report(summary, f"ttl of {url}: {what}", args.json)
         if args.command == "unpin":
             summary = run(client, "unpin", url)
             return _report(summary, f"unpinned {url}: {{pages}} pages ({{size}})", args.json)
