@@ -356,6 +356,7 @@ impl AppState {
         if start >= end {
             return Ok(Vec::new());
         }
+        tracing::debug!(url = %v.url, pages = ?run, bytes = end - start, "UFS read");
         let data = self.ufs.read(v, start..end).await?;
         let n = run.end - run.start;
         Metrics::add(&self.metrics.cache_misses, n);
