@@ -95,6 +95,28 @@ struct Fetched {
     holes: Vec<Range<u64>>,
 }
 
+/// Fetch `range` of the file in a background task (window segments and
+/// Parquet column prefetches alike).
+fn spawn_fetch(
+    client: &Arc<Client>,
+    url: &Arc<str>,
+    version: &Option<Arc<str>>,
+    range: Range<u64>,
+) -> JoinHandle<Result<Fetched>> {
+    let (client, url, version) = (client.clone(), url.clone(), version.clone());
+    tokio::spawn(async move {
+        let mut data = vec![0u8; (range.end - range.start) as usize];
+        let out = client
+            .read_into(&url, version.as_deref(), range.start, &mut data)
+            .await?;
+        Ok(Fetched {
+            data,
+            filled: out.filled,
+            holes: out.holes,
+        })
+    })
+}
+
 enum SegmentState {
     Pending(JoinHandle<Result<Fetched>>),
     Ready(Fetched),
@@ -391,21 +413,7 @@ impl Reader {
             }
         }
         for range in merged {
-            let client = self.client.clone();
-            let url = self.url.clone();
-            let version = self.version.clone();
-            let (start, end) = (range.start, range.end);
-            let handle = tokio::spawn(async move {
-                let mut data = vec![0u8; (end - start) as usize];
-                let out = client
-                    .read_into(&url, version.as_deref(), start, &mut data)
-                    .await?;
-                Ok(Fetched {
-                    data,
-                    filled: out.filled,
-                    holes: out.holes,
-                })
-            });
+            let handle = spawn_fetch(&self.client, &self.url, &self.version, range.clone());
             pq.fetches.push(ColumnFetch {
                 range,
                 consumed: 0,
@@ -571,20 +579,7 @@ impl Reader {
         if start >= end {
             return;
         }
-        let client = self.client.clone();
-        let url = self.url.clone();
-        let version = self.version.clone();
-        let handle = tokio::spawn(async move {
-            let mut data = vec![0u8; (end - start) as usize];
-            let out = client
-                .read_into(&url, version.as_deref(), start, &mut data)
-                .await?;
-            Ok(Fetched {
-                data,
-                filled: out.filled,
-                holes: out.holes,
-            })
-        });
+        let handle = spawn_fetch(&self.client, &self.url, &self.version, start..end);
         self.segments.push_back(Segment {
             start,
             end,
