@@ -19,7 +19,6 @@ import atexit
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -99,73 +98,10 @@ def start_garage(net: Network, workdir: Path, bucket: str) -> s3server.S3Server:
     if not s3server.garage_available():
         raise FileNotFoundError(f"{s3server.GARAGE_BIN} missing: make garage")
     workdir.mkdir(parents=True, exist_ok=True)
-    ip = net.ns_ip
-    rpc_port, s3_port, admin_port = free_port(), free_port(), free_port()
-    cfg = workdir / "garage.toml"
-    cfg.write_text(
-        f"""metadata_dir = "{workdir / "meta"}"
-data_dir = "{workdir / "data"}"
-db_engine = "sqlite"
-metadata_fsync = false
-data_fsync = false
-replication_factor = 1
-rpc_bind_addr = "{ip}:{rpc_port}"
-rpc_public_addr = "{ip}:{rpc_port}"
-rpc_secret = "{secrets.token_hex(32)}"
-
-[s3_api]
-s3_region = "{s3server.REGION}"
-api_bind_addr = "{ip}:{s3_port}"
-root_domain = ".s3.garage.localhost"
-
-[admin]
-api_bind_addr = "{ip}:{admin_port}"
-admin_token = "{secrets.token_hex(16)}"
-"""
-    )
-    env = dict(os.environ, RUST_LOG="garage=warn")
-    if s3server.NODELAY_SO.is_file():
-        env["LD_PRELOAD"] = str(s3server.NODELAY_SO)
-    log_path = workdir / "garage.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [*net.prefix(), str(s3server.GARAGE_BIN), "-c", str(cfg), "server"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    access_key, secret_key = "GK" + secrets.token_hex(12), secrets.token_hex(32)
-    server = s3server.S3Server(
-        kind="garage",
-        endpoint_url=f"http://{ip}:{s3_port}",
-        bucket=bucket,
-        access_key=access_key,
-        secret_key=secret_key,
-        workdir=workdir,
-        proc=proc,
-        log_path=log_path,
+    server = s3server.start_garage(
+        bucket, workdir, host=net.ns_ip, command_prefix=net.prefix(), capacity="100G"
     )
     _cleanups.append(server.stop)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection((ip, s3_port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                server.stop()
-                raise RuntimeError(f"garage did not start:\n{server.log_tail()}") from None
-            time.sleep(0.05)
-    g = s3server._garage
-    node_id = s3server._garage_node_id(cfg, server, timeout=30)
-    g(cfg, "layout", "assign", "-z", "dc1", "-c", "100G", node_id)
-    g(cfg, "layout", "apply", "--version", "1")
-    g(cfg, "bucket", "create", bucket)
-    g(cfg, "key", "import", "--yes", "-n", "k", access_key, secret_key)
-    g(cfg, "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", "k")
-    s3server._wait_bucket_usable(server, timeout=30)
     return server
 
 

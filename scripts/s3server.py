@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,7 @@ def _start_moto(bucket: str, workdir: Path) -> S3Server:
 
 def _wait_http(server: S3Server, timeout: float) -> None:
     """Wait until something accepts TCP connections on the endpoint's port."""
-    port = int(server.endpoint_url.rsplit(":", 1)[1])
+    host, port = server.endpoint_url.rsplit("/", 1)[1].rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc is not None and server.proc.poll() is not None:
@@ -240,7 +241,7 @@ def _wait_http(server: S3Server, timeout: float) -> None:
                 f"{server.kind} exited with {server.proc.returncode}:\n{server.log_tail()}"
             )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection((host, int(port)), timeout=1):
                 return
         except OSError:
             time.sleep(0.05)
@@ -266,6 +267,22 @@ def _garage(cfg: Path, *args: str, timeout: float = 30) -> str:
 
 
 def _start_garage(bucket: str, workdir: Path) -> S3Server:
+    return start_garage(bucket, workdir)
+
+
+def start_garage(
+    bucket: str,
+    workdir: Path,
+    host: str = "127.0.0.1",
+    command_prefix: Sequence[str] = (),
+    capacity: str = "1G",
+) -> S3Server:
+    """Start Garage bound to ``host`` with ``bucket`` created and usable.
+
+    ``command_prefix`` runs the server under another command (the benchmarks
+    use ``ip netns exec NAME`` to put it in its own network namespace);
+    ``capacity`` is the node's layout capacity.
+    """
     rpc_port, s3_port, admin_port = free_port(), free_port(), free_port()
     cfg = workdir / "garage.toml"
     cfg.write_text(
@@ -275,17 +292,17 @@ db_engine = "sqlite"
 metadata_fsync = false
 data_fsync = false
 replication_factor = 1
-rpc_bind_addr = "127.0.0.1:{rpc_port}"
-rpc_public_addr = "127.0.0.1:{rpc_port}"
+rpc_bind_addr = "{host}:{rpc_port}"
+rpc_public_addr = "{host}:{rpc_port}"
 rpc_secret = "{secrets.token_hex(32)}"
 
 [s3_api]
 s3_region = "{REGION}"
-api_bind_addr = "127.0.0.1:{s3_port}"
+api_bind_addr = "{host}:{s3_port}"
 root_domain = ".s3.garage.localhost"
 
 [admin]
-api_bind_addr = "127.0.0.1:{admin_port}"
+api_bind_addr = "{host}:{admin_port}"
 admin_token = "{secrets.token_hex(16)}"
 """
     )
@@ -303,7 +320,7 @@ admin_token = "{secrets.token_hex(16)}"
     log_path = workdir / "garage.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(GARAGE_BIN), "-c", str(cfg), "server"],
+            [*command_prefix, str(GARAGE_BIN), "-c", str(cfg), "server"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -314,7 +331,7 @@ admin_token = "{secrets.token_hex(16)}"
     secret_key = secrets.token_hex(32)
     server = S3Server(
         kind="garage",
-        endpoint_url=f"http://127.0.0.1:{s3_port}",
+        endpoint_url=f"http://{host}:{s3_port}",
         bucket=bucket,
         access_key=access_key,
         secret_key=secret_key,
@@ -326,7 +343,7 @@ admin_token = "{secrets.token_hex(16)}"
     try:
         _wait_http(server, timeout=30)
         node_id = _garage_node_id(cfg, server, timeout=30)
-        _garage(cfg, "layout", "assign", "-z", "dc1", "-c", "1G", node_id)
+        _garage(cfg, "layout", "assign", "-z", "dc1", "-c", capacity, node_id)
         _garage(cfg, "layout", "apply", "--version", "1")
         _garage(cfg, "bucket", "create", bucket)
         _garage(cfg, "key", "import", "--yes", "-n", "k", access_key, secret_key)
