@@ -44,6 +44,7 @@ help:
 system-deps:
 	@missing=""; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
+	test -f /usr/include/google/protobuf/descriptor.proto || missing="$$missing libprotobuf-dev"; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
