@@ -101,6 +101,12 @@ impl WorkerError {
                 | object_store::Error::Unauthenticated { .. } => StatusCode::FORBIDDEN,
                 object_store::Error::Precondition { .. } => StatusCode::PRECONDITION_FAILED,
                 object_store::Error::InvalidPath { .. } => StatusCode::BAD_REQUEST,
+                // A path through a file (`dir/file.bin/x`) on a local UFS: nothing
+                // is there, as on an object store. Not a fault of the UFS, so not
+                // a 5xx that would make clients skip this worker.
+                other if io_kind(other) == Some(std::io::ErrorKind::NotADirectory) => {
+                    StatusCode::NOT_FOUND
+                }
                 _ => StatusCode::BAD_GATEWAY,
             },
             WorkerError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,6 +146,18 @@ impl WorkerError {
     }
 }
 
+/// The kind of the first `std::io::Error` in `err`'s chain of sources, if any.
+fn io_kind(err: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = e.source();
+    }
+    None
+}
+
 impl From<alluxiofs_core::Error> for WorkerError {
     fn from(e: alluxiofs_core::Error) -> Self {
         use alluxiofs_core::Error as E;
@@ -173,5 +191,30 @@ impl IntoResponse for WorkerError {
         }
         let body = serde_json::to_vec(&ErrorBody { message }).unwrap_or_default();
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ufs(source: std::io::Error) -> WorkerError {
+        WorkerError::Ufs {
+            path: "file:///data/a.bin/x".into(),
+            source: object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(source),
+            },
+        }
+    }
+
+    #[test]
+    fn a_path_through_a_file_is_not_found_not_a_gateway_fault() {
+        let e = ufs(std::io::Error::from(std::io::ErrorKind::NotADirectory));
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        let shared = WorkerError::Shared(Arc::new(e));
+        assert_eq!(shared.status(), StatusCode::NOT_FOUND);
+        let other = ufs(std::io::Error::other("disk on fire"));
+        assert_eq!(other.status(), StatusCode::BAD_GATEWAY);
     }
 }
