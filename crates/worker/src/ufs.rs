@@ -317,14 +317,18 @@ impl Ufs {
         }
     }
 
-    /// List the direct children of `url` (as a directory).
-    async fn list_children(&self, url: &str) -> Result<Vec<FileInfo>> {
+    /// List the direct children of `url` (as a directory), and whether a
+    /// directory marker (an empty object whose key is the directory's own
+    /// key plus `/`, as the S3 console and Hadoop's S3A write) stands for it.
+    /// Markers are never listed as children: a directory with only a marker
+    /// is an empty directory.
+    async fn list_children(&self, url: &str) -> Result<(Vec<FileInfo>, bool)> {
         let (store, path) = self.locate(url)?;
         self.metrics.ufs_request(UfsOp::List);
         let prefix = (!path.as_ref().is_empty()).then_some(&path);
         let listing = match store.list_with_delimiter(prefix).await {
             Ok(l) => l,
-            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), false)),
             Err(e) => return Err(self.ufs_err(UfsOp::List, url, e)),
         };
         let base = url.strip_suffix('/').unwrap_or(url);
@@ -334,7 +338,16 @@ impl Ufs {
                 out.push(dir_info(&format!("{base}/{name}")));
             }
         }
+        let mut marker = false;
         for meta in &listing.objects {
+            let key = meta.location.as_ref();
+            if key.trim_end_matches('/') == path.as_ref() {
+                marker = true; // the directory's own marker
+                continue;
+            }
+            if key.ends_with('/') {
+                continue; // a subdirectory's marker: the subdirectory is a common prefix
+            }
             if let Some(name) = meta.location.filename() {
                 let child = format!("{base}/{name}");
                 if child == url {
@@ -344,7 +357,7 @@ impl Ufs {
             }
         }
         out.sort_by(|a, b| a.ufs_path.cmp(&b.ufs_path));
-        Ok(out)
+        Ok((out, marker))
     }
 
     /// Whether a local directory exists at a `file:` URL (empty directories
@@ -370,7 +383,8 @@ impl Ufs {
         if split_url(url).key.is_empty() || Self::local_dir_exists(url).await {
             return Ok((dir_info(url), None));
         }
-        if !self.list_children(url).await?.is_empty() {
+        let (children, marker) = self.list_children(url).await?;
+        if marker || !children.is_empty() {
             return Ok((dir_info(url), None));
         }
         Err(WorkerError::not_found(url))
@@ -378,8 +392,8 @@ impl Ufs {
 
     /// The direct children of `url`; a file lists as itself.
     pub async fn list(&self, url: &str) -> Result<Vec<FileInfo>> {
-        let children = self.list_children(url).await?;
-        if !children.is_empty() {
+        let (children, marker) = self.list_children(url).await?;
+        if marker || !children.is_empty() {
             return Ok(children);
         }
         if let Some(v) = self.head(url).await? {
