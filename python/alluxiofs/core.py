@@ -13,6 +13,7 @@ per worker, never silent.
 
 from __future__ import annotations
 
+import errno
 import logging
 import operator
 import os
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fsspec import filesystem as _fsspec_filesystem
-from fsspec.spec import AbstractFileSystem
+from fsspec.spec import AbstractFileSystem, make_instance
 
 try:  # fsspec >= 2025.10 hands chained URLs' paths only to ChainedFileSystem subclasses
     from fsspec.implementations.chained import ChainedFileSystem as _Base
@@ -88,9 +89,20 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         (``alluxio.worker.page.store.page.size``, ...).
     config_file:
         A YAML file of client options (else ``$ALLUXIOFS_CONFIG``).
+    fs:
+        The target filesystem as an fsspec instance, instead of
+        ``target_protocol`` and ``target_options`` (as Alluxio's client takes
+        it): its protocol is the target protocol and its ``storage_options``
+        the target options (the embedded worker gets the same credentials).
+    preload_path:
+        A file or directory to load into the cache before the constructor
+        returns (:meth:`load`, recursive). Done once, where the filesystem is
+        made: copies unpickled in other processes do not load again.
     **kwargs:
         Any field of :class:`alluxiofs.config.ClientOptions` (``page_size``,
-        ``replicas``, ``request_timeout``, ``fallback``, ...).
+        ``replicas``, ``request_timeout``, ``fallback``, ...), or an option
+        name of Alluxio's own ``alluxiofs`` client (:mod:`alluxiofs.compat`:
+        ``etcd_host``, ``concurrency``, ...).
     """
 
     protocol = ("alluxiofs", "alluxio")
@@ -104,6 +116,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         target_options: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
         config_file: str | None = None,
+        fs: AbstractFileSystem | None = None,
+        preload_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         fsspec_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _FSSPEC_KWARGS}
@@ -115,15 +129,46 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if self.options.etcd_hosts and self.options.worker_hosts:
             raise ValueError("give either worker_hosts or etcd_hosts, not both")
         self.target_protocol = _canonical_protocol(target_protocol)
+        if fs is not None:
+            target_options = self._adopt_target(fs, target_options)
         self.target_options = dict(target_options or {})
         # Options are fixed from here on: token them once, not on every read.
         self._options_token = tokenize(self.options, self.target_options)
-        self._target_fs: AbstractFileSystem | None = None
+        self._target_fs: AbstractFileSystem | None = fs
         self._counters_lock = threading.Lock()
         self._counters = {"ufs_fallback_reads": 0, "ufs_fallback_bytes": 0,
                           "metadata_fallbacks": 0}  # fmt: skip
         self._stats_since = time.time()
         self._logged_workers: set[str] = set()
+        if preload_path is not None:
+            summary = self.load(preload_path, progress=False)
+            logger.info(
+                "alluxiofs: preloaded %s: %d files, %d bytes loaded, %d bytes already cached",
+                preload_path,
+                summary["files_total"],
+                summary["bytes_loaded"],
+                summary["bytes_skipped"],
+            )
+
+    def _adopt_target(
+        self, fs: AbstractFileSystem, target_options: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Take ``fs`` as the target filesystem; return the target options to use."""
+        if not isinstance(fs, AbstractFileSystem):
+            raise TypeError(f"fs must be an fsspec filesystem instance, not {type(fs).__name__}")
+        proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        proto = _canonical_protocol(proto)
+        if self.target_protocol is not None and self.target_protocol != proto:
+            raise ValueError(
+                f"fs is a {proto}:// filesystem but target_protocol is {self.target_protocol!r}"
+            )
+        self.target_protocol = proto
+        return dict(fs.storage_options) if target_options is None else target_options
+
+    def __reduce__(self) -> Any:
+        # A copy made in another process (Ray, multiprocessing) does not preload again.
+        kwargs = {k: v for k, v in self.storage_options.items() if k != "preload_path"}
+        return make_instance, (type(self), self.storage_args, kwargs)
 
     # ------------------------------------------------------------------ paths
 
@@ -270,7 +315,13 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if self._target_fs is None:
             if self.target_protocol is None:
                 raise ValueError("no target_protocol known yet")
-            self._target_fs = _fsspec_filesystem(self.target_protocol, **self.target_options)
+            options = dict(self.target_options)
+            if self.target_protocol == "file":
+                # Writes through the workers create parent directories, as an
+                # object store does; so do writes and copies that go to the
+                # local target directly (cp into a new directory, fallbacks).
+                options.setdefault("auto_mkdir", True)
+            self._target_fs = _fsspec_filesystem(self.target_protocol, **options)
         return self._target_fs
 
     def _target_path(self, url: str) -> str:
@@ -384,7 +435,10 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         start = self._check_offset(start, "start") or 0
         end = self._check_offset(end, "end")
         if size is None and (start < 0 or end is None or end < 0):
-            size = self._meta("info", url)["size"]
+            info = self._meta("info", url)
+            if info["type"] == "directory":
+                raise IsADirectoryError(errno.EISDIR, "is a directory", self._name(url))
+            size = info["size"]
         if start < 0:
             start = max(0, size + start)  # type: ignore[operator]
         if end is None:
@@ -406,7 +460,12 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         s, e = self._resolve_range(url, start, end, None)
         if e == s:
             return b""
-        return self._client().read(url, s, e, None, self._fallback())
+        try:
+            return self._client().read(url, s, e, None, self._fallback())
+        except ValueError:
+            if self._is_dir(url):
+                raise IsADirectoryError(errno.EISDIR, "is a directory", self._name(url)) from None
+            raise
 
     def _read_whole(self, urls: list[str], on_error: str = "raise") -> list[bytes | Exception]:
         """Whole files in one native call (one request per file up to ``max_chunk``).
@@ -424,7 +483,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 self._log_new_fallbacks()
                 out[i] = data
             elif isinstance(r, ValueError) and self._is_dir(urls[i]):
-                out[i] = IsADirectoryError(21, "is a directory", self._name(urls[i]))
+                out[i] = IsADirectoryError(errno.EISDIR, "is a directory", self._name(urls[i]))
             if isinstance(out[i], BaseException) and on_error == "raise":
                 raise out[i]  # type: ignore[misc]
         return out
@@ -466,6 +525,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             rs.append(a)
             re_.append(b)
         out = self._client().read_ranges(urls, rs, re_, self._fallback())
+        for i, r in enumerate(out):
+            if isinstance(r, ValueError) and self._is_dir(urls[i]):
+                out[i] = IsADirectoryError(errno.EISDIR, "is a directory", self._name(urls[i]))
         if on_error == "raise":
             for r in out:
                 if isinstance(r, BaseException):
@@ -527,6 +589,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             return AlluxioFile(self, name, url, block_size=block_size, **kwargs)
         if "r" in mode or "+" in mode:
             raise ValueError(f"alluxiofs files open as 'rb' or for writing, not {mode!r}")
+        if "x" in mode:
+            self._refuse_existing(url)
+            mode = mode.replace("x", "w")
         if self.options.write_mode == "populate" and mode == "wb" and autocommit:
             from . import write
 
@@ -557,8 +622,19 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             for u in urls:
                 self._invalidate(u, subtree)
 
+    def _refuse_existing(self, url: str) -> None:
+        """``FileExistsError`` if the UFS has ``url`` (asked of the UFS, not the
+        workers' metadata cache). Like fsspec's own ``mode="create"``, this is a
+        check before the write, not an atomic conditional write."""
+        if self.target_fs.exists(self._target_path(url)):
+            raise FileExistsError(errno.EEXIST, "file exists", self._name(url))
+
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
-        if self.options.write_mode == "populate" and mode == "overwrite" and not kwargs:
+        if mode not in ("overwrite", "create"):
+            raise ValueError(f"pipe_file mode must be 'overwrite' or 'create', not {mode!r}")
+        if mode == "create":
+            self._refuse_existing(self._resolve(path)[0])
+        if self.options.write_mode == "populate" and not kwargs:
             from . import write
 
             if write.pipe(self, self._resolve(path)[0], value) is not None:
