@@ -13,6 +13,8 @@ import os
 import re
 from typing import Any
 
+from . import compat
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
@@ -159,19 +161,13 @@ class ClientOptions:
         setattr(self, key, value)
 
 
-# Alluxio property names the PyPI client accepts in ``options=``.
-_ALLUXIO_KEYS = {
-    "alluxio.worker.page.store.page.size": "page_size",
-    "alluxio.user.consistent.hash.virtual.node.count.per.worker": "vnodes",
-    "alluxio.worker.http.server.port": "worker_http_port",
-    "alluxio.cluster.name": "cluster_name",
-}
-
-
 def resolve_options(
     kwargs: dict[str, Any], alluxio_options: dict[str, Any] | None, config_file: str | None
 ) -> ClientOptions:
-    """Merge defaults, the YAML file, the environment, Alluxio options and kwargs."""
+    """Merge defaults, the YAML file, the environment, Alluxio options and kwargs.
+
+    Option names of Alluxio's own client are translated first
+    (:mod:`alluxiofs.compat`)."""
     opts = ClientOptions()
     path = config_file or os.environ.get("ALLUXIOFS_CONFIG")
     if path:
@@ -182,10 +178,9 @@ def resolve_options(
         env = os.environ.get("ALLUXIOFS_" + name.upper())
         if env is not None and env != "":
             opts.set(name, env)
-    for k, v in (alluxio_options or {}).items():
-        if k in _ALLUXIO_KEYS:
-            opts.set(_ALLUXIO_KEYS[k], v)
-    for k, v in kwargs.items():
+    for k, v in compat.alluxio_properties(alluxio_options).items():
+        opts.set(k, v)
+    for k, v in compat.translate(kwargs).items():
         if k in names:
             opts.set(k, v)
         else:
