@@ -138,3 +138,47 @@ def test_filesystem_pickles_into_ray_tasks(ray_cluster, fs, dataset):
     pid, data = ray.get(read_in_task.remote(fs, path))
     assert pid != os.getpid()
     assert data == dataset.small[path]
+
+
+def test_alluxio_client_readme_ray_example(
+    ray_cluster, start_worker, bucket_mount, etcd_server, s3_server, ray_data
+):
+    """The Ray example of Alluxio's own client's README runs unchanged: etcd_hosts (host
+    name only) + etcd_port, protocol "alluxiofs", read_csv of one file and of a directory."""
+    import time
+
+    import fsspec
+    from alluxiofs import AlluxioFileSystem
+
+    start_worker(bucket_mount, extra_args=["--etcd", etcd_server.endpoint])
+    host, port = etcd_server.endpoint.split("://", 1)[-1].rsplit(":", 1)
+    fsspec.register_implementation("alluxiofs", AlluxioFileSystem, clobber=True)
+    alluxio_fs = fsspec.filesystem(
+        "alluxiofs", etcd_hosts=host, etcd_port=int(port), target_protocol="s3",
+        target_options=s3_server.target_options(), skip_instance_cache=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not alluxio_fs.workers():
+        assert time.monotonic() < deadline, "the worker never appeared in etcd"
+        time.sleep(0.05)
+    ds = ray.data.read_csv(f"s3://{ray_data['csv']}/part-0.csv", filesystem=alluxio_fs)
+    assert ds.count() == 100
+    assert ds.schema().names == ["a", "b", "name"]
+    assert ds.take(1)[0]["a"] == 0
+    ds2 = ray.data.read_csv(f"s3://{ray_data['csv']}/", filesystem=alluxio_fs)
+    assert ds2.count() == 300
+
+
+def test_full_s3_urls_go_through_the_cache(ray_cluster, make_fs, two_workers, s3_server, dataset):
+    """``read_parquet("s3://...", filesystem=fs)``: Ray keeps a filesystem for a URL only if
+    its protocols name the URL's scheme; the rows must come from the workers, not from a
+    native S3 filesystem Ray would make instead."""
+    from harness import metric_total
+
+    fs = make_fs(two_workers)
+    assert "s3" in fs.protocol
+    before = metric_total(two_workers, "alluxiofs_requests_total")
+    ours = ray.data.read_parquet(f"s3://{dataset.parquet_dir}/", filesystem=fs)
+    direct = ray.data.read_parquet(dataset.parquet_dir, filesystem=s3_server.s3fs())
+    assert ours.count() == direct.count()
+    assert metric_total(two_workers, "alluxiofs_requests_total") > before

@@ -68,6 +68,20 @@ def _canonical_protocol(p: str | None) -> str | None:
     return _CANONICAL.get(p, p)
 
 
+class _Protocols:
+    """``protocol``: ``("alluxiofs", "alluxio")`` on the class (fsspec's registry,
+    ``_strip_protocol``); an instance also names its target protocol, as it
+    accepts those URLs too. Ray Data keeps a user's filesystem for
+    ``s3://...`` paths only when ``"s3"`` is among its protocols: without it,
+    ``read_parquet("s3://...", filesystem=fs)`` would silently read S3 directly."""
+
+    NAMES = ("alluxiofs", "alluxio")
+
+    def __get__(self, obj: Any, cls: type | None = None) -> tuple[str, ...]:
+        target = None if obj is None else obj.__dict__.get("target_protocol")
+        return self.NAMES if target is None or target in self.NAMES else (*self.NAMES, target)
+
+
 class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
     """An fsspec filesystem that reads through alluxiofs cache workers.
 
@@ -105,7 +119,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         ``etcd_host``, ``concurrency``, ...).
     """
 
-    protocol = ("alluxiofs", "alluxio")
+    protocol = _Protocols()
     root_marker = ""
     cachable = True
 
@@ -208,7 +222,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if "::" in s:
             s = s.rsplit("::", 1)[-1]
         m = _SCHEME_RE.match(s)
-        if m and m.group(1).lower() in self.protocol:
+        if m and m.group(1).lower() in _Protocols.NAMES:
             s = s[m.end() :]
             m = _SCHEME_RE.match(s)
         if m:
