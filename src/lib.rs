@@ -83,6 +83,9 @@ fn timeout_err(msg: String) -> PyErr {
     })
 }
 
+/// `errno.EIO`: the errno of an `AlluxioError` about a worker's answer.
+const EIO: i32 = 5;
+
 /// The one mapping from core errors to Python exceptions (see the failure
 /// table of `docs/semantics.md`).
 fn to_pyerr(err: Error) -> PyErr {
@@ -92,11 +95,14 @@ fn to_pyerr(err: Error) -> PyErr {
         Error::PermissionDenied { path, .. } => PyPermissionError::new_err((13, msg, path)),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::AlreadyExists { path } => PyFileExistsError::new_err((17, msg, path)),
-        Error::ObjectChanged { path, .. } => ObjectChangedError::new_err((5, msg, path)),
+        Error::ObjectChanged { path, .. } => ObjectChangedError::new_err((EIO, msg, path)),
         Error::Timeout(..) => timeout_err(msg),
         Error::WorkerUnavailable { .. } | Error::NoWorkers(_) => PyConnectionError::new_err(msg),
-        Error::Io(e) => PyOSError::new_err(e.to_string()),
-        Error::Http { .. } => AlluxioError::new_err(msg),
+        Error::Io(e) => match e.raw_os_error() {
+            Some(errno) => AlluxioError::new_err((errno, msg)),
+            None => AlluxioError::new_err(msg),
+        },
+        Error::Http { path, .. } => AlluxioError::new_err((EIO, msg, path)),
     }
 }
 

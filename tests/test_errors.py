@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import alluxiofs
 import pytest
@@ -199,3 +202,82 @@ def test_worker_timeout_falls_back_to_the_ufs(make_fs, silent_worker, ufs_file):
     assert stats["ufs_fallback_bytes"] >= len(data)
     assert silent_worker.accepted >= 1
 
+
+class FixedAnswerServer:
+    """An HTTP server on a loopback port chosen at run time that answers every
+    request with ``status`` and a JSON error body, as a worker does."""
+
+    def __init__(self, status: int) -> None:
+        outer = self
+        self.status = status
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                body = json.dumps({"message": f"answered {outer.status} on purpose"}).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.addr = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def answering_worker():
+    servers: list[FixedAnswerServer] = []
+
+    def start(status: int) -> FixedAnswerServer:
+        servers.append(FixedAnswerServer(status))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_worker_5xx_is_a_worker_fault(make_fs, answering_worker, ufs_file):
+    """A worker answering 500: retried, then read from the UFS; with
+    fallback=False a ConnectionError naming the status, not an AlluxioError."""
+    path, data = ufs_file
+    worker = answering_worker(500)
+    fs = make_fs([], worker_hosts=worker.addr, retries=1)
+    assert fs.cat_file(path, 0, 100) == data[:100]
+    assert fs.info(path)["size"] == len(data)
+    assert fs.stats()["retries"] >= 1
+    strict = make_fs([], worker_hosts=worker.addr, retries=0, fallback=False)
+    with pytest.raises(ConnectionError) as info:
+        strict.info(path)
+    assert not isinstance(info.value, alluxiofs.AlluxioError)
+    assert "500" in str(info.value)
+    assert worker.requests >= 3
+
+
+def test_unexpected_worker_answer_is_alluxio_error(make_fs, answering_worker, ufs_file):
+    """A status the client has no meaning for is the request's fault: an
+    AlluxioError with errno EIO and the URL as filename, even with fallback on."""
+    path, _ = ufs_file
+    worker = answering_worker(418)
+    fs = make_fs([], worker_hosts=worker.addr)
+    url = f"s3://{path}"
+    for call in (lambda: fs.info(path), lambda: fs.cat_file(path, 0, 10)):
+        with pytest.raises(alluxiofs.AlluxioError) as info:
+            call()
+        assert info.value.errno == errno.EIO
+        assert info.value.filename == url
+        assert "418" in str(info.value) and "on purpose" in str(info.value)
+    assert fs.stats()["ufs_fallback_reads"] == 0

@@ -72,6 +72,8 @@ pub enum Error {
     Http {
         /// `host:port` of the worker.
         worker: String,
+        /// The UFS URL (or endpoint) the request was about.
+        path: String,
         /// HTTP status code.
         status: u16,
         /// The `message` of the JSON error body, or the raw body.
@@ -112,10 +114,12 @@ impl Clone for Error {
             Error::NoWorkers(m) => Error::NoWorkers(m.clone()),
             Error::Http {
                 worker,
+                path,
                 status,
                 message,
             } => Error::Http {
                 worker: worker.clone(),
+                path: path.clone(),
                 status: *status,
                 message: message.clone(),
             },
@@ -151,6 +155,7 @@ impl Error {
             },
             _ => Error::Http {
                 worker: worker.to_string(),
+                path: path.to_string(),
                 status,
                 message,
             },
