@@ -23,7 +23,7 @@ use alluxiofs_core::Error;
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyConnectionError, PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError,
-    PyRuntimeError, PyTimeoutError, PyValueError,
+    PyRuntimeError, PySystemExit, PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -901,10 +901,20 @@ fn path_id(url: &str) -> String {
 
 /// Run the cache worker with command line `argv` (argv[0] is the program
 /// name) until SIGTERM or SIGINT. Releases the GIL for the whole run.
+///
+/// As the standalone binary does: a command-line error prints the usage
+/// message and exits with status 2 (`SystemExit(2)`); any other failure
+/// (a configuration error) raises `RuntimeError`, for exit status 1.
 #[pyfunction]
 fn run_worker(py: Python<'_>, argv: Vec<String>) -> PyResult<()> {
-    py.detach(|| alluxiofs_worker::run_cli(argv))
-        .map_err(|e| PyRuntimeError::new_err(format!("worker failed: {e}")))
+    match py.detach(|| alluxiofs_worker::run_cli(argv)) {
+        Ok(()) => Ok(()),
+        Err(alluxiofs_worker::WorkerError::Cli(e)) => {
+            let _ = e.print();
+            Err(PySystemExit::new_err(e.exit_code()))
+        }
+        Err(e) => Err(PyRuntimeError::new_err(format!("worker failed: {e}"))),
+    }
 }
 
 #[pymodule]
