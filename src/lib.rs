@@ -23,10 +23,11 @@ use alluxiofs_core::Error;
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyConnectionError, PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError,
-    PyRuntimeError, PyTimeoutError, PyValueError,
+    PyRuntimeError, PySystemExit, PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple, PyType};
 
 use buffer::WritableBuffer;
 
@@ -43,7 +44,50 @@ create_exception!(
     "The object changed in the UFS (new ETag or mtime) while a file was open."
 );
 
-/// The one mapping from core errors to Python exceptions.
+/// `WorkerTimeoutError`: a worker request timed out. A subclass of both
+/// `TimeoutError` (what timed out) and `ConnectionError` (the worker could
+/// not be used, as for a refused connection), so handlers of either see it.
+/// Built once, when the module is imported.
+static WORKER_TIMEOUT_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn worker_timeout_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    WORKER_TIMEOUT_ERROR
+        .get_or_try_init(py, || {
+            let bases = PyTuple::new(
+                py,
+                [
+                    py.get_type::<PyTimeoutError>(),
+                    py.get_type::<PyConnectionError>(),
+                ],
+            )?;
+            let ns = PyDict::new(py);
+            ns.set_item("__module__", "alluxiofs._alluxiofs")?;
+            ns.set_item(
+                "__doc__",
+                "A cache worker did not answer within connect_timeout or request_timeout. \
+                 Both a TimeoutError and a ConnectionError.",
+            )?;
+            let ty = py
+                .get_type::<PyType>()
+                .call1(("WorkerTimeoutError", bases, ns))?;
+            Ok(ty.cast_into::<PyType>()?.unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
+/// A `WorkerTimeoutError` with `msg`.
+fn timeout_err(msg: String) -> PyErr {
+    Python::attach(|py| match worker_timeout_error(py) {
+        Ok(ty) => PyErr::from_type(ty.clone(), msg),
+        Err(e) => e,
+    })
+}
+
+/// `errno.EIO`: the errno of an `AlluxioError` about a worker's answer.
+const EIO: i32 = 5;
+
+/// The one mapping from core errors to Python exceptions (see the failure
+/// table of `docs/semantics.md`).
 fn to_pyerr(err: Error) -> PyErr {
     let msg = err.to_string();
     match err {
@@ -51,11 +95,14 @@ fn to_pyerr(err: Error) -> PyErr {
         Error::PermissionDenied { path, .. } => PyPermissionError::new_err((13, msg, path)),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::AlreadyExists { path } => PyFileExistsError::new_err((17, msg, path)),
-        Error::ObjectChanged { path, .. } => ObjectChangedError::new_err((5, msg, path)),
-        Error::Timeout(..) => PyTimeoutError::new_err(msg),
+        Error::ObjectChanged { path, .. } => ObjectChangedError::new_err((EIO, msg, path)),
+        Error::Timeout(..) => timeout_err(msg),
         Error::WorkerUnavailable { .. } | Error::NoWorkers(_) => PyConnectionError::new_err(msg),
-        Error::Io(e) => PyOSError::new_err(e.to_string()),
-        Error::Http { .. } => AlluxioError::new_err(msg),
+        Error::Io(e) => match e.raw_os_error() {
+            Some(errno) => AlluxioError::new_err((errno, msg)),
+            None => AlluxioError::new_err(msg),
+        },
+        Error::Http { path, .. } => AlluxioError::new_err((EIO, msg, path)),
     }
 }
 
@@ -128,11 +175,15 @@ fn stats_to_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>
 /// reports: up to the end of file, or all of `buf` when no worker could say
 /// where the file ends), cut where a hole's UFS read came back short, which
 /// marks the end of the file.
+///
+/// Without a fallback, holes raise: `WorkerTimeoutError` when `fault` (why
+/// the first hole was left) is a timeout, else `ConnectionError`.
 fn fill_holes(
     fallback: Option<&Bound<'_, PyAny>>,
     url: &str,
     base: u64,
     holes: &[Range<u64>],
+    fault: Option<&Error>,
     buf: &mut [u8],
     core_filled: usize,
 ) -> PyResult<usize> {
@@ -140,10 +191,17 @@ fn fill_holes(
         return Ok(core_filled);
     }
     let Some(fallback) = fallback else {
-        return Err(PyConnectionError::new_err(format!(
+        let mut msg = format!(
             "{url}: no cache worker could serve bytes {}..{} and the UFS fallback is off",
             holes[0].start, holes[0].end
-        )));
+        );
+        if let Some(f) = fault {
+            msg.push_str(&format!(" ({f})"));
+        }
+        return Err(match fault {
+            Some(Error::Timeout(..)) => timeout_err(msg),
+            _ => PyConnectionError::new_err(msg),
+        });
     };
     for hole in holes {
         let from = usize::try_from(hole.start - base)
@@ -181,7 +239,7 @@ fn range_to_bytes<'py>(
     let mut filled = len;
     let bytes = PyBytes::new_with(py, len, |buf| {
         buf.copy_from_slice(&r.data);
-        filled = fill_holes(fallback, url, start, &r.holes, buf, len)?;
+        filled = fill_holes(fallback, url, start, &r.holes, r.fault.as_ref(), buf, len)?;
         Ok(())
     })?;
     if filled < len {
@@ -468,6 +526,7 @@ impl NativeClient {
                 &url,
                 start,
                 &outcome.holes,
+                outcome.fault.as_ref(),
                 buf,
                 outcome.filled,
             )?;
@@ -504,6 +563,7 @@ impl NativeClient {
             &url,
             offset,
             &outcome.holes,
+            outcome.fault.as_ref(),
             slice,
             outcome.filled,
         )
@@ -552,8 +612,9 @@ impl NativeClient {
 
     /// Whole files, one request each where they fit in `max_chunk` (`cat`).
     /// Returns one `bytes` or exception object per URL, in order; a file no
-    /// worker could serve at all is a `ConnectionError` for the caller to
-    /// read from the UFS.
+    /// worker could serve at all is a `ConnectionError` (a
+    /// `WorkerTimeoutError`, also a `ConnectionError`, when the last worker
+    /// timed out) for the caller to read from the UFS.
     #[pyo3(signature = (urls, fallback=None))]
     fn read_files<'py>(
         &self,
@@ -721,6 +782,7 @@ impl NativeReader {
                 &self.url,
                 offset,
                 &outcome.holes,
+                outcome.fault.as_ref(),
                 buf,
                 outcome.filled,
             )?;
@@ -755,6 +817,7 @@ impl NativeReader {
             &self.url,
             offset,
             &outcome.holes,
+            outcome.fault.as_ref(),
             slice,
             outcome.filled,
         )
@@ -838,10 +901,20 @@ fn path_id(url: &str) -> String {
 
 /// Run the cache worker with command line `argv` (argv[0] is the program
 /// name) until SIGTERM or SIGINT. Releases the GIL for the whole run.
+///
+/// As the standalone binary does: a command-line error prints the usage
+/// message and exits with status 2 (`SystemExit(2)`); any other failure
+/// (a configuration error) raises `RuntimeError`, for exit status 1.
 #[pyfunction]
 fn run_worker(py: Python<'_>, argv: Vec<String>) -> PyResult<()> {
-    py.detach(|| alluxiofs_worker::run_cli(argv))
-        .map_err(|e| PyRuntimeError::new_err(format!("worker failed: {e}")))
+    match py.detach(|| alluxiofs_worker::run_cli(argv)) {
+        Ok(()) => Ok(()),
+        Err(alluxiofs_worker::WorkerError::Cli(e)) => {
+            let _ = e.print();
+            Err(PySystemExit::new_err(e.exit_code()))
+        }
+        Err(e) => Err(PyRuntimeError::new_err(format!("worker failed: {e}"))),
+    }
 }
 
 #[pymodule]
@@ -850,6 +923,7 @@ fn _alluxiofs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("AlluxioError", py.get_type::<AlluxioError>())?;
     m.add("ObjectChangedError", py.get_type::<ObjectChangedError>())?;
+    m.add("WorkerTimeoutError", worker_timeout_error(py)?)?;
     m.add_class::<NativeClient>()?;
     m.add_class::<NativeReader>()?;
     m.add_class::<writer::NativeWriter>()?;

@@ -85,3 +85,22 @@ def test_cluster_commands_need_a_cluster():
     )  # fmt: skip
     assert proc.returncode != 0
     assert b"--worker-hosts" in proc.stderr
+
+
+def test_worker_exit_status_tells_usage_from_configuration_errors(tmp_path):
+    """`alluxiofs worker` exits as the standalone binary does (docs/configuration.md):
+    2 for a command-line error, 1 for a configuration error, each with its message."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALLUXIOFS_WORKER")}
+
+    def worker(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "alluxiofs", "worker", *args],
+            capture_output=True, env=env, timeout=60,
+        )  # fmt: skip
+
+    usage = worker("--no-such-flag")
+    assert usage.returncode == 2, usage.stderr
+    assert b"--no-such-flag" in usage.stderr
+    config = worker("--cache-dir", str(tmp_path))  # no mount
+    assert config.returncode == 1, config.stderr
+    assert b"no mount configured" in config.stderr

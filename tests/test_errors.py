@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import alluxiofs
 import pytest
 
@@ -90,3 +97,187 @@ def test_directory_cannot_be_opened(fs, dataset):
     """Opening a directory for reading raises IsADirectoryError (an OSError)."""
     with pytest.raises(IsADirectoryError):
         fs.open(f"{dataset.prefix}/small", "rb")
+
+
+class SilentServer:
+    """A TCP server on a loopback port chosen at run time that accepts every
+    connection, reads what it is sent and never answers: a hung worker."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.1)
+        self.addr = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+                conn.setblocking(False)
+                self._conns.append(conn)
+                self.accepted += 1
+            except TimeoutError:
+                pass
+            except OSError:
+                return
+            for c in self._conns:
+                try:
+                    c.recv(65536)  # read and drop what the client sends
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+        for c in self._conns:
+            c.close()
+
+
+@pytest.fixture
+def silent_worker():
+    server = SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def ufs_file(s3_server):
+    """One small file in the bucket: (path without protocol, bytes)."""
+    path = f"{s3_server.bucket}/timeouts/file.bin"
+    data = bytes(range(256)) * 40
+    s3_server.s3fs().pipe_file(path, data)
+    return path, data
+
+
+def test_worker_timeout_raises_timeout_error_without_fallback(make_fs, silent_worker, ufs_file):
+    """A worker that accepts and never answers: with fallback=False, ranged
+    reads, whole-file reads, open and info raise TimeoutError (also a
+    ConnectionError), naming the worker, within a few request timeouts."""
+    path, _ = ufs_file
+    fs = make_fs(
+        [], worker_hosts=silent_worker.addr, request_timeout=0.3, retries=1, fallback=False
+    )
+    started = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        fs.cat_file(path, 0, 100)
+    assert isinstance(info.value, ConnectionError)
+    assert isinstance(info.value, alluxiofs.WorkerTimeoutError)
+    assert silent_worker.addr in str(info.value)
+    with pytest.raises(TimeoutError):
+        fs.cat_file(path)
+    with pytest.raises(TimeoutError):
+        fs.info(path)
+    with pytest.raises(TimeoutError):
+        fs.open(path, "rb")
+    with pytest.raises(TimeoutError):
+        fs.cat_ranges([path], [0], [10], on_error="raise")
+    # Each call gives up after at most two 0.3 s attempts (or at once, the
+    # worker being marked down): far below the 30 s default.
+    assert time.monotonic() - started < 15
+    assert silent_worker.accepted >= 1
+    assert fs.stats()["errors"].get(silent_worker.addr, 0) >= 1
+
+
+def test_worker_timeout_falls_back_to_the_ufs(make_fs, silent_worker, ufs_file):
+    """The same hung worker with fallback on (the default): every read and
+    metadata call is answered from the UFS, exactly, and counted."""
+    path, data = ufs_file
+    fs = make_fs([], worker_hosts=silent_worker.addr, request_timeout=0.3, retries=1)
+    assert fs.cat_file(path, 5, 500) == data[5:500]
+    assert fs.cat_file(path) == data
+    assert fs.info(path)["size"] == len(data)
+    with fs.open(path, "rb") as f:
+        assert f.read() == data
+    assert fs.cat_ranges([path, path], [0, 100], [10, 200]) == [data[:10], data[100:200]]
+    stats = fs.stats()
+    assert stats["fallbacks"].get(silent_worker.addr, 0) >= 1
+    assert stats["metadata_fallbacks"] >= 1
+    assert stats["ufs_fallback_bytes"] >= len(data)
+    assert silent_worker.accepted >= 1
+
+
+class FixedAnswerServer:
+    """An HTTP server on a loopback port chosen at run time that answers every
+    request with ``status`` and a JSON error body, as a worker does."""
+
+    def __init__(self, status: int) -> None:
+        outer = self
+        self.status = status
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                body = json.dumps({"message": f"answered {outer.status} on purpose"}).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.addr = f"127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def answering_worker():
+    servers: list[FixedAnswerServer] = []
+
+    def start(status: int) -> FixedAnswerServer:
+        servers.append(FixedAnswerServer(status))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def test_worker_5xx_is_a_worker_fault(make_fs, answering_worker, ufs_file):
+    """A worker answering 500: retried, then read from the UFS; with
+    fallback=False a ConnectionError naming the status, not an AlluxioError."""
+    path, data = ufs_file
+    worker = answering_worker(500)
+    fs = make_fs([], worker_hosts=worker.addr, retries=1)
+    assert fs.cat_file(path, 0, 100) == data[:100]
+    assert fs.info(path)["size"] == len(data)
+    assert fs.stats()["retries"] >= 1
+    strict = make_fs([], worker_hosts=worker.addr, retries=0, fallback=False)
+    with pytest.raises(ConnectionError) as info:
+        strict.info(path)
+    assert not isinstance(info.value, alluxiofs.AlluxioError)
+    assert "500" in str(info.value)
+    assert worker.requests >= 3
+
+
+def test_unexpected_worker_answer_is_alluxio_error(make_fs, answering_worker, ufs_file):
+    """A status the client has no meaning for is the request's fault: an
+    AlluxioError with errno EIO and the URL as filename, even with fallback on."""
+    path, _ = ufs_file
+    worker = answering_worker(418)
+    fs = make_fs([], worker_hosts=worker.addr)
+    url = f"s3://{path}"
+    for call in (lambda: fs.info(path), lambda: fs.cat_file(path, 0, 10)):
+        with pytest.raises(alluxiofs.AlluxioError) as info:
+            call()
+        assert info.value.errno == errno.EIO
+        assert info.value.filename == url
+        assert "418" in str(info.value) and "on purpose" in str(info.value)
+    assert fs.stats()["ufs_fallback_reads"] == 0

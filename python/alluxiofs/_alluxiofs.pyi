@@ -13,6 +13,9 @@ class AlluxioError(OSError):
 class ObjectChangedError(AlluxioError):
     """The object changed in the UFS while a file was open."""
 
+class WorkerTimeoutError(TimeoutError, ConnectionError):
+    """A cache worker did not answer within connect_timeout or request_timeout."""
+
 Fallback = Callable[[str, int, int], bytes]
 
 class NativeClient:

@@ -25,7 +25,9 @@
 //!   worker is logged. A worker that failed is skipped for a while (1 s,
 //!   doubling up to 30 s; cleared by a success) so that a dead worker does
 //!   not cost a connect timeout on every read; the next preferred worker
-//!   serves its paths meanwhile. A background probe asks the failed worker
+//!   serves its paths meanwhile. A request that finds every preferred
+//!   worker skipped reports the fault that marked the last of them down (so
+//!   a hung worker keeps giving [`Error::Timeout`], not a vaguer error). A background probe asks the failed worker
 //!   `GET /healthz` (after 0.5 s, doubling up to 30 s) and clears the mark
 //!   as soon as it answers, so a restarted worker is used again promptly.
 //!   The probe ends when the worker answers, leaves the membership or the
@@ -220,7 +222,7 @@ impl Default for ClientConfig {
 }
 
 /// What [`Client::read_into`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct ReadOutcome {
     /// Length of the prefix of the buffer that the read covers: bytes served
     /// by workers plus the holes inside it. Shorter than the buffer only at
@@ -232,10 +234,15 @@ pub struct ReadOutcome {
     /// is unknown (no worker answered at all), the covered prefix is the
     /// whole buffer and the UFS read of the last hole may come back short.
     pub holes: Vec<Range<u64>>,
+    /// Why the first hole was left to the UFS: the last worker fault for its
+    /// bytes ([`Error::Timeout`] when the request timed out, else
+    /// [`Error::WorkerUnavailable`] or [`Error::NoWorkers`]). `None` when
+    /// there are no holes. A caller that cannot read the UFS raises it.
+    pub fault: Option<Error>,
 }
 
 /// One result of [`Client::read_ranges`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct RangeResult {
     /// The bytes of the range (shorter at the end of the file); bytes inside
     /// `holes` are zero. As for [`ReadOutcome`], when no worker answered for
@@ -244,6 +251,8 @@ pub struct RangeResult {
     pub data: Bytes,
     /// Ranges (absolute file offsets, inside the range) to read from the UFS.
     pub holes: Vec<Range<u64>>,
+    /// Why the holes were left to the UFS, as [`ReadOutcome::fault`].
+    pub fault: Option<Error>,
 }
 
 /// Counters of a client since it was built.
@@ -289,6 +298,8 @@ struct Health {
     warned: bool,
     /// A background health probe of this worker is running.
     probing: bool,
+    /// The fault that marked the worker down (reported for skipped requests).
+    fault: Option<Error>,
 }
 
 type HealthMap = Mutex<HashMap<String, Health>>;
@@ -333,6 +344,8 @@ struct ChunkOutcome {
     hole: Option<Range<u64>>,
     /// The object's size, when a worker said it.
     file_size: Option<u64>,
+    /// Why `hole` was left (the last worker fault for it).
+    fault: Option<Error>,
 }
 
 /// One successful range request.
@@ -551,17 +564,7 @@ impl Client {
         {
             Ok(v) => Ok(v),
             Err(Failover::Request(e)) => Err(e),
-            Err(Failover::Exhausted(last)) => Err(match last {
-                Some(e @ Error::WorkerUnavailable { .. }) => e,
-                Some(e) => Error::WorkerUnavailable {
-                    worker: prefs[0].addr(),
-                    reason: e.to_string(),
-                },
-                None => Error::WorkerUnavailable {
-                    worker: prefs[0].addr(),
-                    reason: "skipped after recent failures".into(),
-                },
-            }),
+            Err(Failover::Exhausted(last)) => Err(exhausted(prefs[0].addr(), last)),
         }
     }
 
@@ -582,7 +585,8 @@ impl Client {
         let deadline = Instant::now() + self.config.retry_deadline;
         let mut last = None;
         for w in prefs {
-            if self.is_skipped(w) {
+            if let Some(fault) = self.skip_fault(w) {
+                last = Some(fault);
                 continue;
             }
             let mut attempt = 0;
@@ -627,9 +631,9 @@ impl Client {
             .request(method, &url)
             .send()
             .await
-            .map_err(|e| transport_error(w, &e))?;
+            .map_err(|e| self.transport_error(w, &e))?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| transport_error(w, &e))?;
+        let body = resp.text().await.map_err(|e| self.transport_error(w, &e))?;
         if !status.is_success() {
             return Err(status_error(w, status.as_u16(), about, &body));
         }
@@ -713,6 +717,7 @@ impl Client {
         Ok(RangeResult {
             data: Bytes::from(buf),
             holes: out.holes,
+            fault: out.fault,
         })
     }
 
@@ -759,10 +764,7 @@ impl Client {
             .fallbacks
             .entry(owner.clone())
             .or_default() += 1;
-        Err(Error::WorkerUnavailable {
-            worker: owner,
-            reason: last.map_or_else(|| "skipped after recent failures".into(), |e| e.to_string()),
-        })
+        Err(exhausted(owner, last))
     }
 
     /// The first `max_chunk` bytes of `url` from `w`, with the file size and
@@ -784,7 +786,7 @@ impl Client {
             .request(reqwest::Method::GET, &q)
             .send()
             .await
-            .map_err(|e| transport_error(w, &e))?;
+            .map_err(|e| self.transport_error(w, &e))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
@@ -803,7 +805,11 @@ impl Client {
             .unwrap_or(0)
             .min(self.config.max_chunk) as usize;
         let mut data = Vec::with_capacity(cap);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(w, &e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(w, &e))?
+        {
             data.extend_from_slice(&chunk);
         }
         self.stats
@@ -833,6 +839,7 @@ impl Client {
             return Ok(RangeResult {
                 data: Bytes::from(head),
                 holes: Vec::new(),
+                fault: None,
             });
         }
         let total = usize::try_from(size)
@@ -845,6 +852,7 @@ impl Client {
         Ok(RangeResult {
             data: Bytes::from(head),
             holes: out.holes,
+            fault: out.fault,
         })
     }
 
@@ -943,23 +951,25 @@ impl Client {
                 }
                 let k = fetch_of_req[i];
                 if let Some(e) = &file_err[fetches[k].file] {
-                    return Err(duplicate_error(e));
+                    return Err(e.clone());
                 }
                 let (bytes, out) = &fetched[k];
                 let base = fetches[k].range.start;
                 let covered_end = base + out.filled as u64;
                 let s = (*start).min(covered_end);
                 let e = (*end).min(covered_end);
+                let holes: Vec<Range<u64>> = out
+                    .holes
+                    .iter()
+                    .filter_map(|h| {
+                        let r = h.start.max(s)..h.end.min(e);
+                        (r.start < r.end).then_some(r)
+                    })
+                    .collect();
                 Ok(RangeResult {
                     data: bytes.slice((s - base) as usize..(e - base) as usize),
-                    holes: out
-                        .holes
-                        .iter()
-                        .filter_map(|h| {
-                            let r = h.start.max(s)..h.end.min(e);
-                            (r.start < r.end).then_some(r)
-                        })
-                        .collect(),
+                    fault: (!holes.is_empty()).then(|| out.fault.clone()).flatten(),
+                    holes,
                 })
             })
             .collect()
@@ -1015,8 +1025,10 @@ impl Client {
         } = job;
         let mut cur = range.start;
         let mut file_size = None;
+        let mut last = None;
         for w in prefs {
-            if self.is_skipped(w) {
+            if let Some(fault) = self.skip_fault(w) {
+                last = Some(fault);
                 continue;
             }
             let mut attempt = 0;
@@ -1035,6 +1047,7 @@ impl Client {
                             eof: once.eof,
                             hole: None,
                             file_size,
+                            fault: None,
                             range,
                         });
                     }
@@ -1049,6 +1062,7 @@ impl Client {
                             continue;
                         }
                         self.mark_failed(w, &e);
+                        last = Some(e);
                         break;
                     }
                 }
@@ -1060,14 +1074,20 @@ impl Client {
             .unwrap_or_else(|| NO_WORKER.to_string());
         {
             let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-            *s.fallbacks.entry(owner).or_default() += 1;
+            *s.fallbacks.entry(owner.clone()).or_default() += 1;
         }
         tracing::debug!(url, start = cur, end = range.end, "range left to the UFS");
+        let fault = if prefs.is_empty() {
+            Error::NoWorkers(format!("no worker known for {url}"))
+        } else {
+            exhausted(owner, last)
+        };
         Ok(ChunkOutcome {
             written: cur - range.start,
             eof: false,
             hole: Some(cur..range.end),
             file_size,
+            fault: Some(fault),
             range,
         })
     }
@@ -1098,7 +1118,7 @@ impl Client {
         self.count_request();
         let mut resp = match self.request(reqwest::Method::GET, &q).send().await {
             Ok(r) => r,
-            Err(e) => return (Err(transport_error(w, &e)), 0),
+            Err(e) => return (Err(self.transport_error(w, &e)), 0),
         };
         let status = resp.status();
         if !status.is_success() {
@@ -1130,7 +1150,7 @@ impl Client {
                         file_size,
                     })
                 }
-                Err(e) => break Err(transport_error(w, &e)),
+                Err(e) => break Err(self.transport_error(w, &e)),
             }
         };
         {
@@ -1163,8 +1183,40 @@ impl Client {
     }
 
     pub(crate) fn is_skipped(&self, w: &WorkerAddr) -> bool {
-        let h = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        matches!(h.get(&w.addr()).and_then(|h| h.skip_until), Some(t) if t > Instant::now())
+        self.skip_fault(w).is_some()
+    }
+
+    /// When `w` is in its skip interval: the fault that marked it down, for
+    /// the request that skips it to report.
+    fn skip_fault(&self, w: &WorkerAddr) -> Option<Error> {
+        let map = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let h = map.get(&w.addr())?;
+        if !matches!(h.skip_until, Some(t) if t > Instant::now()) {
+            return None;
+        }
+        Some(match &h.fault {
+            Some(Error::Timeout(d, what)) => {
+                Error::Timeout(*d, format!("{what} (skipped after this recent failure)"))
+            }
+            Some(e) => Error::WorkerUnavailable {
+                worker: w.addr(),
+                reason: format!("skipped after a recent failure: {e}"),
+            },
+            None => Error::WorkerUnavailable {
+                worker: w.addr(),
+                reason: "skipped after recent failures".into(),
+            },
+        })
+    }
+
+    /// A transport failure of a request to `w` under this client's limits.
+    fn transport_error(&self, w: &WorkerAddr, e: &reqwest::Error) -> Error {
+        transport_error(
+            w,
+            e,
+            self.config.connect_timeout,
+            self.config.request_timeout,
+        )
     }
 
     pub(crate) fn mark_ok(&self, w: &WorkerAddr) {
@@ -1191,6 +1243,7 @@ impl Client {
                 .saturating_mul(1u32 << (h.failures - 1).min(8))
                 .min(SKIP_MAX);
             h.skip_until = Some(Instant::now() + skip);
+            h.fault = Some(e.clone());
             if !h.warned {
                 h.warned = true;
                 tracing::warn!(worker = %w.addr(), error = %e,
@@ -1345,11 +1398,15 @@ fn assemble(offset: u64, len: u64, mut outcomes: Vec<ChunkOutcome>) -> ReadOutco
         }
     }
     let mut holes: Vec<Range<u64>> = Vec::new();
-    for o in &outcomes {
+    let mut fault = None;
+    for o in &mut outcomes {
         if let Some(h) = &o.hole {
             let h = h.start..h.end.min(end);
             if h.start >= h.end {
                 continue;
+            }
+            if fault.is_none() {
+                fault = o.fault.take();
             }
             match holes.last_mut() {
                 Some(last) if last.end == h.start => last.end = h.end,
@@ -1360,6 +1417,24 @@ fn assemble(offset: u64, len: u64, mut outcomes: Vec<ChunkOutcome>) -> ReadOutco
     ReadOutcome {
         filled: (end - offset) as usize,
         holes,
+        fault,
+    }
+}
+
+/// The error of a request that no preferred worker served: the last worker
+/// fault as it is when it says what happened (unavailable, timed out), else
+/// wrapped as [`Error::WorkerUnavailable`] of `owner` (the primary).
+fn exhausted(owner: String, last: Option<Error>) -> Error {
+    match last {
+        Some(e @ (Error::WorkerUnavailable { .. } | Error::Timeout(..))) => e,
+        Some(e) => Error::WorkerUnavailable {
+            worker: owner,
+            reason: e.to_string(),
+        },
+        None => Error::WorkerUnavailable {
+            worker: owner,
+            reason: "skipped after recent failures".into(),
+        },
     }
 }
 
@@ -1379,60 +1454,34 @@ pub(crate) fn status_error(w: &WorkerAddr, status: u16, about: &str, body: &str)
     Error::from_status(&w.addr(), status, about, message)
 }
 
-/// A transport failure (connect, timeout, broken body) is a worker fault.
-pub(crate) fn transport_error(w: &WorkerAddr, e: &reqwest::Error) -> Error {
-    let mut reason = if e.is_timeout() {
-        format!("timed out: {e}")
-    } else {
-        e.to_string()
-    };
+/// A transport failure (connect, timeout, broken body) is a worker fault:
+/// [`Error::Timeout`] when reqwest reports a timeout (`connect_limit` for a
+/// connection that was not made in time, else `request_limit`, the limit of
+/// the whole request), [`Error::WorkerUnavailable`] otherwise.
+pub(crate) fn transport_error(
+    w: &WorkerAddr,
+    e: &reqwest::Error,
+    connect_limit: Duration,
+    request_limit: Duration,
+) -> Error {
+    let mut reason = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
         reason.push_str(": ");
         reason.push_str(&s.to_string());
         src = s.source();
     }
+    if e.is_timeout() {
+        let (limit, what) = if e.is_connect() {
+            (connect_limit, "connecting to")
+        } else {
+            (request_limit, "request to")
+        };
+        return Error::Timeout(limit, format!("{what} worker {}: {reason}", w.addr()));
+    }
     Error::WorkerUnavailable {
         worker: w.addr(),
         reason,
-    }
-}
-
-/// Rebuild an error for a second receiver (several inputs of one file).
-fn duplicate_error(e: &Error) -> Error {
-    match e {
-        Error::NotFound { path } => Error::NotFound { path: path.clone() },
-        Error::PermissionDenied { path, reason } => Error::PermissionDenied {
-            path: path.clone(),
-            reason: reason.clone(),
-        },
-        Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
-        Error::AlreadyExists { path } => Error::AlreadyExists { path: path.clone() },
-        Error::ObjectChanged {
-            path,
-            expected,
-            found,
-        } => Error::ObjectChanged {
-            path: path.clone(),
-            expected: expected.clone(),
-            found: found.clone(),
-        },
-        Error::WorkerUnavailable { worker, reason } => Error::WorkerUnavailable {
-            worker: worker.clone(),
-            reason: reason.clone(),
-        },
-        Error::Timeout(d, m) => Error::Timeout(*d, m.clone()),
-        Error::NoWorkers(m) => Error::NoWorkers(m.clone()),
-        Error::Http {
-            worker,
-            status,
-            message,
-        } => Error::Http {
-            worker: worker.clone(),
-            status: *status,
-            message: message.clone(),
-        },
-        Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
     }
 }
 
@@ -1443,6 +1492,7 @@ mod tests {
     fn outcome(range: Range<u64>, written: u64, eof: bool, hole: bool) -> ChunkOutcome {
         ChunkOutcome {
             hole: hole.then(|| range.start + written..range.end),
+            fault: hole.then(|| Error::NoWorkers(format!("test {}", range.start))),
             range,
             written,
             eof,
@@ -1486,12 +1536,68 @@ mod tests {
         );
         assert_eq!(out.filled, 25);
         assert_eq!(out.holes, vec![13..20]);
-        // Adjacent holes merge, and a hole past the known size is cut.
+        assert!(matches!(&out.fault, Some(Error::NoWorkers(m)) if m == "test 10"));
+        // Adjacent holes merge, and a hole past the known size is cut; the
+        // fault is the first hole's.
         let mut last = outcome(10..20, 0, false, true);
         last.file_size = Some(15);
-        let out = assemble(0, 20, vec![outcome(0..10, 4, false, true), last]);
+        let out = assemble(0, 20, vec![last, outcome(0..10, 4, false, true)]);
         assert_eq!(out.filled, 15);
         assert_eq!(out.holes, vec![4..15]);
+        assert!(matches!(&out.fault, Some(Error::NoWorkers(m)) if m == "test 0"));
+        // No hole, no fault.
+        let out = assemble(0, 10, vec![outcome(0..10, 10, false, false)]);
+        assert!(out.holes.is_empty() && out.fault.is_none());
+    }
+
+    #[test]
+    fn exhausted_keeps_timeouts_and_unavailability() {
+        let t = exhausted(
+            "h:1".into(),
+            Some(Error::Timeout(Duration::from_secs(1), "x".into())),
+        );
+        assert!(matches!(t, Error::Timeout(d, _) if d == Duration::from_secs(1)));
+        let u = exhausted(
+            "h:1".into(),
+            Some(Error::WorkerUnavailable {
+                worker: "h:2".into(),
+                reason: "refused".into(),
+            }),
+        );
+        assert!(matches!(u, Error::WorkerUnavailable { worker, .. } if worker == "h:2"));
+        let other = exhausted("h:1".into(), Some(Error::NoWorkers("none".into())));
+        assert!(matches!(other, Error::WorkerUnavailable { worker, .. } if worker == "h:1"));
+        assert!(matches!(
+            exhausted("h:1".into(), None),
+            Error::WorkerUnavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn a_skipped_worker_reports_the_fault_that_marked_it_down() {
+        let w = WorkerAddr::from_host_port("127.0.0.1", 1);
+        let c = Client::new(ClientConfig::default(), vec![w.clone()]).unwrap();
+        assert!(c.skip_fault(&w).is_none());
+        c.mark_failed(
+            &w,
+            &Error::Timeout(Duration::from_millis(300), "request".into()),
+        );
+        assert!(matches!(c.skip_fault(&w), Some(Error::Timeout(d, _)) if d.as_millis() == 300));
+        c.mark_ok(&w);
+        assert!(c.skip_fault(&w).is_none());
+        c.mark_failed(
+            &w,
+            &Error::WorkerUnavailable {
+                worker: w.addr(),
+                reason: "connection refused".into(),
+            },
+        );
+        match c.skip_fault(&w) {
+            Some(Error::WorkerUnavailable { reason, .. }) => {
+                assert!(reason.contains("connection refused"), "{reason}")
+            }
+            other => panic!("expected WorkerUnavailable, got {other:?}"),
+        }
     }
 
     #[test]

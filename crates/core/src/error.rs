@@ -47,8 +47,9 @@ pub enum Error {
         /// The version now in the UFS (may be empty when unknown).
         found: String,
     },
-    /// A worker could not be reached, timed out, or answered 5xx. Reads that
-    /// hit this fall back to the next replica, then to the UFS.
+    /// A worker could not be reached, broke off an answer, or answered 5xx
+    /// (or 408, 429). Reads that hit this fall back to the next replica,
+    /// then to the UFS.
     #[error("worker {worker} unavailable: {reason}")]
     WorkerUnavailable {
         /// `host:port` of the worker.
@@ -56,7 +57,11 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// A request did not finish in time.
+    /// A worker request did not finish in time: the connection was not made
+    /// within `connect_timeout` or the answer (body included) did not come
+    /// within `request_timeout`. The limit, then what timed out (the worker's
+    /// `host:port` first). A worker fault like [`Error::WorkerUnavailable`]:
+    /// retried, then the next replica, then the UFS.
     #[error("timed out after {0:?}: {1}")]
     Timeout(Duration, String),
     /// No workers are configured or known.
@@ -67,6 +72,8 @@ pub enum Error {
     Http {
         /// `host:port` of the worker.
         worker: String,
+        /// The UFS URL (or endpoint) the request was about.
+        path: String,
         /// HTTP status code.
         status: u16,
         /// The `message` of the JSON error body, or the raw body.
@@ -75,6 +82,50 @@ pub enum Error {
     /// Local I/O error.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Clone for Error {
+    /// A copy for a second receiver (several inputs of one file, a fault
+    /// remembered for a skipped worker). An [`Error::Io`] keeps its kind and
+    /// message.
+    fn clone(&self) -> Self {
+        match self {
+            Error::NotFound { path } => Error::NotFound { path: path.clone() },
+            Error::PermissionDenied { path, reason } => Error::PermissionDenied {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::AlreadyExists { path } => Error::AlreadyExists { path: path.clone() },
+            Error::ObjectChanged {
+                path,
+                expected,
+                found,
+            } => Error::ObjectChanged {
+                path: path.clone(),
+                expected: expected.clone(),
+                found: found.clone(),
+            },
+            Error::WorkerUnavailable { worker, reason } => Error::WorkerUnavailable {
+                worker: worker.clone(),
+                reason: reason.clone(),
+            },
+            Error::Timeout(d, m) => Error::Timeout(*d, m.clone()),
+            Error::NoWorkers(m) => Error::NoWorkers(m.clone()),
+            Error::Http {
+                worker,
+                path,
+                status,
+                message,
+            } => Error::Http {
+                worker: worker.clone(),
+                path: path.clone(),
+                status: *status,
+                message: message.clone(),
+            },
+            Error::Io(io) => Error::Io(std::io::Error::new(io.kind(), io.to_string())),
+        }
+    }
 }
 
 impl Error {
@@ -104,6 +155,7 @@ impl Error {
             },
             _ => Error::Http {
                 worker: worker.to_string(),
+                path: path.to_string(),
                 status,
                 message,
             },

@@ -93,6 +93,8 @@ struct Fetched {
     filled: usize,
     /// Absolute ranges inside the valid prefix that must come from the UFS.
     holes: Vec<Range<u64>>,
+    /// Why (see [`ReadOutcome::fault`]).
+    fault: Option<Error>,
 }
 
 /// Fetch `range` of the file in a background task (window segments and
@@ -113,6 +115,7 @@ fn spawn_fetch(
             data,
             filled: out.filled,
             holes: out.holes,
+            fault: out.fault,
         })
     })
 }
@@ -288,6 +291,7 @@ impl Reader {
         }
         let mut pos = offset;
         let mut holes: Vec<Range<u64>> = Vec::new();
+        let mut fault: Option<Error> = None;
         let mut eof = false;
         while pos < end {
             while self.segments.front().is_some_and(|s| s.end <= pos) {
@@ -326,6 +330,9 @@ impl Reader {
                 let r = h.start.max(pos)..h.end.min(upto);
                 if r.start < r.end {
                     push_hole(&mut holes, r);
+                    if fault.is_none() {
+                        fault = f.fault.clone();
+                    }
                 }
             }
             pos = upto;
@@ -342,6 +349,7 @@ impl Reader {
             for h in out.holes {
                 push_hole(&mut holes, h);
             }
+            fault = fault.or(out.fault);
             pos += out.filled as u64;
         }
         self.last_end = Some(pos);
@@ -351,6 +359,7 @@ impl Reader {
         Ok(ReadOutcome {
             filled: (pos - offset) as usize,
             holes,
+            fault,
         })
     }
 
@@ -368,6 +377,7 @@ impl Reader {
             return Ok(Some(ReadOutcome {
                 filled: buf.len(),
                 holes: Vec::new(),
+                fault: None,
             }));
         }
         let Some((rg, cols)) = columns_of(&footer.layout, offset, end) else {
@@ -426,6 +436,7 @@ impl Reader {
     async fn serve_columns(&mut self, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome> {
         let end = offset + buf.len() as u64;
         let mut holes: Vec<Range<u64>> = Vec::new();
+        let mut fault: Option<Error> = None;
         let mut gaps: Vec<Range<u64>> = Vec::new();
         let mut pos = offset;
         if let Some(pq) = self.parquet.as_mut() {
@@ -466,6 +477,9 @@ impl Reader {
                         let r = h.start.max(s)..h.end.min(e2);
                         if r.start < r.end {
                             push_hole(&mut holes, r);
+                            if fault.is_none() {
+                                fault = data.fault.clone();
+                            }
                         }
                     }
                     f.consumed = f.consumed.saturating_add(e2 - s);
@@ -486,11 +500,13 @@ impl Reader {
                 )
                 .await?;
             holes.extend(out.holes);
+            fault = fault.or(out.fault);
         }
         holes.sort_by_key(|h| h.start);
         Ok(ReadOutcome {
             filled: buf.len(),
             holes,
+            fault,
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Placement is a pure function of (key, workers): every client computes the
 //! owner of a path itself, with no master. This module reproduces Alluxio's
-//! DORA ring bit for bit (see `compat/PROTOCOL.md`, section 1), so that a
+//! DORA ring bit for bit (see `docs/protocol.md`, section 1), so that a
 //! mixed cluster of Alluxio and alluxiofs clients agrees on page owners:
 //!
 //! - hash: MurmurHash3 x86_32 with seed 0, read as a signed `i32`;

@@ -140,6 +140,8 @@ impl Writer {
         let w = worker.clone();
         let about = url.to_string();
         let task = tokio::spawn(async move {
+            let connect_limit = c.config().connect_timeout;
+            let fault = |e: &reqwest::Error| transport_error(&w, e, connect_limit, WRITE_TIMEOUT);
             c.count_request();
             let resp = c
                 .request(reqwest::Method::PUT, &q)
@@ -147,9 +149,9 @@ impl Writer {
                 .body(reqwest::Body::wrap_stream(body))
                 .send()
                 .await
-                .map_err(|e| transport_error(&w, &e))?;
+                .map_err(|e| fault(&e))?;
             let status = resp.status();
-            let text = resp.text().await.map_err(|e| transport_error(&w, &e))?;
+            let text = resp.text().await.map_err(|e| fault(&e))?;
             if !status.is_success() {
                 return Err(status_error(&w, status.as_u16(), &about, &text));
             }

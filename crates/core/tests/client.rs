@@ -170,6 +170,11 @@ async fn failing_worker_leaves_holes_and_is_skipped() {
     // Nothing known about the end of the file: the whole range is a hole.
     assert_eq!(out.filled, 600_000);
     assert_eq!(out.holes, vec![50_000..650_000]);
+    assert!(
+        matches!(&out.fault, Some(Error::WorkerUnavailable { reason, .. }) if reason.contains("503")),
+        "{:?}",
+        out.fault
+    );
     let stats = client.stats();
     let addr = w.worker_addr().addr();
     assert!(stats.fallbacks[&addr] >= 1);
@@ -367,12 +372,24 @@ async fn hung_worker_costs_one_timeout_then_is_skipped() {
         first >= Duration::from_millis(200) && first < Duration::from_secs(3),
         "{first:?}"
     );
+    // The hole says why: the request timed out, under request_timeout.
+    assert!(
+        matches!(&out.fault, Some(Error::Timeout(d, _)) if *d == Duration::from_millis(200)),
+        "{:?}",
+        out.fault
+    );
     let t = std::time::Instant::now();
     let out = client.read_into(URL, None, 0, &mut buf).await.unwrap();
     assert_eq!(out.holes, vec![0..100_000]);
     assert!(
         t.elapsed() < Duration::from_millis(100),
         "skipped worker still waited"
+    );
+    // Skipped, the worker still reports the timeout that marked it down.
+    assert!(
+        matches!(&out.fault, Some(Error::Timeout(..))),
+        "{:?}",
+        out.fault
     );
 }
 

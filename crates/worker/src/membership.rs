@@ -1,6 +1,6 @@
 //! Cluster membership: the worker's registration in etcd.
 //!
-//! Design (PROTOCOL.md section 4, the layout Alluxio uses):
+//! Design (the layout Alluxio uses: `docs/protocol.md`, section 4):
 //!
 //! - **Identity** is persistent: the configured UUID, else the UUID in
 //!   `<first cache dir>/worker_identity`, else a new random one written
