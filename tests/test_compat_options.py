@@ -184,3 +184,15 @@ def test_alluxio_properties_are_honoured(two_workers, make_fs):
     assert fs.options.page_size == 1 << 20
     assert fs.options.vnodes == 7
     assert fs.placement() == "alluxio:7"
+
+
+def test_every_translated_name_is_documented():
+    """docs/configuration.md names every option of Alluxio's client that compat.py handles."""
+    from pathlib import Path
+
+    from alluxiofs import compat
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    names = [*compat.RENAMED, *compat.IGNORED, *compat.REFUSED, *compat.ALLUXIO_PROPERTIES]
+    missing = [n for n in names if f"`{n}`" not in doc]
+    assert not missing, f"not in docs/configuration.md: {missing}"
