@@ -3,6 +3,7 @@
 #   make test   build once (dev profile), run the Rust tests and the pytest suite
 #   make demo   release build, then the end-to-end demo (examples/demo.py)
 #   make lint   rustfmt, clippy, ruff
+#   make wheel  the release wheel users pip install, in dist/
 #
 # Both `make test` and `make demo` work on a fresh Debian 12 machine with only
 # the package registries reachable: missing system packages come from apt, the
@@ -35,10 +36,10 @@ else
 SUDO := sudo
 endif
 
-.PHONY: help system-deps venv garage compat-venv develop develop-release test lint demo clean bench-placement
+.PHONY: help system-deps venv garage compat-venv develop develop-release wheel test lint demo clean bench-placement
 
 help:
-	@echo "make test | make demo | make lint | make venv | make develop | make garage | make clean"
+	@echo "make test | make demo | make lint | make wheel | make venv | make develop | make garage | make clean"
 
 ## system-deps: apt packages the build and the tests need (installed only when missing)
 system-deps:
@@ -89,6 +90,25 @@ develop: venv
 develop-release: venv
 	@echo ">>> maturin develop --release"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --release --quiet
+
+## wheel: the release wheel (what `pip install` gives users) in dist/.
+## WHEEL_COMPATIBILITY is the manylinux tag it claims; maturin audits the
+## extension's versioned glibc symbols against it and fails rather than tag a
+## wheel that would not load. Linked against Debian 12's glibc 2.36, the
+## extension needs GLIBC_2.34 (pthread_*, dlsym moved into libc.so.6 in 2.34;
+## stat64 2.33), so manylinux_2_34 is the oldest tag maturin accepts here
+## (manylinux_2_28 is refused): glibc >= 2.34, e.g. Debian 12, Ubuntu 22.04,
+## RHEL 9. An older tag needs a build against an older glibc (a manylinux
+## container or maturin --zig). The embedded worker is in the same extension
+## (`alluxiofs worker`), so that one .so is all the wheel has to run.
+## tests/test_wheel.py checks a dev-profile wheel with this tag on every
+## `make test` (reusing make develop's build, no release build) from a fresh
+## venv with no Rust and no protoc.
+WHEEL_COMPATIBILITY := manylinux_2_34
+wheel: system-deps venv
+	@echo ">>> $$(date +%T) maturin build --release ($(WHEEL_COMPATIBILITY)) into dist/"
+	$(VENV)/bin/maturin build --release --quiet --compatibility $(WHEEL_COMPATIBILITY) --out dist
+	@ls -l dist/alluxiofs-*.whl
 
 ifeq ($(S3),moto)
 TEST_S3_DEPS :=

@@ -2,11 +2,13 @@
 
 The work is done in Rust (``NativeClient.load``): list, group files by owner
 worker, load in parallel. This module parses options, draws the progress bar
-and prints the summary.
+(on a terminal, or as one output updated in place in a Jupyter notebook) and
+prints the summary.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import sys
 import time
@@ -104,6 +106,88 @@ class ProgressBar:
         self.stream.flush()
 
 
+def in_jupyter() -> bool:
+    """Whether this runs in a Jupyter kernel. Its stderr is no terminal, so
+    :class:`ProgressBar` would add a line to the cell's output every 2 s (and
+    ``\\r`` redraws pile up in the saved notebook): an updated display is used there."""
+    ipython = sys.modules.get("IPython")  # a kernel has imported it; never import it here
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:
+        return False
+    # ipykernel's shell (and the shells derived from it); the terminal IPython's
+    # TerminalInteractiveShell keeps the terminal bar.
+    return shell is not None and any(
+        c.__name__ == "ZMQInteractiveShell" for c in type(shell).__mro__
+    )
+
+
+class NotebookProgress(ProgressBar):
+    """Progress of a load in a Jupyter notebook: one display output updated in
+    place (an HTML ``<progress>`` bar with the :class:`ProgressBar` text, the
+    text alone for plain-text front ends), ending with the summary."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        # No stream: only ProgressBar.line() is shared, which needs ``started``.
+        self.started = time.monotonic()
+        self.interval = interval
+        self.last_update = 0.0
+        self.handle: Any = None
+
+    @staticmethod
+    def _percent(p: dict[str, Any]) -> float | None:
+        if not p["listed"]:
+            return None
+        total = p["bytes_total"]
+        return 100.0 * p["bytes_done"] / total if total else 100.0
+
+    def bundle(self, p: dict[str, Any], summary: dict[str, Any] | None = None) -> dict[str, str]:
+        """The ``text/plain`` and ``text/html`` of snapshot ``p`` (and the summary at the end)."""
+        text = self.line(p)
+        pct = self._percent(p)
+        value = "" if pct is None else f' value="{pct:.1f}"'
+        body = (
+            f'<progress max="100"{value} style="width:20em;vertical-align:middle"></progress> '
+            f"<code>{html.escape(text)}</code>"
+        )
+        if summary is not None:
+            done = format_summary(summary)
+            text += "\n" + done
+            body += f'<pre style="margin:0.3em 0 0 0">{html.escape(done)}</pre>'
+        return {"text/plain": text, "text/html": f"<div>{body}</div>"}
+
+    def _show(self, data: dict[str, str]) -> None:
+        from IPython.display import display
+
+        if self.handle is None:
+            self.handle = display(data, raw=True, display_id=True)
+        else:
+            self.handle.update(data, raw=True)
+
+    def __call__(self, p: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if self.handle is None or now - self.last_update >= self.interval:
+            self.last_update = now
+            self._show(self.bundle(p))
+
+    def close(self, p: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> None:
+        """Draw the final state, with the summary of a load that finished."""
+        if p is None and summary is not None:
+            p = {
+                "listed": True,
+                "files_total": summary["files_total"],
+                "files_done": summary["files_total"],
+                "files_failed": summary["files_failed"],
+                "bytes_total": summary["bytes_total"],
+                "bytes_done": summary["bytes_total"],
+                "bytes_loaded": summary["bytes_loaded"],
+            }
+        if p is not None:
+            self._show(self.bundle(p, summary))
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """The human summary of a load result."""
     secs = s["seconds"]
@@ -166,17 +250,24 @@ def run(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """``client.load(url, ...)``; ``progress=True`` draws a :class:`ProgressBar`
-    on stderr (ended when the load ends), a callable is called as is."""
+    on stderr (ended when the load ends), or in a Jupyter notebook a
+    :class:`NotebookProgress` ending with the summary; a callable is called as is."""
     if progress is not True:
         return client.load(url, progress=progress or None, **kwargs)
-    bar = ProgressBar()
+    notebook = NotebookProgress() if in_jupyter() else None
+    bar = notebook or ProgressBar()
     last: dict[str, Any] = {}
+    summary = None
 
     def draw(p: dict[str, Any]) -> None:
         last.update(p)
         bar(p)
 
     try:
-        return client.load(url, progress=draw, **kwargs)
+        summary = client.load(url, progress=draw, **kwargs)
+        return summary
     finally:
-        bar.close(last or None)
+        if notebook is not None:
+            notebook.close(last or None, summary)
+        else:
+            bar.close(last or None)
