@@ -174,7 +174,10 @@ def test_stats_and_worker_metrics(fs, dataset, two_workers):
     after = fs.stats()
     assert after["bytes_read"] - before["bytes_read"] >= len(data)
     assert after["worker_requests"] > before["worker_requests"]
-    assert isinstance(after["fallbacks"], dict)
+    # Both workers answered: no read went to the UFS, none is counted for any worker.
+    assert set(after["fallbacks"]) <= {w.addr for w in two_workers}
+    assert sum(after["fallbacks"].values()) == 0
+    assert after["ufs_fallback_reads"] == 0 and after["ufs_fallback_bytes"] == 0
     metrics = fs.worker_metrics()
     assert set(metrics) == {w.addr for w in two_workers}
     for w in two_workers:

@@ -27,28 +27,28 @@ struct Etcd {
 }
 
 impl Etcd {
-    /// An etcd not yet running, or `None` (with a note) if not installed.
-    fn reserve() -> Option<Etcd> {
-        if !Path::new(ETCD).exists() {
-            eprintln!("note: {ETCD} not found (apt-get install etcd-server); skipping");
-            return None;
-        }
+    /// An etcd not yet running (a test without it fails: it would test nothing).
+    fn reserve() -> Etcd {
+        assert!(
+            Path::new(ETCD).exists(),
+            "{ETCD} not found: these tests need a real etcd (`make system-deps` installs etcd-server)"
+        );
         // Hold both listeners at once so the two ports differ.
         let a = TcpListener::bind("127.0.0.1:0").unwrap();
         let b = TcpListener::bind("127.0.0.1:0").unwrap();
-        Some(Etcd {
+        Etcd {
             dir: tempfile::tempdir().unwrap(),
             client_port: a.local_addr().unwrap().port(),
             peer_port: b.local_addr().unwrap().port(),
             child: None,
-        })
+        }
     }
 
-    /// A running etcd, or `None` if not installed.
-    async fn start() -> Option<Etcd> {
-        let mut etcd = Etcd::reserve()?;
+    /// A running etcd.
+    async fn start() -> Etcd {
+        let mut etcd = Etcd::reserve();
         etcd.launch().await;
-        Some(etcd)
+        etcd
     }
 
     fn endpoint(&self) -> String {
@@ -182,9 +182,7 @@ async fn healthz(w: &RunningWorker) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_in_the_alluxio_layout_and_keeps_the_lease_alive() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = worker_config(dir.path(), &etcd.endpoint(), Duration::from_secs(2));
     cfg.cluster_name = "test-cluster".into();
@@ -249,9 +247,7 @@ async fn registers_in_the_alluxio_layout_and_keeps_the_lease_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_persists_across_restarts_with_the_same_cache_dir() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cluster = "DefaultAlluxioCluster";
     let mut c = etcd.client().await;
@@ -304,9 +300,7 @@ async fn identity_persists_across_restarts_with_the_same_cache_dir() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_removes_the_live_key_at_once() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     // A long TTL: expiry cannot explain the key going away.
     let cfg = worker_config(dir.path(), &etcd.endpoint(), Duration::from_secs(60));
@@ -332,9 +326,7 @@ async fn graceful_shutdown_removes_the_live_key_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_disappears_after_the_lease_ttl() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -401,9 +393,7 @@ async fn a_killed_worker_disappears_after_the_lease_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_abandoning_its_lease_disappears_after_the_ttl() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = worker_config(dir.path(), &etcd.endpoint(), Duration::from_secs(2));
     let mut w = start(cfg).await.unwrap();
@@ -430,9 +420,7 @@ async fn a_worker_abandoning_its_lease_disappears_after_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_once_etcd_comes_up() {
-    let Some(mut etcd) = Etcd::reserve() else {
-        return;
-    };
+    let mut etcd = Etcd::reserve();
     let dir = tempfile::tempdir().unwrap();
     let cfg = worker_config(dir.path(), &etcd.endpoint(), Duration::from_secs(2));
     let w = start(cfg)
@@ -460,9 +448,7 @@ async fn registers_once_etcd_comes_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_again_after_an_etcd_outage_longer_than_the_ttl() {
-    let Some(mut etcd) = Etcd::start().await else {
-        return;
-    };
+    let mut etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = worker_config(dir.path(), &etcd.endpoint(), Duration::from_secs(2));
     let w = start(cfg).await.unwrap();
@@ -500,9 +486,7 @@ async fn registers_again_after_an_etcd_outage_longer_than_the_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placement_mismatch_refuses_registration() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let cluster = "DefaultAlluxioCluster";
     let mut c = etcd.client().await;
     c.put(placement_key(cluster), "rendezvous", None)
@@ -542,9 +526,7 @@ async fn a_placement_mismatch_refuses_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_worker_publishes_its_placement_and_others_must_match() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let cluster = "vn";
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let cfg = |d: &tempfile::TempDir, p: &str| {
@@ -573,9 +555,7 @@ async fn the_first_worker_publishes_its_placement_and_others_must_match() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_with_etcd_authentication() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let mut admin = etcd.client().await;
     admin.user_add("root", "root-pw", None).await.unwrap();
     admin.user_grant_role("root", "root").await.unwrap();
@@ -615,9 +595,7 @@ async fn registers_with_etcd_authentication() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_deregisters_before_the_binary_exits() {
-    let Some(etcd) = Etcd::start().await else {
-        return;
-    };
+    let etcd = Etcd::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
