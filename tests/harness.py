@@ -203,6 +203,19 @@ class Worker:
         r.raise_for_status()
         return r.json()
 
+    def wait_registered(self, timeout: float = 20.0) -> None:
+        """Wait until the worker is registered in etcd (``/healthz``: ``registration``)."""
+        deadline = time.monotonic() + timeout
+        state = None
+        while time.monotonic() < deadline:
+            state = self.healthz().get("registration")
+            if state == "registered":
+                return
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"worker {self.name}: not registered in etcd ({state})\n{self.log_tail()}"
+        )
+
     def metrics_samples(self) -> list[tuple[str, dict[str, str], float]]:
         """All samples of GET /metrics."""
         r = requests.get(f"{self.url}/metrics", timeout=10)

@@ -20,22 +20,15 @@ from harness import ufs_requests
 
 
 def _etcd_worker(start_worker, bucket_mount, etcd_server):
-    return start_worker(bucket_mount, extra_args=["--etcd", etcd_server.endpoint])
+    w = start_worker(bucket_mount, extra_args=["--etcd", etcd_server.endpoint])
+    w.wait_registered()
+    return w
 
 
 def _etcd_host_port(etcd_server) -> tuple[str, int]:
     hostport = etcd_server.endpoint.split("://", 1)[-1]
     host, port = hostport.rsplit(":", 1)
     return host, int(port)
-
-
-def _wait_registered(fs, n: int = 1) -> None:
-    import time
-
-    deadline = time.monotonic() + 10
-    while len(fs.workers()) < n:
-        assert time.monotonic() < deadline, "worker never appeared in etcd"
-        time.sleep(0.05)
 
 
 def test_readme_etcd_example(start_worker, bucket_mount, etcd_server, dataset, s3_server):
@@ -52,7 +45,7 @@ def test_readme_etcd_example(start_worker, bucket_mount, etcd_server, dataset, s
         target_options=s3_server.target_options(),
         skip_instance_cache=True,
     )
-    _wait_registered(alluxio_fs)
+    assert len(alluxio_fs.workers()) == 1
     directory = f"s3://{dataset.prefix}/small/a/"
     contents = alluxio_fs.ls(directory, detail=True)
     want = sorted(p for p in dataset.small if p.startswith(f"{dataset.prefix}/small/a/"))
@@ -71,7 +64,7 @@ def test_ray_article_etcd_host(start_worker, bucket_mount, etcd_server, dataset,
         target_options=s3_server.target_options(), skip_instance_cache=True,
     )  # fmt: skip
     assert fs.options.etcd_hosts == host
-    _wait_registered(fs)
+    assert len(fs.workers()) == 1
     path = sorted(dataset.small)[5]
     assert fs.cat_file(path) == dataset.small[path]
 
