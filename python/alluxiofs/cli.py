@@ -19,16 +19,7 @@ import os
 import sys
 from typing import Any
 
-_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-
-
-def human_size(n: float) -> str:
-    """``1536`` → ``1.5 KiB``."""
-    for unit in _UNITS:
-        if abs(n) < 1024 or unit == _UNITS[-1]:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} PiB"  # pragma: no cover - unreachable
+from .units import human_size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,7 +209,7 @@ def _cmd_cache_stats(fs: Any, args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps(window, indent=2))
         else:
-            print_report(window, human_size)
+            print_report(window)
         return
     rows = _worker_rows(fs)
     total = {k: 0.0 for k in _STAT_KEYS}

@@ -10,44 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Any
 
 from . import compat
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-
-
-def parse_size(value: int | str) -> int:
-    """Parse ``1048576``, ``64KiB``, ``1MiB``, ``10GiB`` or ``1MB`` (MB = MiB, as in Alluxio)."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a size: {value!r}")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"size must not be negative: {value}")
-        return value
-    m = _SIZE_RE.match(str(value))
-    if not m:
-        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 64KiB, 1MiB, 10GiB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def parse_seconds(value: float | int | str) -> float:
-    """Parse ``2``, ``2.5``, ``500ms``, ``30s``, ``1m`` into seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    s = str(value).strip().lower()
-    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if s.endswith(suffix):
-            try:
-                return float(s[: -len(suffix)]) * mult
-            except ValueError:
-                break
-    try:
-        return float(s)
-    except ValueError:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 2, 500ms, 30s)") from None
+from .units import parse_seconds, parse_size
 
 
 def _parse_bool(value: Any) -> bool:

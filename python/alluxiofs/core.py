@@ -34,6 +34,7 @@ from fsspec.utils import stringify_path, tokenize
 
 from . import _alluxiofs, embedded
 from .config import ClientOptions, parse_etcd_hosts, parse_worker_hosts, resolve_options
+from .counters import Counters
 
 logger = logging.getLogger("alluxiofs")
 
@@ -149,9 +150,11 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         # Options are fixed from here on: token them once, not on every read.
         self._options_token = tokenize(self.options, self.target_options)
         self._target_fs: AbstractFileSystem | None = fs
-        self._counters_lock = threading.Lock()
-        self._counters = {"ufs_fallback_reads": 0, "ufs_fallback_bytes": 0,
-                          "metadata_fallbacks": 0}  # fmt: skip
+        self.counters = Counters(
+            "ufs_fallback_reads", "ufs_fallback_bytes", "metadata_fallbacks",
+            "writes", "write_bytes", "write_pages_cached", per_key=("write_fallbacks",),
+        )  # fmt: skip
+        """What this instance's Python layer counted (UFS fallbacks, writes); in :meth:`stats`."""
         self._stats_since = time.time()
         self._logged_workers: set[str] = set()
         if preload_path is not None:
@@ -347,9 +350,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
     def _ufs_read(self, url: str, start: int, end: int) -> bytes:
         """Read ``[start, end)`` of ``url`` from the UFS (called by the core for holes)."""
         data = self.target_fs.cat_file(self._target_path(url), start=start, end=end)
-        with self._counters_lock:
-            self._counters["ufs_fallback_reads"] += 1
-            self._counters["ufs_fallback_bytes"] += len(data)
+        self.counters.add("ufs_fallback_reads")
+        self.counters.add("ufs_fallback_bytes", len(data))
         self._log_new_fallbacks()
         return data
 
@@ -372,8 +374,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         except (ConnectionError, TimeoutError) as e:
             if not self.options.fallback:
                 raise
-            with self._counters_lock:
-                self._counters["metadata_fallbacks"] += 1
+            self.counters.add("metadata_fallbacks")
             logger.warning("alluxiofs: %s of %s from the UFS: %s", op, url, e)
             tpath = self._target_path(url)
             if op == "info":
@@ -491,9 +492,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         for i, r in enumerate(out):
             if isinstance(r, ConnectionError) and self.options.fallback:
                 data = self.target_fs.cat_file(self._target_path(urls[i]))
-                with self._counters_lock:
-                    self._counters["ufs_fallback_reads"] += 1
-                    self._counters["ufs_fallback_bytes"] += len(data)
+                self.counters.add("ufs_fallback_reads")
+                self.counters.add("ufs_fallback_bytes", len(data))
                 self._log_new_fallbacks()
                 out[i] = data
             elif isinstance(r, ValueError) and self._is_dir(urls[i]):
@@ -705,8 +705,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         per worker in ``cache``; worker-side, so every client of those workers
         counts: see docs/metrics.md)."""
         out = dict(self._client().stats())
-        with self._counters_lock:
-            out.update(self._counters)
+        out.update(self.counters.snapshot())
         from .stats import cache_window
 
         # What the workers saved the UFS since this filesystem was made (all

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from .config import parse_size
+from .units import human_size, parse_size
 
 
 def parse_bandwidth(value: int | str | None) -> int | None:
@@ -28,12 +28,6 @@ def parse_bandwidth(value: int | str | None) -> int | None:
             value = value[:-2]
     n = parse_size(value)
     return n or None
-
-
-def _human(n: float) -> str:
-    from .cli import human_size
-
-    return human_size(n)
 
 
 def _duration(seconds: float) -> str:
@@ -73,7 +67,7 @@ class ProgressBar:
         eta = _duration((total - done) / speed) if speed > 0 and done < total else "-"
         text = (
             f"[{bar}] {pct:5.1f}% files {p['files_done']}/{p['files_total']} "
-            f"bytes {_human(done)}/{_human(total)} {_human(rate)}/s ETA {eta}"
+            f"bytes {human_size(done)}/{human_size(total)} {human_size(rate)}/s ETA {eta}"
         )
         if p["files_failed"]:
             text += f" failed {p['files_failed']}"
@@ -195,9 +189,10 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"files:   {s['files_total']} total, {s['files_loaded']} loaded, "
         f"{s['files_skipped']} skipped (already cached), {s['files_failed']} failed",
-        f"bytes:   {_human(s['bytes_loaded'])} loaded, {_human(s['bytes_skipped'])} skipped, "
-        f"{_human(s['bytes_total'])} total",
-        f"time:    {secs:.2f}s ({_human(rate)}/s from the UFS)",
+        f"bytes:   {human_size(s['bytes_loaded'])} loaded, "
+        f"{human_size(s['bytes_skipped'])} skipped, "
+        f"{human_size(s['bytes_total'])} total",
+        f"time:    {secs:.2f}s ({human_size(rate)}/s from the UFS)",
     ]
     if s.get("cancelled"):
         lines.append("stopped before the end")

@@ -12,28 +12,16 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import re
 import sys
 from typing import Any
 
 from ._alluxiofs import AlluxioError
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from .units import human_size, parse_whole_seconds
 
 
 def parse_duration(text: str | int | float) -> int:
     """``"90"``, ``"90s"``, ``"15m"``, ``"1h"``, ``"2d"`` → whole seconds (at least 1 unless 0)."""
-    if isinstance(text, (int, float)):
-        secs = float(text)
-    else:
-        m = _DURATION.match(text)
-        if not m:
-            raise ValueError(f"invalid duration {text!r}: expected e.g. 90s, 15m, 1h, 2d")
-        secs = float(m.group(1)) * _UNIT_SECONDS[(m.group(2) or "s").lower()]
-    if secs < 0:
-        raise ValueError(f"invalid duration {text!r}: negative")
-    return 0 if secs == 0 else max(1, round(secs))
+    return parse_whole_seconds(text)
 
 
 def run(
@@ -125,7 +113,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def _report(summary: dict[str, Any], line: str, as_json: bool) -> int:
-    from .cli import human_size
 
     if as_json:
         print(json.dumps(summary, indent=2))

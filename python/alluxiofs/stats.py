@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 import time
 from typing import Any
+
+from .units import human_size, parse_seconds
 
 # Counter fields of a /v1/stats answer (summed over workers).
 FIELDS = (
@@ -34,10 +35,6 @@ FIELDS = (
     "bytes_saved",
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
-_UNIT = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_since(value: str, now: float | None = None) -> float:
     """``30m`` / ``2h`` / ``1d`` / ``90s`` (ago), an ISO time (``2026-11-22T07:00``, local
     time unless it has an offset) or ``@<unix seconds>`` → unix seconds."""
@@ -45,10 +42,10 @@ def parse_since(value: str, now: float | None = None) -> float:
     v = value.strip()
     if v.startswith("@"):
         return float(v[1:])
-    m = _DURATION.match(v)
-    if m:
-        unit = (m.group(2) or "s").lower()
-        return now - float(m.group(1)) * _UNIT[unit]
+    try:
+        return now - parse_seconds(v)
+    except ValueError:
+        pass
     try:
         return datetime.datetime.fromisoformat(v).timestamp()
     except ValueError:
@@ -89,7 +86,7 @@ def cache_window(fs: Any, since: float) -> dict[str, Any]:
     }
 
 
-def print_report(window: dict[str, Any], human_size: Any) -> None:
+def print_report(window: dict[str, Any]) -> None:
     """Print a window as ``alluxiofs cache stats --since`` shows it."""
     t = window["total"]
 

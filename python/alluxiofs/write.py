@@ -34,15 +34,6 @@ BUFFER = 4 << 20
 CHUNK = 8 << 20
 
 
-def _count(fs: AlluxioFileSystem, key: str, n: int = 1, worker: str | None = None) -> None:
-    with fs._counters_lock:
-        if worker is None:
-            fs._counters[key] = fs._counters.get(key, 0) + n
-        else:
-            per = fs._counters.setdefault(key, {})
-            per[worker] = per.get(worker, 0) + n
-
-
 def begin(fs: AlluxioFileSystem, url: str) -> Any | None:
     """A native writer for ``url`` on its owner worker, or ``None`` (counted and
     logged) when no worker can take it and the caller must write to the UFS."""
@@ -52,7 +43,7 @@ def begin(fs: AlluxioFileSystem, url: str) -> Any | None:
     except ConnectionError as e:
         prefs = client.workers_for(url)
         worker = prefs[0] if prefs else "none"
-        _count(fs, "write_fallbacks", 1, worker)
+        fs.counters.add("write_fallbacks", 1, worker)
         if worker not in fs._logged_workers:
             fs._logged_workers.add(worker)
             logger.warning(
@@ -66,9 +57,9 @@ def begin(fs: AlluxioFileSystem, url: str) -> Any | None:
 
 def finished(fs: AlluxioFileSystem, result: dict[str, Any]) -> dict[str, Any]:
     """Count a completed write-through (``result`` is the worker's answer)."""
-    _count(fs, "writes", 1)
-    _count(fs, "write_bytes", int(result["size"]))
-    _count(fs, "write_pages_cached", int(result["pages_cached"]))
+    fs.counters.add("writes")
+    fs.counters.add("write_bytes", int(result["size"]))
+    fs.counters.add("write_pages_cached", int(result["pages_cached"]))
     return result
 
 
