@@ -3,20 +3,16 @@
 //! The Parquet-aware prefetch of [`crate::reader::Reader`] needs only the
 //! byte range of every column chunk. That lives in the file's footer,
 //! `FileMetaData` in Thrift's compact protocol, followed by its 4-byte
-//! little-endian length and the magic `PAR1`. Rather than depend on the
-//! `parquet` crate (with `default-features = false` it still pulls its own
-//! Thrift runtime, `half`, `num` and compression traits into every build of
-//! the wheel and the worker), this module reads the few fields it needs and
-//! skips everything else by type. That is a compact-protocol walker of about
-//! 150 lines; anything it does not understand is an error, never a panic, and
-//! an unparsable footer just turns the prefetch off for that file.
+//! little-endian length and the magic `PAR1`. The footer comes from files
+//! anyone may have written and is decoded inside every client process, so it
+//! is decoded by the `parquet` crate (fuzzed upstream; default features off:
+//! no Arrow, no compression codecs), never by a parser of our own. Anything
+//! it refuses is an error, and an unparsable footer just turns the prefetch
+//! off for that file.
 //!
-//! Fields read (parquet.thrift): `FileMetaData.row_groups` (4) →
-//! `RowGroup.columns` (1) → `ColumnChunk.meta_data` (3) →
-//! `ColumnMetaData.path_in_schema` (3), `total_compressed_size` (7),
-//! `data_page_offset` (9), `dictionary_page_offset` (11). A chunk starts at
-//! its dictionary page when it has one, else at its first data page, and is
-//! `total_compressed_size` bytes long: exactly the range a reader asks for.
+//! A chunk starts at its dictionary page when it has one, else at its first
+//! data page, and is `total_compressed_size` bytes long
+//! (`ColumnChunkMetaData::byte_range`): exactly the range a reader asks for.
 //!
 //! Footers are kept per process in a small LRU ([`FooterCache`]) keyed by
 //! URL and object version, together with the tail bytes of the file that
@@ -25,6 +21,8 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+
+use parquet::file::metadata::{ColumnChunkMetaData, ParquetMetaDataReader};
 
 use crate::error::{Error, Result};
 
@@ -94,272 +92,44 @@ fn bad(what: &str) -> Error {
     Error::InvalidArgument(format!("parquet footer: {what}"))
 }
 
-// ---- Thrift compact protocol ----------------------------------------------
-
-const T_STOP: u8 = 0;
-const T_TRUE: u8 = 1;
-const T_FALSE: u8 = 2;
-const T_BYTE: u8 = 3;
-const T_I16: u8 = 4;
-const T_I32: u8 = 5;
-const T_I64: u8 = 6;
-const T_DOUBLE: u8 = 7;
-const T_BINARY: u8 = 8;
-const T_LIST: u8 = 9;
-const T_SET: u8 = 10;
-const T_MAP: u8 = 11;
-const T_STRUCT: u8 = 12;
-
-/// Nesting deeper than this is refused (the Parquet footer nests ~6 deep).
-const MAX_DEPTH: u32 = 32;
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn byte(&mut self) -> Result<u8> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| bad("truncated"))?;
-        self.pos += 1;
-        Ok(b)
-    }
-
-    fn varint(&mut self) -> Result<u64> {
-        let mut out = 0u64;
-        for shift in (0..70).step_by(7) {
-            let b = self.byte()?;
-            if shift == 63 && b > 1 {
-                return Err(bad("varint overflows"));
-            }
-            out |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(out);
-            }
-        }
-        Err(bad("varint too long"))
-    }
-
-    fn zigzag(&mut self) -> Result<i64> {
-        let v = self.varint()?;
-        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
-    }
-
-    fn bytes(&mut self) -> Result<&'a [u8]> {
-        let n = usize::try_from(self.varint()?).map_err(|_| bad("length"))?;
-        let end = self.pos.checked_add(n).ok_or_else(|| bad("length"))?;
-        let s = self
-            .buf
-            .get(self.pos..end)
-            .ok_or_else(|| bad("truncated"))?;
-        self.pos = end;
-        Ok(s)
-    }
-
-    /// The next field header of a struct: `(field id, type)`, type 0 at the end.
-    fn field(&mut self, last_id: &mut i16) -> Result<(i16, u8)> {
-        let b = self.byte()?;
-        let ty = b & 0x0f;
-        if ty == T_STOP {
-            return Ok((0, T_STOP));
-        }
-        let delta = (b >> 4) as i16;
-        let id = if delta == 0 {
-            i16::try_from(self.zigzag()?).map_err(|_| bad("field id"))?
-        } else {
-            last_id.checked_add(delta).ok_or_else(|| bad("field id"))?
-        };
-        *last_id = id;
-        Ok((id, ty))
-    }
-
-    /// A list or set header: `(element type, count)`.
-    fn list(&mut self) -> Result<(u8, usize)> {
-        let b = self.byte()?;
-        let short = (b >> 4) as usize;
-        let n = if short == 15 {
-            usize::try_from(self.varint()?).map_err(|_| bad("list size"))?
-        } else {
-            short
-        };
-        // Every element takes at least one byte: refuse absurd counts early.
-        if n > self.buf.len() - self.pos {
-            return Err(bad("list longer than the footer"));
-        }
-        Ok((b & 0x0f, n))
-    }
-
-    fn int(&mut self, ty: u8) -> Result<i64> {
-        match ty {
-            T_BYTE => Ok(self.byte()? as i8 as i64),
-            T_I16 | T_I32 | T_I64 => self.zigzag(),
-            _ => Err(bad("expected an integer")),
-        }
-    }
-
-    /// Skip one value of type `ty` (`in_list`: booleans are a byte there).
-    fn skip(&mut self, ty: u8, depth: u32) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(bad("nested too deep"));
-        }
-        match ty {
-            T_TRUE | T_FALSE => Ok(()),
-            T_BYTE => self.byte().map(drop),
-            T_I16 | T_I32 | T_I64 => self.varint().map(drop),
-            T_DOUBLE => {
-                let end = self.pos + 8;
-                if end > self.buf.len() {
-                    return Err(bad("truncated"));
-                }
-                self.pos = end;
-                Ok(())
-            }
-            T_BINARY => self.bytes().map(drop),
-            T_LIST | T_SET => {
-                let (et, n) = self.list()?;
-                for _ in 0..n {
-                    if et == T_TRUE || et == T_FALSE {
-                        self.byte()?;
-                    } else {
-                        self.skip(et, depth + 1)?;
-                    }
-                }
-                Ok(())
-            }
-            T_MAP => {
-                let n = usize::try_from(self.varint()?).map_err(|_| bad("map size"))?;
-                if n == 0 {
-                    return Ok(());
-                }
-                if n > self.buf.len() - self.pos {
-                    return Err(bad("map longer than the footer"));
-                }
-                let kv = self.byte()?;
-                for _ in 0..n {
-                    self.skip(kv >> 4, depth + 1)?;
-                    self.skip(kv & 0x0f, depth + 1)?;
-                }
-                Ok(())
-            }
-            T_STRUCT => {
-                let mut last = 0;
-                loop {
-                    let (_, t) = self.field(&mut last)?;
-                    if t == T_STOP {
-                        return Ok(());
-                    }
-                    self.skip(t, depth + 1)?;
-                }
-            }
-            _ => Err(bad("unknown type")),
-        }
-    }
-}
-
-fn parse_file_metadata(meta: &[u8]) -> Result<Layout> {
-    let mut c = Cursor { buf: meta, pos: 0 };
-    let mut layout = Layout::default();
-    let mut last = 0;
-    loop {
-        let (id, ty) = c.field(&mut last)?;
-        match (id, ty) {
-            (_, T_STOP) => break,
-            (4, T_LIST) => {
-                let (et, n) = c.list()?;
-                if et != T_STRUCT {
-                    return Err(bad("row_groups is not a list of structs"));
-                }
-                for _ in 0..n {
-                    let (names, ranges) = parse_row_group(&mut c)?;
-                    if layout.columns.is_empty() {
-                        layout.columns = names;
-                    }
-                    layout.row_groups.push(ranges);
-                }
-            }
-            _ => c.skip(ty, 1)?,
-        }
-    }
-    Ok(layout)
-}
-
-fn parse_row_group(c: &mut Cursor<'_>) -> Result<(Vec<String>, Vec<Range<u64>>)> {
-    let mut names = Vec::new();
-    let mut ranges = Vec::new();
-    let mut last = 0;
-    loop {
-        let (id, ty) = c.field(&mut last)?;
-        match (id, ty) {
-            (_, T_STOP) => return Ok((names, ranges)),
-            (1, T_LIST) => {
-                let (et, n) = c.list()?;
-                if et != T_STRUCT {
-                    return Err(bad("columns is not a list of structs"));
-                }
-                for _ in 0..n {
-                    let (name, range) = parse_column_chunk(c)?;
-                    names.push(name);
-                    ranges.push(range);
-                }
-            }
-            _ => c.skip(ty, 2)?,
-        }
-    }
-}
-
-fn parse_column_chunk(c: &mut Cursor<'_>) -> Result<(String, Range<u64>)> {
-    let mut found = None;
-    let mut last = 0;
-    loop {
-        let (id, ty) = c.field(&mut last)?;
-        match (id, ty) {
-            (_, T_STOP) => return found.ok_or_else(|| bad("column chunk without meta_data")),
-            (3, T_STRUCT) => found = Some(parse_column_meta(c)?),
-            _ => c.skip(ty, 3)?,
-        }
-    }
-}
-
-fn parse_column_meta(c: &mut Cursor<'_>) -> Result<(String, Range<u64>)> {
-    let mut path: Vec<String> = Vec::new();
-    let (mut size, mut data, mut dict) = (None, None, None);
-    let mut last = 0;
-    loop {
-        let (id, ty) = c.field(&mut last)?;
-        match (id, ty) {
-            (_, T_STOP) => break,
-            (3, T_LIST) => {
-                let (et, n) = c.list()?;
-                if et != T_BINARY {
-                    return Err(bad("path_in_schema is not a list of strings"));
-                }
-                for _ in 0..n {
-                    path.push(String::from_utf8_lossy(c.bytes()?).into_owned());
-                }
-            }
-            (7, T_I64) => size = Some(c.int(ty)?),
-            (9, T_I64) => data = Some(c.int(ty)?),
-            (11, T_I64) => dict = Some(c.int(ty)?),
-            _ => c.skip(ty, 4)?,
-        }
-    }
-    let (Some(size), Some(data)) = (size, data) else {
-        return Err(bad("column without size or data page offset"));
-    };
+/// Where a column chunk lies. (Not `ColumnChunkMetaData::byte_range`, which
+/// asserts on negative offsets: a hostile footer must not panic a client.)
+fn chunk_range(col: &ColumnChunkMetaData) -> Result<Range<u64>> {
+    let data = col.data_page_offset();
     // Some writers set dictionary_page_offset to 0 for "none"; a dictionary
     // page always comes before the first data page.
-    let start = match dict {
+    let start = match col.dictionary_page_offset() {
         Some(d) if d > 0 && d < data => d,
         _ => data,
     };
-    if start < 0 || size < 0 {
+    let (Ok(start), Ok(len)) = (u64::try_from(start), u64::try_from(col.compressed_size())) else {
         return Err(bad("negative offset or size"));
-    }
-    let start = start as u64;
+    };
     let end = start
-        .checked_add(size as u64)
+        .checked_add(len)
         .ok_or_else(|| bad("chunk end overflows"))?;
-    Ok((path.join("."), start..end))
+    Ok(start..end)
+}
+
+/// The layout of a `FileMetaData` (the footer without length and magic).
+fn parse_file_metadata(meta: &[u8]) -> Result<Layout> {
+    let decoded = ParquetMetaDataReader::decode_metadata(meta).map_err(|e| bad(&e.to_string()))?;
+    let mut layout = Layout::default();
+    for rg in decoded.row_groups() {
+        let mut ranges = Vec::with_capacity(rg.num_columns());
+        for col in rg.columns() {
+            ranges.push(chunk_range(col)?);
+        }
+        if layout.columns.is_empty() {
+            layout.columns = rg
+                .columns()
+                .iter()
+                .map(|c| c.column_path().string())
+                .collect();
+        }
+        layout.row_groups.push(ranges);
+    }
+    Ok(layout)
 }
 
 // ---- per-process footer cache ---------------------------------------------
