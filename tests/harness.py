@@ -248,6 +248,15 @@ class Worker:
         return f"Worker({self.name}, {self.addr}, alive={self.alive})"
 
 
+def start_mount_worker(run_dir: Path, name: str, mount: str, env: Mapping[str, str]) -> Worker:
+    """One worker mounting ``mount`` with a 1 GiB cache under ``run_dir`` (for module- or
+    class-scoped fixtures; the ``start_worker`` fixture is per test). The caller stops it."""
+    cache = run_dir / f"{name}-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    args = ["--mount", mount, "--cache-dir", str(cache), "--capacity", "1GiB"]
+    return Worker(args, {**os.environ, **env}, run_dir, name)
+
+
 def metric_total(workers: Iterable[Worker], name: str, **labels: str) -> float:
     """Sum a metric over the live workers among ``workers``."""
     return sum(w.metric(name, **labels) for w in workers if w.alive)

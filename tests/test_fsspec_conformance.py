@@ -17,16 +17,9 @@ from collections.abc import Iterator
 import fsspec
 import fsspec.tests.abstract as abstract
 import pytest
-from harness import Worker
+from harness import Worker, start_mount_worker
 
 _counter = itertools.count()
-
-
-def _start_worker(run_dir, name: str, mount: str, env: dict[str, str]) -> Worker:
-    cache = run_dir / f"{name}-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    args = ["--mount", mount, "--cache-dir", str(cache), "--capacity", "1GiB"]
-    return Worker(args, {**os.environ, **env}, run_dir, name)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +30,7 @@ def local_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def local_worker(tmp_path_factory, local_root) -> Iterator[Worker]:
-    w = _start_worker(
+    w = start_mount_worker(
         tmp_path_factory.mktemp("conformance-local"), "local", f"file://{local_root}", {}
     )
     yield w
@@ -46,7 +39,7 @@ def local_worker(tmp_path_factory, local_root) -> Iterator[Worker]:
 
 @pytest.fixture(scope="module")
 def s3_worker(tmp_path_factory, s3_server) -> Iterator[Worker]:
-    w = _start_worker(
+    w = start_mount_worker(
         tmp_path_factory.mktemp("conformance-s3"),
         "s3",
         f"s3://{s3_server.bucket}",

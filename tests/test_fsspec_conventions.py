@@ -11,7 +11,6 @@ tree, and wants the same answer or the same exception type.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import fsspec
 import pytest
 from fsspec.implementations.local import LocalFileSystem
-from harness import Worker
+from harness import start_mount_worker
 
 # The tree both filesystems see (paths relative to the case's root).
 FILES = {
@@ -32,13 +31,6 @@ FILES = {
     "same": b"file with a directory's prefix",
     "same.d/six.bin": b"6",
 }
-
-
-def _start_worker(run_dir, name: str, mount: str, env: dict[str, str]) -> Worker:
-    cache = run_dir / f"{name}-cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    args = ["--mount", mount, "--cache-dir", str(cache), "--capacity", "1GiB"]
-    return Worker(args, {**os.environ, **env}, run_dir, name)
 
 
 class Pair:
@@ -91,7 +83,8 @@ def local_pair(tmp_path_factory) -> Iterator[Pair]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     (root / "empty-dir").mkdir()
-    w = _start_worker(tmp_path_factory.mktemp("conventions-local"), "local", f"file://{root}", {})
+    run_dir = tmp_path_factory.mktemp("conventions-local")
+    w = start_mount_worker(run_dir, "local", f"file://{root}", {})
     fs = fsspec.filesystem(
         "alluxiofs", worker_hosts=w.addr, target_protocol="file", fallback=False,
         skip_instance_cache=True,
@@ -123,7 +116,7 @@ def s3_tree(s3_server) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def s3_pair(tmp_path_factory, s3_server, s3_tree) -> Iterator[Pair]:
-    w = _start_worker(
+    w = start_mount_worker(
         tmp_path_factory.mktemp("conventions-s3"), "s3", f"s3://{s3_tree['mount']}",
         s3_server.worker_env(),
     )  # fmt: skip
