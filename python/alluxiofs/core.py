@@ -452,7 +452,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if size is None and (start < 0 or end is None or end < 0):
             info = self._meta("info", url)
             if info["type"] == "directory":
-                raise IsADirectoryError(errno.EISDIR, "is a directory", self._name(url))
+                raise self._directory_error(url)
             size = info["size"]
         if start < 0:
             start = max(0, size + start)  # type: ignore[operator]
@@ -477,10 +477,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             return b""
         try:
             return self._client().read(url, s, e, None, self._fallback())
-        except ValueError:
-            if self._is_dir(url):
-                raise IsADirectoryError(errno.EISDIR, "is a directory", self._name(url)) from None
-            raise
+        except ValueError as e:
+            raise self._dir_or(url, e) from None
 
     def _read_whole(self, urls: list[str], on_error: str = "raise") -> list[bytes | Exception]:
         """Whole files in one native call (one request per file up to ``max_chunk``).
@@ -496,11 +494,19 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 self.counters.add("ufs_fallback_bytes", len(data))
                 self._log_new_fallbacks()
                 out[i] = data
-            elif isinstance(r, ValueError) and self._is_dir(urls[i]):
-                out[i] = IsADirectoryError(errno.EISDIR, "is a directory", self._name(urls[i]))
+            elif isinstance(r, ValueError):
+                out[i] = self._dir_or(urls[i], r)
             if isinstance(out[i], BaseException) and on_error == "raise":
                 raise out[i]  # type: ignore[misc]
         return out
+
+    def _directory_error(self, url: str) -> IsADirectoryError:
+        return IsADirectoryError(errno.EISDIR, "is a directory", self._name(url))
+
+    def _dir_or(self, url: str, err: ValueError) -> Exception:
+        """The worker refuses a data read of a directory as a bad request: make
+        that ``IsADirectoryError``, and keep any other ``ValueError`` as it is."""
+        return self._directory_error(url) if self._is_dir(url) else err
 
     def _is_dir(self, url: str) -> bool:
         try:
@@ -540,8 +546,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             re_.append(b)
         out = self._client().read_ranges(urls, rs, re_, self._fallback())
         for i, r in enumerate(out):
-            if isinstance(r, ValueError) and self._is_dir(urls[i]):
-                out[i] = IsADirectoryError(errno.EISDIR, "is a directory", self._name(urls[i]))
+            if isinstance(r, ValueError):
+                out[i] = self._dir_or(urls[i], r)
         if on_error == "raise":
             for r in out:
                 if isinstance(r, BaseException):

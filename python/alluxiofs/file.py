@@ -11,6 +11,7 @@ mixing old and new bytes.
 
 from __future__ import annotations
 
+import errno
 import io
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ class AlluxioFile(AbstractBufferedFile):
     ) -> None:
         info = fs.info(name)
         if info["type"] != "file":
-            raise IsADirectoryError(21, "is a directory", name)
+            raise IsADirectoryError(errno.EISDIR, "is a directory", name)
         kwargs.pop("cache_type", None)
         kwargs.pop("size", None)
         super().__init__(

@@ -27,8 +27,8 @@
 //!   not cost a connect timeout on every read; the next preferred worker
 //!   serves its paths meanwhile. A request that finds every preferred
 //!   worker skipped reports the fault that marked the last of them down (so
-//!   a hung worker keeps giving [`Error::Timeout`], not a vaguer error). A background probe asks the failed worker
-//!   `GET /healthz` (after 0.5 s, doubling up to 30 s) and clears the mark
+//!   a hung worker keeps giving [`Error::Timeout`], not a vaguer error). A
+//!   background probe asks the failed worker `GET /healthz` (after 0.5 s, doubling up to 30 s) and clears the mark
 //!   as soon as it answers, so a restarted worker is used again promptly.
 //!   The probe ends when the worker answers, leaves the membership or the
 //!   client is dropped.
