@@ -5,7 +5,8 @@
 //! - [`ring`]: the Alluxio-compatible consistent hash ring.
 //! - [`placement`]: which workers hold a path (Alluxio ring or rendezvous).
 //! - [`pages`]: page math and range planning.
-//! - [`client`]: parallel range reads from cache workers.
+//! - [`client`]: parallel range reads from cache workers; [`config`]: its settings.
+//! - [`protocol`]: the HTTP API constants worker and client share.
 //! - [`discovery`]: worker discovery and watch through etcd.
 //! - [`reader`]: a sequential reader with readahead.
 //! - [`manage`]: pin, unpin, TTL and free on every worker.
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod info;
@@ -26,6 +28,7 @@ pub mod pages;
 pub mod parquet;
 pub mod path;
 pub mod placement;
+pub mod protocol;
 pub mod reader;
 pub mod ring;
 pub mod write;

@@ -22,8 +22,7 @@
 
 use std::ops::Range;
 
-/// The default page size, 1 MiB (`alluxio.worker.page.store.page.size`).
-pub const DEFAULT_PAGE_SIZE: u64 = 1 << 20;
+pub use crate::protocol::DEFAULT_PAGE_SIZE;
 
 /// The indexes of the pages touching `[start, end)`; empty when the range is.
 ///

@@ -30,10 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
 
-/// Response header: the object version the bytes belong to.
-pub const VERSION_HEADER: &str = "x-alluxiofs-version";
-/// Response header: the size of the whole file.
-pub const FILE_SIZE_HEADER: &str = "x-alluxiofs-file-size";
+pub use alluxiofs_core::protocol::{FILE_SIZE_HEADER, VERSION_HEADER};
 
 /// Everything a request handler needs.
 pub struct AppState {

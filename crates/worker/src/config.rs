@@ -20,13 +20,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default HTTP port of an Alluxio worker.
-pub const DEFAULT_PORT: u16 = 28080;
+pub use alluxiofs_core::protocol::DEFAULT_WORKER_PORT as DEFAULT_PORT;
 /// Default capacity of each cache directory: 10 GiB.
 pub const DEFAULT_CAPACITY: u64 = 10 << 30;
 /// Default size of the memory tier: 256 MiB.
 pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 /// Default page size: 1 MiB (Alluxio's `alluxio.worker.page.store.page.size`).
-pub const DEFAULT_PAGE_SIZE: u64 = 1 << 20;
+pub use alluxiofs_core::protocol::DEFAULT_PAGE_SIZE;
 /// Default metadata TTL: 60 s.
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
 
