@@ -407,99 +407,96 @@ impl LoadJob {
     /// selects Alluxio's TEXT message (else the message is the same
     /// properties as JSON).
     pub fn progress(&self, text: bool) -> serde_json::Value {
-        progress(self, text)
-    }
-}
-
-fn progress(job: &LoadJob, text: bool) -> serde_json::Value {
-    let inner = job.lock();
-    let p = job.counters.snapshot();
-    let elapsed = inner
-        .ended
-        .unwrap_or_else(Instant::now)
-        .duration_since(job.started)
-        .as_secs_f64();
-    let rate = if elapsed > 0.0 {
-        (p.bytes_loaded as f64 / elapsed) as u64
-    } else {
-        0
-    };
-    let failures: Vec<serde_json::Value> = inner
-        .summary
-        .as_ref()
-        .map(|s| {
-            s.failures
-                .iter()
-                .map(|f| json!({"path": f.path, "reason": f.reason}))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (files_loaded, files_skipped) = inner
-        .summary
-        .as_ref()
-        .map(|s| (s.files_loaded, s.files_skipped))
-        .unwrap_or((0, 0));
-    let mut props: BTreeMap<&str, String> = BTreeMap::new();
-    props.insert("jobId", job.id.clone());
-    props.insert("jobState", inner.state.as_str().to_string());
-    props.insert("listed", p.listed.to_string());
-    props.insert("filesTotal", p.files_total.to_string());
-    props.insert("filesProcessed", p.files_done.to_string());
-    props.insert("filesLoaded", files_loaded.to_string());
-    props.insert("filesSkipped", files_skipped.to_string());
-    props.insert("filesFailed", p.files_failed.to_string());
-    props.insert("bytesTotal", p.bytes_total.to_string());
-    props.insert("bytesProcessed", p.bytes_done.to_string());
-    props.insert("bytesLoaded", p.bytes_loaded.to_string());
-    props.insert("bytesSkipped", p.bytes_skipped.to_string());
-    props.insert("throughput", rate.to_string());
-    props.insert("elapsedMs", ((elapsed * 1000.0) as u64).to_string());
-    props.insert(
-        "bandwidth",
-        job.bandwidth
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "unlimited".into()),
-    );
-    props.insert("failures", serde_json::Value::from(failures).to_string());
-    if let Some(e) = &inner.error {
-        props.insert("error", e.clone());
-    }
-    let message = if text {
-        let mut m = format!(
-            "Progress for loading path '{}':\n\tSettings:\tbandwidth: {}\n\tJob Id: {}\n\
+        let job = self;
+        let inner = job.lock();
+        let p = job.counters.snapshot();
+        let elapsed = inner
+            .ended
+            .unwrap_or_else(Instant::now)
+            .duration_since(job.started)
+            .as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            (p.bytes_loaded as f64 / elapsed) as u64
+        } else {
+            0
+        };
+        let failures: Vec<serde_json::Value> = inner
+            .summary
+            .as_ref()
+            .map(|s| {
+                s.failures
+                    .iter()
+                    .map(|f| json!({"path": f.path, "reason": f.reason}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (files_loaded, files_skipped) = inner
+            .summary
+            .as_ref()
+            .map(|s| (s.files_loaded, s.files_skipped))
+            .unwrap_or((0, 0));
+        let mut props: BTreeMap<&str, String> = BTreeMap::new();
+        props.insert("jobId", job.id.clone());
+        props.insert("jobState", inner.state.as_str().to_string());
+        props.insert("listed", p.listed.to_string());
+        props.insert("filesTotal", p.files_total.to_string());
+        props.insert("filesProcessed", p.files_done.to_string());
+        props.insert("filesLoaded", files_loaded.to_string());
+        props.insert("filesSkipped", files_skipped.to_string());
+        props.insert("filesFailed", p.files_failed.to_string());
+        props.insert("bytesTotal", p.bytes_total.to_string());
+        props.insert("bytesProcessed", p.bytes_done.to_string());
+        props.insert("bytesLoaded", p.bytes_loaded.to_string());
+        props.insert("bytesSkipped", p.bytes_skipped.to_string());
+        props.insert("throughput", rate.to_string());
+        props.insert("elapsedMs", ((elapsed * 1000.0) as u64).to_string());
+        props.insert(
+            "bandwidth",
+            job.bandwidth
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
+        );
+        props.insert("failures", serde_json::Value::from(failures).to_string());
+        if let Some(e) = &inner.error {
+            props.insert("error", e.clone());
+        }
+        let message = if text {
+            let mut m = format!(
+                "Progress for loading path '{}':\n\tSettings:\tbandwidth: {}\n\tJob Id: {}\n\
              \tJob State: {}\n\tFiles Processed: {} of {}\n\tBytes Loaded: {} \
              (skipped, already cached: {})\n\tThroughput: {}/s\n\tFiles Failed: {}\n",
-            job.path,
-            job.bandwidth
-                .map(|b| format!("{}/s", human_size(b)))
-                .unwrap_or_else(|| "unlimited".into()),
-            job.id,
-            inner.state.as_str(),
-            p.files_done,
-            p.files_total,
-            human_size(p.bytes_loaded),
-            human_size(p.bytes_skipped),
-            human_size(rate),
-            p.files_failed,
-        );
-        if let Some(e) = &inner.error {
-            m.push_str(&format!("\tError: {e}\n"));
-        }
-        if let Some(s) = &inner.summary {
-            for f in &s.failures {
-                m.push_str(&format!("\tFailed: {}: {}\n", f.path, f.reason));
+                job.path,
+                job.bandwidth
+                    .map(|b| format!("{}/s", human_size(b)))
+                    .unwrap_or_else(|| "unlimited".into()),
+                job.id,
+                inner.state.as_str(),
+                p.files_done,
+                p.files_total,
+                human_size(p.bytes_loaded),
+                human_size(p.bytes_skipped),
+                human_size(rate),
+                p.files_failed,
+            );
+            if let Some(e) = &inner.error {
+                m.push_str(&format!("\tError: {e}\n"));
             }
-        }
-        m
-    } else {
-        serde_json::to_string(&props).unwrap_or_default()
-    };
-    json!({
-        "jobState": inner.state.as_str(),
-        "path": job.path,
-        "message": message,
-        "respProperties": props,
-    })
+            if let Some(s) = &inner.summary {
+                for f in &s.failures {
+                    m.push_str(&format!("\tFailed: {}: {}\n", f.path, f.reason));
+                }
+            }
+            m
+        } else {
+            serde_json::to_string(&props).unwrap_or_default()
+        };
+        json!({
+            "jobState": inner.state.as_str(),
+            "path": job.path,
+            "message": message,
+            "respProperties": props,
+        })
+    }
 }
 
 #[cfg(test)]
