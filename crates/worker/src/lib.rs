@@ -12,7 +12,7 @@
 //! - [`cache`]: the read-through engine ([`cache::ReadThrough`]): versions,
 //!   metadata, pages; what every front end calls. No HTTP in it.
 //! - [`load`]: preloading (synchronous per file, Alluxio load jobs) and
-//!   [`write`]: write-through uploads that fill the cache, both over the engine.
+//!   [`write`](mod@write): write-through uploads that fill the cache, both over the engine.
 //! - [`history`]: counter snapshots for per-job stats.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`membership`]: identity and registration in etcd.
