@@ -22,8 +22,9 @@
 //!   per endpoint group), [`app`] (the router and its guard), [`server`]
 //!   (the listener).
 //!
-//! Dependencies point one way: `server -> app -> routes -> state -> {load,
-//! write, history} -> cache -> read -> {store, meta, ufs, metrics}`.
+//! Dependencies point one way: `server -> app -> routes -> {state, http}`,
+//! `routes/state -> {load, write, history} -> cache -> read -> {store, meta,
+//! ufs, metrics}`; nothing below the routes knows HTTP.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
