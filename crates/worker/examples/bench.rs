@@ -116,7 +116,7 @@ async fn main() {
         lat[lat.len() / 2],
         lat[lat.len() * 99 / 100]
     );
-    let m = &worker.state().metrics;
+    let m = worker.state().cache.metrics();
     println!(
         "UFS requests: get {}, head {}, list {}",
         m.ufs_requests(UfsOp::Get),

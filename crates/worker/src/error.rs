@@ -69,6 +69,13 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    /// The request conflicts with the cache's state (a free that would
+    /// remove pinned pages).
+    #[error("{0}")]
+    Conflict(String),
+    /// The request would exceed a storage quota (the pin quota).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The worker is shutting down.
     #[error("worker unavailable: {0}")]
     Unavailable(String),
@@ -110,6 +117,8 @@ impl WorkerError {
                 _ => StatusCode::BAD_GATEWAY,
             },
             WorkerError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            WorkerError::Conflict(_) => StatusCode::CONFLICT,
+            WorkerError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
             WorkerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WorkerError::Shared(inner) => inner.status(),
         }

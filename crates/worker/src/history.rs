@@ -1,4 +1,5 @@
-//! Counter history for per-job reports: `GET /v1/stats?since=<unix seconds>`.
+//! Counter history for per-job reports (what `GET /v1/stats?since=<unix
+//! seconds>` answers, see `routes/stats.rs`).
 //!
 //! Design:
 //! - A sampler task snapshots the worker's counters every
@@ -15,12 +16,7 @@
 //!   bytes served minus bytes read from the UFS, `ufs_requests_saved` is
 //!   data requests answered minus UFS GETs (both at least zero).
 
-use crate::app::AppState;
-use crate::error::{Result, WorkerError};
 use crate::metrics::{Metrics, UfsOp};
-use axum::extract::{RawQuery, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -192,52 +188,24 @@ impl History {
     }
 }
 
-/// Snapshot the counters of `state` every [`SAMPLE_INTERVAL`] until the
-/// state is dropped. Needs a tokio runtime; does nothing without one.
-pub fn spawn_sampler(state: &Arc<AppState>) {
+/// Snapshot `history` (with the counters of `metrics`) every
+/// [`SAMPLE_INTERVAL`] until the history is dropped. Needs a tokio runtime;
+/// does nothing without one.
+pub fn spawn_sampler(history: &Arc<History>, metrics: Arc<Metrics>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    let weak: Weak<AppState> = Arc::downgrade(state);
+    let weak: Weak<History> = Arc::downgrade(history);
     rt.spawn(async move {
         let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let Some(state) = weak.upgrade() else { break };
-            state.history.sample(&state.metrics, Duration::ZERO);
+            let Some(history) = weak.upgrade() else { break };
+            history.sample(&metrics, Duration::ZERO);
         }
     });
-}
-
-/// `GET /v1/stats?since=<unix seconds>`: counter deltas since then (since
-/// the worker started without `since`).
-pub async fn stats(
-    State(state): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q: std::collections::HashMap<String, String> =
-        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let since = match q.get("since").map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        None => 0.0,
-        Some(s) => s
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
-            .ok_or_else(|| {
-                WorkerError::BadRequest(format!(
-                    "query parameter \"since\" must be unix seconds, got {s:?}"
-                ))
-            })?,
-    };
-    let window = state.history.since(&state.metrics, since);
-    state.history.sample(&state.metrics, MIN_GAP);
-    let body = serde_json::to_vec(&window)
-        .map_err(|e| WorkerError::Internal(format!("JSON encoding: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]

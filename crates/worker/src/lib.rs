@@ -8,36 +8,46 @@
 //! - [`ufs`]: `object_store` access, confinement, versions.
 //! - [`store`]: the checksummed page store (disk + memory, LRU).
 //! - [`meta`]: metadata cache and the `path_id` map.
-//! - [`read`]: read-through with single-flight UFS fetches.
-//! - [`app`]: the axum routes; [`server`]: the listener.
+//! - [`read`]: page read-through with single-flight UFS fetches.
+//! - [`cache`]: the read-through engine ([`cache::ReadThrough`]): versions,
+//!   metadata, pages; what every front end calls. No HTTP in it.
+//! - [`load`]: preloading (synchronous per file, Alluxio load jobs) and
+//!   [`write`](mod@write): write-through uploads that fill the cache, both over the engine.
+//! - [`history`]: counter snapshots for per-job stats.
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`membership`]: identity and registration in etcd.
-//! - [`load`]: preloading (synchronous per file, Alluxio load jobs).
-//! - [`write`]: write-through uploads that fill the cache.
-//! - [`history`]: counter snapshots for per-job stats.
-//! - [`policy`]: eviction policies (LRU, S3-FIFO); [`rules`]: pins, TTLs, quotas;
-//!   [`manage`]: their HTTP endpoints.
+//! - [`policy`]: eviction policies (LRU, S3-FIFO); [`rules`]: pins, TTLs, quotas.
+//! - The HTTP front end: [`state`] (the shared [`state::AppState`]),
+//!   [`http`] (query parsing, JSON and data answers), [`routes`] (one module
+//!   per endpoint group), [`app`] (the router and its guard), [`server`]
+//!   (the listener).
+//!
+//! Dependencies point one way: `server -> app -> routes -> {state, http}`,
+//! `routes/state -> {load, write, history} -> cache -> read -> {store, meta,
+//! ufs, metrics}`; nothing below the routes knows HTTP.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod history;
+pub mod http;
 pub mod load;
 pub mod membership;
 pub mod meta;
 pub mod metrics;
+pub mod policy;
 pub mod read;
+pub mod routes;
+pub mod rules;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod ufs;
 pub mod write;
-
-pub mod manage;
-pub mod policy;
-pub mod rules;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;

@@ -1,33 +1,33 @@
-//! Preloading: `POST /v1/load/file` (one file or a page-aligned range of it,
-//! synchronous) and Alluxio's asynchronous `GET /v1/load?opType=...` jobs.
+//! Preloading: filling the cache ahead of readers, for the synchronous
+//! `POST /v1/load/file` and Alluxio's asynchronous `GET /v1/load` jobs
+//! (their HTTP side is `routes/load.rs`).
 //!
-//! - The synchronous load reads the missing pages of the range through the
-//!   ordinary read-through path ([`AppState::read_range`], so it shares the
-//!   single-flight map and the page store with readers) and discards the
-//!   bytes; pages already cached are counted as skipped and never read.
-//!   An optional `bandwidth` (bytes/s) paces the UFS fetches of the request.
-//! - An asynchronous job (`opType=submit`) is run by the worker that
+//! - [`load_range`] reads the missing pages of a file (or a page-aligned
+//!   range of it) through the ordinary read-through path
+//!   ([`ReadThrough::read_range`], so it shares the single-flight map and
+//!   the page store with readers) and discards the bytes; pages already
+//!   cached are counted as skipped and never read. Bandwidth limits (bytes/s)
+//!   pace its UFS fetches.
+//! - An asynchronous job ([`LoadJobs::submit`]) is run by the worker that
 //!   receives it: it lists the path recursively from the UFS, then hands the
 //!   files to [`alluxiofs_core::load::load_files`], which sends each file to
 //!   its owner workers' synchronous endpoint. When the worker is part of an
 //!   etcd cluster the owners come from the cluster's membership and
 //!   placement (the same as the clients'); without etcd the worker loads
-//!   everything into itself. `opType=progress` reports the job of a path,
-//!   `opType=stop` cancels it. Jobs are kept in memory, one per path.
+//!   everything into itself. Jobs are kept in memory, one per path; a job's
+//!   progress report ([`LoadJob::progress`]) is Alluxio's.
 
-use crate::app::AppState;
+use crate::cache::{ReadThrough, MAX_RUN_BYTES};
+use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
-use crate::read::MAX_RUN_BYTES;
 use crate::store::PageKey;
+use crate::ufs::ObjectVersion;
 use alluxiofs_core::client::{Client, ClientConfig, WorkerAddr};
 use alluxiofs_core::discovery::{discover, EtcdConfig};
 use alluxiofs_core::info::human_size;
 use alluxiofs_core::load::{
     load_files, Bandwidth, FileLoadResult, LoadCounters, LoadOptions, LoadSummary,
 };
-use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -86,29 +86,43 @@ struct JobInner {
 
 /// The jobs of a worker, one per path (the latest), and the worker-wide
 /// bandwidth limit of loads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LoadJobs {
     jobs: Mutex<HashMap<String, Arc<LoadJob>>>,
-    preset: Option<u64>,
+    config: Arc<WorkerConfig>,
+    auth_token: Option<String>,
     bandwidth: OnceLock<Option<Bandwidth>>,
 }
 
+/// What [`LoadJobs::submit`] did.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new job started.
+    Started(Arc<LoadJob>),
+    /// A job of the path is running already (this one).
+    AlreadyRunning(Arc<LoadJob>),
+}
+
 impl LoadJobs {
-    /// No jobs yet; loads limited to `bandwidth` bytes/s in all, or when
-    /// `None` to the worker's `load_bandwidth` setting.
-    pub fn new(bandwidth: Option<u64>) -> Self {
+    /// No jobs yet, for a worker of `config` (its `load_bandwidth` limits
+    /// all loads, its etcd settings name the cluster a job loads into) whose
+    /// peers take `auth_token`.
+    pub fn new(config: Arc<WorkerConfig>, auth_token: Option<String>) -> Self {
         LoadJobs {
-            preset: bandwidth,
-            ..LoadJobs::default()
+            jobs: Mutex::new(HashMap::new()),
+            config,
+            auth_token,
+            bandwidth: OnceLock::new(),
         }
     }
 
-    /// The worker-wide limit of loads, if any.
-    fn limit(&self, config: &crate::config::WorkerConfig) -> Option<&Bandwidth> {
+    /// The worker-wide limit of loads, if any (its credit starts at the
+    /// first load).
+    pub fn limit(&self) -> Option<&Bandwidth> {
         self.bandwidth
             .get_or_init(|| {
-                self.preset
-                    .or(config.load_bandwidth)
+                self.config
+                    .load_bandwidth
                     .filter(|b| *b > 0)
                     .map(|b| Bandwidth::new(b, b))
             })
@@ -123,45 +137,88 @@ impl LoadJobs {
             .get(path)
             .cloned()
     }
-}
 
-fn jobs(state: &AppState) -> &LoadJobs {
-    &state.loads
+    /// Stop the running job of `path`; false when there is none.
+    pub fn stop(&self, path: &str) -> bool {
+        match self.get(path) {
+            Some(job) => job.stop(),
+            None => false,
+        }
+    }
+
+    /// Start a job loading `url` (confined) with `opts`, unless one of
+    /// `url` is running. `this` is how peers reach this worker (the job's
+    /// own endpoint when the worker is not in an etcd cluster).
+    pub fn submit(
+        &self,
+        cache: &Arc<ReadThrough>,
+        url: String,
+        opts: LoadOptions,
+        this: WorkerAddr,
+    ) -> Submitted {
+        let mut map = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = map.get(&url) {
+            if old.state() == JobState::Running {
+                return Submitted::AlreadyRunning(old.clone());
+            }
+        }
+        let job = Arc::new(LoadJob {
+            id: uuid::Uuid::new_v4().to_string(),
+            path: url.clone(),
+            bandwidth: opts.bandwidth,
+            counters: Arc::new(LoadCounters::default()),
+            started: Instant::now(),
+            inner: Mutex::new(JobInner {
+                state: JobState::Running,
+                error: None,
+                summary: None,
+                ended: None,
+                task: None,
+            }),
+        });
+        let peers = Peers {
+            config: self.config.clone(),
+            auth_token: self.auth_token.clone(),
+            page_size: cache.page_size(),
+            this,
+        };
+        let task = tokio::spawn(run_job(cache.clone(), job.clone(), opts, peers));
+        job.lock().task = Some(task.abort_handle());
+        map.insert(url.clone(), job.clone());
+        tracing::info!(path = %url, job = %job.id, "load job submitted");
+        Submitted::Started(job)
+    }
 }
 
 // ---- synchronous load ------------------------------------------------------
 
 /// Load pages `[offset, offset + length)` (widened to whole pages, cut at the
-/// end of the file) of `url` into this worker's cache. `url` must be confined
-/// already. Pages already cached are skipped without being read.
+/// end of the file) of `url` into this worker's cache, pacing the UFS
+/// fetches by every one of `limits`. `url` must be confined already. Pages
+/// already cached are skipped without being read.
 pub async fn load_range(
-    state: &Arc<AppState>,
+    cache: &Arc<ReadThrough>,
     url: &str,
     offset: u64,
     length: Option<u64>,
-    bandwidth: Option<&Bandwidth>,
+    limits: &[&Bandwidth],
 ) -> Result<FileLoadResult> {
-    let mut v = state.file_version(url, None).await?;
-    let mut retried = false;
-    loop {
-        match load_version(state, &v, offset, length, bandwidth).await {
-            Err(e) if e.is_changed() && !retried => {
-                retried = true;
-                v = state.refresh_after_change(url, None, e).await?;
-            }
-            r => return r,
-        }
-    }
+    let (_, r) = cache
+        .with_version(url, None, |v| {
+            load_version(cache, v, offset, length, limits)
+        })
+        .await?;
+    Ok(r)
 }
 
 async fn load_version(
-    state: &Arc<AppState>,
-    v: &crate::ufs::ObjectVersion,
+    cache: &Arc<ReadThrough>,
+    v: ObjectVersion,
     offset: u64,
     length: Option<u64>,
-    bandwidth: Option<&Bandwidth>,
+    limits: &[&Bandwidth],
 ) -> Result<FileLoadResult> {
-    let p = state.store.page_size();
+    let p = cache.page_size();
     let end = match length {
         Some(l) => offset.saturating_add(l).min(v.size),
         None => v.size,
@@ -178,10 +235,10 @@ async fn load_version(
     let max_pages = (MAX_RUN_BYTES / p).max(1);
     let mut runs: Vec<Range<u64>> = Vec::new();
     for i in first..last {
-        let len = state.page_len(v, i);
+        let len = cache.page_len(&v, i);
         out.bytes_total += len;
         let key = PageKey::new(v.url.clone(), v.version.clone(), i);
-        if state.store.contains(&key) {
+        if cache.store().contains(&key) {
             out.pages_skipped += 1;
             out.bytes_skipped += len;
             continue;
@@ -196,13 +253,10 @@ async fn load_version(
     for r in runs {
         let bytes = (r.start * p)..(r.end * p).min(v.size);
         let n = bytes.end - bytes.start;
-        if let Some(b) = jobs(state).limit(&state.config) {
+        for b in limits {
             b.take(n).await;
         }
-        if let Some(b) = bandwidth {
-            b.take(n).await;
-        }
-        let mut stream = state.read_range(v, bytes).await?;
+        let mut stream = cache.read_range(&v, bytes).await?;
         while let Some(piece) = stream.next().await {
             piece?;
         }
@@ -210,198 +264,14 @@ async fn load_version(
     Ok(out)
 }
 
-/// Query parameters, decoded.
-fn params(raw: Option<String>) -> HashMap<String, String> {
-    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-        .into_owned()
-        .filter(|(_, v)| !v.is_empty())
-        .collect()
-}
-
-fn param_u64(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>> {
-    match q.get(name) {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| {
-            WorkerError::BadRequest(format!(
-                "query parameter {name:?} must be a non-negative integer, got {v:?}"
-            ))
-        }),
-    }
-}
-
-/// A size such as `1048576`, `64MiB` or `200MB` (a trailing `/s` allowed).
-fn param_size(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>> {
-    match q.get(name) {
-        None => Ok(None),
-        Some(v) => {
-            let t = v.trim().trim_end_matches("/s");
-            crate::config::parse_size(t)
-                .map(Some)
-                .map_err(|e| WorkerError::BadRequest(format!("query parameter {name:?}: {e}")))
-        }
-    }
-}
-
-fn json_response(value: &serde_json::Value) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        value.to_string(),
-    )
-        .into_response()
-}
-
-/// `POST /v1/load/file?path=URL[&offset=&length=][&bandwidth=]`: load a
-/// file (or a range of it) into this worker's cache, then answer
-/// [`FileLoadResult`] as JSON.
-pub async fn load_file(
-    State(state): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q = params(raw);
-    let raw_path = q
-        .get("path")
-        .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
-    let url = state.ufs.confine(raw_path)?;
-    state.meta.remember(&url);
-    let offset = param_u64(&q, "offset")?.unwrap_or(0);
-    let length = param_u64(&q, "length")?;
-    let bw = param_size(&q, "bandwidth")?
-        .filter(|b| *b > 0)
-        .map(|b| Bandwidth::new(b, b));
-    let r = load_range(&state, &url, offset, length, bw.as_ref()).await?;
-    Ok(json_response(&serde_json::to_value(&r).map_err(|e| {
-        WorkerError::Internal(format!("JSON encoding: {e}"))
-    })?))
-}
-
 // ---- asynchronous jobs (Alluxio's /v1/load) -------------------------------
 
-/// `GET /v1/load?path=URL&opType=submit|progress|stop`: Alluxio's load job
-/// API. `submit` answers `{"success","jobId","path","message"}`, `stop`
-/// `{"success","path","message"}`, `progress`
-/// `{"jobState","path","message","respProperties":{...}}`.
-pub async fn alluxio_load(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q = params(raw);
-    let raw_path = q
-        .get("path")
-        .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
-    let url = state.ufs.confine(raw_path)?;
-    let op = q
-        .get("opType")
-        .map(|s| s.to_ascii_lowercase())
-        .ok_or_else(|| {
-            WorkerError::BadRequest(
-                "missing query parameter \"opType\" (submit, progress or stop)".into(),
-            )
-        })?;
-    match op.as_str() {
-        "submit" => submit(&state, &headers, &q, url),
-        "progress" => {
-            let job = jobs(&state)
-                .get(&url)
-                .ok_or_else(|| WorkerError::NotFound {
-                    path: url.clone(),
-                    hint: ": no load job for this path on this worker".into(),
-                })?;
-            let text = !q
-                .get("progressFormat")
-                .is_some_and(|f| f.eq_ignore_ascii_case("json"));
-            Ok(json_response(&progress(&job, text)))
-        }
-        "stop" => {
-            let stopped = match jobs(&state).get(&url) {
-                Some(job) => job.stop(),
-                None => false,
-            };
-            Ok(json_response(&json!({
-                "success": stopped,
-                "path": url,
-                "message": if stopped {
-                    format!("load job of {url} stopped")
-                } else {
-                    format!("no running load job of {url}")
-                },
-            })))
-        }
-        other => Err(WorkerError::BadRequest(format!(
-            "opType {other:?} is not one of submit, progress, stop"
-        ))),
-    }
-}
-
-fn submit(
-    state: &Arc<AppState>,
-    headers: &HeaderMap,
-    q: &HashMap<String, String>,
-    url: String,
-) -> Result<Response> {
-    let bandwidth = param_size(q, "bandwidth")?.filter(|b| *b > 0);
-    let replicas = param_u64(q, "replicas")?.unwrap_or(1).max(1) as usize;
-    let concurrency = param_u64(q, "concurrency")?.unwrap_or(4).max(1) as usize;
-    let recursive = q.get("recursive").is_none_or(|v| v != "false");
-    let this = self_address(state, headers);
-    let mut map = jobs(state).jobs.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(old) = map.get(&url) {
-        if old.state() == JobState::Running {
-            return Ok(json_response(&json!({
-                "success": false,
-                "jobId": old.id,
-                "path": url,
-                "message": format!("a load job of {url} is already running (jobId {})", old.id),
-            })));
-        }
-    }
-    let job = Arc::new(LoadJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        path: url.clone(),
-        bandwidth,
-        counters: Arc::new(LoadCounters::default()),
-        started: Instant::now(),
-        inner: Mutex::new(JobInner {
-            state: JobState::Running,
-            error: None,
-            summary: None,
-            ended: None,
-            task: None,
-        }),
-    });
-    let opts = LoadOptions {
-        recursive,
-        replicas,
-        concurrency,
-        bandwidth,
-        ..LoadOptions::default()
-    };
-    let task = tokio::spawn(run_job(state.clone(), job.clone(), opts, this));
-    job.lock().task = Some(task.abort_handle());
-    map.insert(url.clone(), job.clone());
-    tracing::info!(path = %url, job = %job.id, "load job submitted");
-    Ok(json_response(&json!({
-        "success": true,
-        "jobId": job.id,
-        "path": url,
-        "message": format!("load job {} of {url} submitted", job.id),
-    })))
-}
-
-/// How clients reach this worker: the `Host` the request came to, else the
-/// configured address.
-fn self_address(state: &AppState, headers: &HeaderMap) -> WorkerAddr {
-    let from_header = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            let (host, port) = h.rsplit_once(':')?;
-            let port: u16 = port.parse().ok()?;
-            Some((host.trim_matches(['[', ']']).to_string(), port))
-        });
-    let (host, port) =
-        from_header.unwrap_or_else(|| (state.config.resolve_advertise_host(), state.config.port));
-    WorkerAddr::from_host_port(&host, port)
+/// What a job needs to reach the workers it loads into.
+struct Peers {
+    config: Arc<WorkerConfig>,
+    auth_token: Option<String>,
+    page_size: u64,
+    this: WorkerAddr,
 }
 
 impl LoadJob {
@@ -443,10 +313,10 @@ impl LoadJob {
     }
 }
 
-async fn run_job(state: Arc<AppState>, job: Arc<LoadJob>, opts: LoadOptions, this: WorkerAddr) {
+async fn run_job(cache: Arc<ReadThrough>, job: Arc<LoadJob>, opts: LoadOptions, peers: Peers) {
     let result = async {
-        let files = list_recursive(&state, &job.path, opts.recursive).await?;
-        let client = cluster_client(&state, this).await?;
+        let files = list_recursive(&cache, &job.path, opts.recursive).await?;
+        let client = cluster_client(&peers).await?;
         load_files(&client, &files, &opts, job.counters.clone())
             .await
             .map_err(|e| WorkerError::Internal(e.to_string()))
@@ -472,7 +342,7 @@ async fn run_job(state: Arc<AppState>, job: Arc<LoadJob>, opts: LoadOptions, thi
 
 /// Every file under `url` from the UFS, as `(url, size)`.
 async fn list_recursive(
-    state: &Arc<AppState>,
+    cache: &ReadThrough,
     url: &str,
     recursive: bool,
 ) -> Result<Vec<(String, u64)>> {
@@ -480,7 +350,7 @@ async fn list_recursive(
     let mut dirs = vec![url.to_string()];
     let mut first = true;
     while let Some(d) = dirs.pop() {
-        for e in state.ufs.list(&d).await? {
+        for e in cache.ufs().list(&d).await? {
             if e.is_dir() {
                 if recursive || first {
                     dirs.push(e.ufs_path);
@@ -501,16 +371,16 @@ async fn list_recursive(
 
 /// A client over the cluster this worker belongs to (etcd), else over this
 /// worker alone.
-async fn cluster_client(state: &Arc<AppState>, this: WorkerAddr) -> Result<Client> {
-    let cfg = &state.config;
+async fn cluster_client(peers: &Peers) -> Result<Client> {
+    let cfg = &peers.config;
     let mut config = ClientConfig {
-        page_size: state.store.page_size(),
+        page_size: peers.page_size,
         placement: cfg.placement,
-        auth_token: state.auth_token.clone(),
+        auth_token: peers.auth_token.clone(),
         ..ClientConfig::default()
     };
     let workers = if cfg.etcd.is_empty() {
-        vec![this]
+        vec![peers.this.clone()]
     } else {
         let user = cfg.resolve_etcd_user()?;
         let etcd = EtcdConfig {
@@ -531,97 +401,102 @@ async fn cluster_client(state: &Arc<AppState>, this: WorkerAddr) -> Result<Clien
     Client::new(config, workers).map_err(|e| WorkerError::Internal(e.to_string()))
 }
 
-/// The progress answer of `job`; `text` selects Alluxio's TEXT message
-/// (else the message is the same properties as JSON).
-fn progress(job: &LoadJob, text: bool) -> serde_json::Value {
-    let inner = job.lock();
-    let p = job.counters.snapshot();
-    let elapsed = inner
-        .ended
-        .unwrap_or_else(Instant::now)
-        .duration_since(job.started)
-        .as_secs_f64();
-    let rate = if elapsed > 0.0 {
-        (p.bytes_loaded as f64 / elapsed) as u64
-    } else {
-        0
-    };
-    let failures: Vec<serde_json::Value> = inner
-        .summary
-        .as_ref()
-        .map(|s| {
-            s.failures
-                .iter()
-                .map(|f| json!({"path": f.path, "reason": f.reason}))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (files_loaded, files_skipped) = inner
-        .summary
-        .as_ref()
-        .map(|s| (s.files_loaded, s.files_skipped))
-        .unwrap_or((0, 0));
-    let mut props: BTreeMap<&str, String> = BTreeMap::new();
-    props.insert("jobId", job.id.clone());
-    props.insert("jobState", inner.state.as_str().to_string());
-    props.insert("listed", p.listed.to_string());
-    props.insert("filesTotal", p.files_total.to_string());
-    props.insert("filesProcessed", p.files_done.to_string());
-    props.insert("filesLoaded", files_loaded.to_string());
-    props.insert("filesSkipped", files_skipped.to_string());
-    props.insert("filesFailed", p.files_failed.to_string());
-    props.insert("bytesTotal", p.bytes_total.to_string());
-    props.insert("bytesProcessed", p.bytes_done.to_string());
-    props.insert("bytesLoaded", p.bytes_loaded.to_string());
-    props.insert("bytesSkipped", p.bytes_skipped.to_string());
-    props.insert("throughput", rate.to_string());
-    props.insert("elapsedMs", ((elapsed * 1000.0) as u64).to_string());
-    props.insert(
-        "bandwidth",
-        job.bandwidth
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "unlimited".into()),
-    );
-    props.insert("failures", serde_json::Value::from(failures).to_string());
-    if let Some(e) = &inner.error {
-        props.insert("error", e.clone());
-    }
-    let message = if text {
-        let mut m = format!(
-            "Progress for loading path '{}':\n\tSettings:\tbandwidth: {}\n\tJob Id: {}\n\
+impl LoadJob {
+    /// Alluxio's progress answer of this job,
+    /// `{"jobState","path","message","respProperties":{...}}`; `text`
+    /// selects Alluxio's TEXT message (else the message is the same
+    /// properties as JSON).
+    pub fn progress(&self, text: bool) -> serde_json::Value {
+        let job = self;
+        let inner = job.lock();
+        let p = job.counters.snapshot();
+        let elapsed = inner
+            .ended
+            .unwrap_or_else(Instant::now)
+            .duration_since(job.started)
+            .as_secs_f64();
+        let rate = if elapsed > 0.0 {
+            (p.bytes_loaded as f64 / elapsed) as u64
+        } else {
+            0
+        };
+        let failures: Vec<serde_json::Value> = inner
+            .summary
+            .as_ref()
+            .map(|s| {
+                s.failures
+                    .iter()
+                    .map(|f| json!({"path": f.path, "reason": f.reason}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (files_loaded, files_skipped) = inner
+            .summary
+            .as_ref()
+            .map(|s| (s.files_loaded, s.files_skipped))
+            .unwrap_or((0, 0));
+        let mut props: BTreeMap<&str, String> = BTreeMap::new();
+        props.insert("jobId", job.id.clone());
+        props.insert("jobState", inner.state.as_str().to_string());
+        props.insert("listed", p.listed.to_string());
+        props.insert("filesTotal", p.files_total.to_string());
+        props.insert("filesProcessed", p.files_done.to_string());
+        props.insert("filesLoaded", files_loaded.to_string());
+        props.insert("filesSkipped", files_skipped.to_string());
+        props.insert("filesFailed", p.files_failed.to_string());
+        props.insert("bytesTotal", p.bytes_total.to_string());
+        props.insert("bytesProcessed", p.bytes_done.to_string());
+        props.insert("bytesLoaded", p.bytes_loaded.to_string());
+        props.insert("bytesSkipped", p.bytes_skipped.to_string());
+        props.insert("throughput", rate.to_string());
+        props.insert("elapsedMs", ((elapsed * 1000.0) as u64).to_string());
+        props.insert(
+            "bandwidth",
+            job.bandwidth
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
+        );
+        props.insert("failures", serde_json::Value::from(failures).to_string());
+        if let Some(e) = &inner.error {
+            props.insert("error", e.clone());
+        }
+        let message = if text {
+            let mut m = format!(
+                "Progress for loading path '{}':\n\tSettings:\tbandwidth: {}\n\tJob Id: {}\n\
              \tJob State: {}\n\tFiles Processed: {} of {}\n\tBytes Loaded: {} \
              (skipped, already cached: {})\n\tThroughput: {}/s\n\tFiles Failed: {}\n",
-            job.path,
-            job.bandwidth
-                .map(|b| format!("{}/s", human_size(b)))
-                .unwrap_or_else(|| "unlimited".into()),
-            job.id,
-            inner.state.as_str(),
-            p.files_done,
-            p.files_total,
-            human_size(p.bytes_loaded),
-            human_size(p.bytes_skipped),
-            human_size(rate),
-            p.files_failed,
-        );
-        if let Some(e) = &inner.error {
-            m.push_str(&format!("\tError: {e}\n"));
-        }
-        if let Some(s) = &inner.summary {
-            for f in &s.failures {
-                m.push_str(&format!("\tFailed: {}: {}\n", f.path, f.reason));
+                job.path,
+                job.bandwidth
+                    .map(|b| format!("{}/s", human_size(b)))
+                    .unwrap_or_else(|| "unlimited".into()),
+                job.id,
+                inner.state.as_str(),
+                p.files_done,
+                p.files_total,
+                human_size(p.bytes_loaded),
+                human_size(p.bytes_skipped),
+                human_size(rate),
+                p.files_failed,
+            );
+            if let Some(e) = &inner.error {
+                m.push_str(&format!("\tError: {e}\n"));
             }
-        }
-        m
-    } else {
-        serde_json::to_string(&props).unwrap_or_default()
-    };
-    json!({
-        "jobState": inner.state.as_str(),
-        "path": job.path,
-        "message": message,
-        "respProperties": props,
-    })
+            if let Some(s) = &inner.summary {
+                for f in &s.failures {
+                    m.push_str(&format!("\tFailed: {}: {}\n", f.path, f.reason));
+                }
+            }
+            m
+        } else {
+            serde_json::to_string(&props).unwrap_or_default()
+        };
+        json!({
+            "jobState": inner.state.as_str(),
+            "path": job.path,
+            "message": message,
+            "respProperties": props,
+        })
+    }
 }
 
 #[cfg(test)]

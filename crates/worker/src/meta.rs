@@ -143,12 +143,18 @@ impl MetaCache {
     /// Record the `path_id` of `url`; returns it.
     pub fn remember(&self, url: &str) -> String {
         let id = path_id(url);
+        self.remember_as(id.clone(), url);
+        id
+    }
+
+    /// Record `id`, the `path_id` the caller computed already for `url`
+    /// (the digest is not computed twice per request).
+    pub fn remember_as(&self, id: String, url: &str) {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.len() >= MAX_ENTRIES {
             ids.clear();
         }
-        ids.entry(id.clone()).or_insert_with(|| url.to_string());
-        id
+        ids.entry(id).or_insert_with(|| url.to_string());
     }
 
     /// The URL of a known `path_id`.

@@ -1,13 +1,21 @@
-//! Read-through: pages from the cache, missing runs from the UFS.
+//! Page read-through: pages of a known version from the cache, missing runs
+//! from the UFS. Knows nothing of metadata (which version to read is the
+//! caller's question, see [`crate::cache`]) nor of HTTP.
 //!
 //! Design:
 //! - A read names a file *version* ([`ObjectVersion`]); every page key
 //!   includes it, and every UFS GET is checked against it, so bytes of two
 //!   versions never mix.
-//! - A range is cut into pages. Each page is either *cached* (read and
-//!   verified from the store) or *missing*; adjacent missing pages form a
-//!   run fetched with one page-aligned ranged GET (runs are capped at
-//!   [`MAX_RUN_BYTES`] so a huge range still streams with bounded memory).
+//! - **One key per page.** A page's [`PageKey`] is built once, when the
+//!   read is planned, and passed down to every store and in-flight lookup
+//!   of that page (the key is what the store hashes).
+//! - A range is cut into pages. Each page is *ready* (taken from the memory
+//!   tier while planning, the one store probe a warm page costs), *cached*
+//!   (on disk: read and verified on the blocking pool) or *missing*;
+//!   adjacent missing pages form a run fetched with one page-aligned ranged
+//!   GET (runs are capped at [`MAX_RUN_BYTES`] so a huge range still streams
+//!   with bounded memory). Ready pages are reference-counted slices of the
+//!   memory tier, not copies.
 //! - **Single flight.** Missing pages are registered in an in-flight map
 //!   keyed by page before any request is sent; a second reader of the same
 //!   page awaits the first reader's fetch (a shared future) instead of
@@ -18,166 +26,89 @@
 //!   the first segment is loaded before the answer starts, so the common
 //!   small read still gets a real status (404, 412) when something fails.
 
-use crate::app::AppState;
 use crate::error::{Result, WorkerError};
-use crate::meta::CachedInfo;
 use crate::metrics::Metrics;
-use crate::store::PageKey;
-use crate::ufs::ObjectVersion;
+use crate::store::{PageKey, PageStore};
+use crate::ufs::{ObjectVersion, Ufs};
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, BoxStream, StreamExt};
+use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Largest UFS GET of one run of missing pages.
 pub const MAX_RUN_BYTES: u64 = 8 << 20;
 /// Segments loaded ahead of the one being sent.
 pub const READ_AHEAD: usize = 4;
 
-type SharedErr = Arc<WorkerError>;
+/// An error shared by every reader waiting on the same fetch.
+pub(crate) type SharedErr = Arc<WorkerError>;
 /// A page being fetched, awaited by every reader that needs it.
-pub(crate) type SharedPage = Shared<BoxFuture<'static, std::result::Result<Bytes, SharedErr>>>;
-/// A metadata lookup in flight, awaited by every request that needs it.
-pub(crate) type SharedInfo = Shared<BoxFuture<'static, std::result::Result<CachedInfo, SharedErr>>>;
+type SharedPage = Shared<BoxFuture<'static, std::result::Result<Bytes, SharedErr>>>;
 
 /// One piece of a range plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Segment {
-    Cached(u64),
-    Missing(Range<u64>),
+    /// Page `.0`, taken from the memory tier while planning.
+    Ready(u64, Bytes),
+    /// Page `.0`, held on disk.
+    Cached(u64, PageKey),
+    /// Pages not in the cache, with their keys.
+    Missing(Range<u64>, Vec<PageKey>),
 }
 
-fn share(e: SharedErr) -> WorkerError {
+pub(crate) fn share(e: SharedErr) -> WorkerError {
     WorkerError::Shared(e)
 }
 
-impl AppState {
-    fn page_key(&self, v: &ObjectVersion, index: u64) -> PageKey {
+/// Reads pages of object versions through the page store.
+#[derive(Debug)]
+pub struct PageReader {
+    ufs: Arc<Ufs>,
+    store: Arc<PageStore>,
+    metrics: Arc<Metrics>,
+    page_size: u64,
+    inflight: Mutex<HashMap<PageKey, SharedPage>>,
+}
+
+impl PageReader {
+    /// A reader over `store`, fetching misses from `ufs`.
+    pub fn new(ufs: Arc<Ufs>, store: Arc<PageStore>, metrics: Arc<Metrics>) -> Self {
+        PageReader {
+            page_size: store.page_size(),
+            ufs,
+            store,
+            metrics,
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(v: &ObjectVersion, index: u64) -> PageKey {
         PageKey::new(v.url.clone(), v.version.clone(), index)
     }
 
-    /// Bytes of page `index` of `v` (the last page may be short).
+    /// Bytes of page `index` of `v` (the last page may be short, pages past
+    /// the end are empty).
     pub fn page_len(&self, v: &ObjectVersion, index: u64) -> u64 {
-        let p = self.store.page_size();
+        let p = self.page_size;
         match index.checked_mul(p) {
             Some(start) => v.size.saturating_sub(start).min(p),
             None => 0,
         }
     }
 
-    /// Metadata of `url`, from the cache unless `fresh` or expired.
-    /// Concurrent misses of one URL share one UFS lookup (a `fresh` lookup,
-    /// made after a change was detected, never joins an older one).
-    pub async fn lookup_info(self: &Arc<Self>, url: &str, fresh: bool) -> Result<CachedInfo> {
-        if fresh {
-            Metrics::add(&self.metrics.metadata_misses, 1);
-            return self.fetch_info(url).await;
-        }
-        if let Some(c) = self.meta.info(url) {
-            Metrics::add(&self.metrics.metadata_hits, 1);
-            return Ok(c);
-        }
-        Metrics::add(&self.metrics.metadata_misses, 1);
-        let lookup = {
-            let mut inflight = self.meta_inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.get(url) {
-                Some(f) => f.clone(),
-                None => {
-                    let state = self.clone();
-                    let u = url.to_string();
-                    let f = async move {
-                        let r = state.fetch_info(&u).await;
-                        state
-                            .meta_inflight
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&u);
-                        r.map_err(Arc::new)
-                    }
-                    .boxed()
-                    .shared();
-                    inflight.insert(url.to_string(), f.clone());
-                    f
-                }
-            }
-        };
-        lookup.await.map_err(share)
-    }
-
-    /// Ask the UFS for the metadata of `url` and cache it. A new version
-    /// drops the pages of older ones.
-    async fn fetch_info(&self, url: &str) -> Result<CachedInfo> {
-        let (info, version) = self.ufs.info(url).await?;
-        if let Some(v) = &version {
-            let store = self.store.clone();
-            let (u, keep) = (v.url.clone(), v.version.clone());
-            // Best effort, off the request path.
-            tokio::task::spawn_blocking(move || {
-                let n = store.remove_url(&u, Some(&keep));
-                if n > 0 {
-                    tracing::info!(url = %u, pages = n, "dropped pages of an older version");
-                }
-            });
-        }
-        let cached = CachedInfo { info, version };
-        self.meta.put_info(url, cached.clone());
-        Ok(cached)
-    }
-
-    /// The version of `url` to read: `pinned` when given (412 when the
-    /// object no longer has it), else the current one.
-    pub async fn file_version(
-        self: &Arc<Self>,
-        url: &str,
-        pinned: Option<&str>,
-    ) -> Result<ObjectVersion> {
-        let mut cached = self.lookup_info(url, false).await?;
-        if let Some(p) = pinned {
-            if cached.version.as_ref().is_some_and(|v| v.version != p) {
-                cached = self.lookup_info(url, true).await?;
-            }
-        }
-        let v = cached
-            .version
-            .ok_or_else(|| WorkerError::BadRequest(format!("{url}: is a directory, not a file")))?;
-        if let Some(p) = pinned {
-            if v.version != p {
-                return Err(WorkerError::Changed {
-                    path: url.to_string(),
-                    expected: p.to_string(),
-                    found: v.version,
-                });
-            }
-        }
-        Ok(v)
-    }
-
-    /// After a read found the object changed: refresh its metadata and
-    /// return the new version (or 412 when the caller pinned one).
-    pub async fn refresh_after_change(
-        self: &Arc<Self>,
-        url: &str,
-        pinned: Option<&str>,
-        err: WorkerError,
-    ) -> Result<ObjectVersion> {
-        tracing::info!(url, "object changed while reading: {err}");
-        self.meta.invalidate(url, false);
-        let cached = self.lookup_info(url, true).await?;
-        let v = cached.version.ok_or_else(|| WorkerError::not_found(url))?;
-        match pinned {
-            Some(p) if v.version != p => Err(WorkerError::Changed {
-                path: url.to_string(),
-                expected: p.to_string(),
-                found: v.version,
-            }),
-            _ => Ok(v),
-        }
-    }
-
-    /// Page `index` of `v`: from the cache, else read through.
+    /// Page `index` of `v`: from the cache, else read through. Past the end
+    /// of the file: empty.
     pub async fn read_page(self: &Arc<Self>, v: &ObjectVersion, index: u64) -> Result<Bytes> {
-        let mut pages = self.load_segment(v, Segment::Cached(index)).await?;
+        if self.page_len(v, index) == 0 {
+            return Ok(Bytes::new());
+        }
+        let key = Self::key(v, index);
+        if let Some(b) = self.get_cached(v, index, &key).await? {
+            return Ok(b);
+        }
+        let mut pages = self.fetch_pages(v, index, vec![key]).await?;
         pages
             .pop()
             .ok_or_else(|| WorkerError::Internal("empty page fetch".into()))
@@ -185,115 +116,130 @@ impl AppState {
 
     async fn load_segment(self: &Arc<Self>, v: &ObjectVersion, seg: Segment) -> Result<Vec<Bytes>> {
         match seg {
-            Segment::Cached(i) => match self.get_cached(v, i).await? {
+            Segment::Ready(i, b) => Ok(vec![self.counted(v, i, b)?]),
+            Segment::Cached(i, key) => match self.get_disk(v, i, &key).await? {
                 Some(b) => Ok(vec![b]),
-                None => self.fetch_pages(v, i..i + 1).await,
+                None => self.fetch_pages(v, i, vec![key]).await,
             },
-            Segment::Missing(r) => self.fetch_pages(v, r).await,
+            Segment::Missing(r, keys) => self.fetch_pages(v, r.start, keys).await,
         }
     }
 
-    /// Fetch pages `range` of `v`, joining fetches already in flight and
-    /// starting one GET per run of pages nobody is fetching yet.
+    /// Fetch the pages `first..` whose keys are `keys`, joining fetches
+    /// already in flight and starting one GET per run of pages nobody is
+    /// fetching yet.
     async fn fetch_pages(
         self: &Arc<Self>,
         v: &ObjectVersion,
-        range: Range<u64>,
+        first: u64,
+        keys: Vec<PageKey>,
     ) -> Result<Vec<Bytes>> {
         enum Slot {
             Wait(SharedPage),
-            Cached(u64),
-            Lead(u64),
+            Cached,
+            Lead,
         }
-        let mut slots: Vec<Slot> = Vec::with_capacity((range.end - range.start) as usize);
+        let mut slots: Vec<Slot> = Vec::with_capacity(keys.len());
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            let mut lead: Option<u64> = None;
-            let mut runs: Vec<Range<u64>> = Vec::new();
-            for i in range.clone() {
-                let key = self.page_key(v, i);
-                if let Some(f) = inflight.get(&key) {
+            let mut lead: Option<usize> = None;
+            let mut runs: Vec<Range<usize>> = Vec::new();
+            for (k, key) in keys.iter().enumerate() {
+                if let Some(f) = inflight.get(key) {
                     Metrics::add(&self.metrics.coalesced_pages, 1);
                     slots.push(Slot::Wait(f.clone()));
-                } else if self.store.contains(&key) {
+                } else if self.store.contains(key) {
                     // Stored by a fetch that finished since the range was planned.
-                    slots.push(Slot::Cached(i));
+                    slots.push(Slot::Cached);
                 } else {
-                    lead.get_or_insert(i);
-                    slots.push(Slot::Lead(i));
+                    lead.get_or_insert(k);
+                    slots.push(Slot::Lead);
                     continue;
                 }
                 if let Some(s) = lead.take() {
-                    runs.push(s..i);
+                    runs.push(s..k);
                 }
             }
             if let Some(s) = lead {
-                runs.push(s..range.end);
+                runs.push(s..keys.len());
             }
             for run in runs {
-                self.start_run(&mut inflight, v, run);
+                let start = first + run.start as u64;
+                self.start_run(&mut inflight, v, start, keys[run].to_vec());
             }
-            for slot in slots.iter_mut() {
-                if let Slot::Lead(i) = *slot {
-                    let f = inflight.get(&self.page_key(v, i)).ok_or_else(|| {
-                        WorkerError::Internal(format!("page {i} of {} lost in flight", v.url))
+            for (slot, key) in slots.iter_mut().zip(&keys) {
+                if let Slot::Lead = *slot {
+                    let f = inflight.get(key).ok_or_else(|| {
+                        WorkerError::Internal(format!(
+                            "page {} of {} lost in flight",
+                            key.index, v.url
+                        ))
                     })?;
                     *slot = Slot::Wait(f.clone());
                 }
             }
         }
         let mut out = Vec::with_capacity(slots.len());
-        for slot in slots {
+        for (k, (slot, key)) in slots.into_iter().zip(&keys).enumerate() {
+            let i = first + k as u64;
             let page = match slot {
                 Slot::Wait(f) => f.await.map_err(share)?,
-                Slot::Cached(i) => match self.get_cached(v, i).await? {
+                Slot::Cached => match self.get_cached(v, i, key).await? {
                     Some(b) => b,
-                    None => self.join_or_start(v, i).await.map_err(share)?,
+                    None => self.join_or_start(v, i, key).await.map_err(share)?,
                 },
-                Slot::Lead(_) => return Err(WorkerError::Internal("unassigned page".into())),
+                Slot::Lead => return Err(WorkerError::Internal("unassigned page".into())),
             };
             out.push(page);
         }
         Ok(out)
     }
 
-    /// Page `i` of `v` from the store (verified), counting a hit.
-    async fn get_cached(&self, v: &ObjectVersion, i: u64) -> Result<Option<Bytes>> {
-        let key = self.page_key(v, i);
-        let got = match self.store.get_memory(&key) {
-            Some(b) => Some(b),
-            None => {
-                let store = self.store.clone();
-                tokio::task::spawn_blocking(move || store.get(&key))
-                    .await
-                    .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?
-            }
-        };
-        match got {
-            Some(b) if b.len() as u64 == self.page_len(v, i) => {
-                Metrics::add(&self.metrics.cache_hits, 1);
-                Ok(Some(b))
-            }
-            Some(b) => Err(WorkerError::Internal(format!(
-                "{}: cached page {i} has {} bytes, expected {}",
-                v.url,
-                b.len(),
-                self.page_len(v, i)
-            ))),
-            None => Ok(None),
+    /// Page `i` of `v` from the store (memory tier first, then disk,
+    /// verified), counting a hit.
+    async fn get_cached(&self, v: &ObjectVersion, i: u64, key: &PageKey) -> Result<Option<Bytes>> {
+        match self.store.get_memory(key) {
+            Some(b) => self.counted(v, i, b).map(Some),
+            None => self.get_disk(v, i, key).await,
         }
     }
 
-    /// Join the fetch of page `i` in flight, or start one.
-    fn join_or_start(self: &Arc<Self>, v: &ObjectVersion, i: u64) -> SharedPage {
-        let key = self.page_key(v, i);
+    /// Page `i` of `v` from the store on the blocking pool (the memory tier
+    /// was tried already, `get` looks there again first), counting a hit.
+    async fn get_disk(&self, v: &ObjectVersion, i: u64, key: &PageKey) -> Result<Option<Bytes>> {
+        let store = self.store.clone();
+        let key = key.clone();
+        let got = tokio::task::spawn_blocking(move || store.get(&key))
+            .await
+            .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?;
+        got.map(|b| self.counted(v, i, b)).transpose()
+    }
+
+    /// A cached page `b` of page `i` of `v`, checked for its length and
+    /// counted as a hit.
+    fn counted(&self, v: &ObjectVersion, i: u64, b: Bytes) -> Result<Bytes> {
+        let expected = self.page_len(v, i);
+        if b.len() as u64 == expected {
+            Metrics::add(&self.metrics.cache_hits, 1);
+            Ok(b)
+        } else {
+            Err(WorkerError::Internal(format!(
+                "{}: cached page {i} has {} bytes, expected {expected}",
+                v.url,
+                b.len(),
+            )))
+        }
+    }
+
+    /// Join the fetch of page `i` (key `key`) in flight, or start one.
+    fn join_or_start(self: &Arc<Self>, v: &ObjectVersion, i: u64, key: &PageKey) -> SharedPage {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = inflight.get(&key) {
+        if let Some(f) = inflight.get(key) {
             Metrics::add(&self.metrics.coalesced_pages, 1);
             return f.clone();
         }
-        self.start_run(&mut inflight, v, i..i + 1);
-        match inflight.get(&key) {
+        self.start_run(&mut inflight, v, i, vec![key.clone()]);
+        match inflight.get(key) {
             Some(f) => f.clone(),
             None => futures::future::ready(Err(Arc::new(WorkerError::Internal(
                 "page lost in flight".into(),
@@ -303,21 +249,24 @@ impl AppState {
         }
     }
 
-    /// Register `run` in the in-flight map and spawn its fetch.
+    /// Register the run of pages `first..` with keys `keys` in the
+    /// in-flight map and spawn its fetch.
     fn start_run(
         self: &Arc<Self>,
-        inflight: &mut std::collections::HashMap<PageKey, SharedPage>,
+        inflight: &mut HashMap<PageKey, SharedPage>,
         v: &ObjectVersion,
-        run: Range<u64>,
+        first: u64,
+        keys: Vec<PageKey>,
     ) {
-        let state = self.clone();
+        let reader = self.clone();
         let version = v.clone();
-        let r = run.clone();
+        let run = first..first + keys.len() as u64;
+        let task_keys = keys.clone();
         let handle = tokio::spawn(async move {
-            let result = state.fetch_run(&version, r.clone()).await;
-            let mut inflight = state.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            for i in r {
-                inflight.remove(&state.page_key(&version, i));
+            let result = reader.fetch_run(&version, run, &task_keys).await;
+            let mut inflight = reader.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            for k in &task_keys {
+                inflight.remove(k);
             }
             result.map(Arc::new).map_err(Arc::new)
         });
@@ -331,8 +280,7 @@ impl AppState {
         }
         .boxed()
         .shared();
-        for i in run.clone() {
-            let at = (i - run.start) as usize;
+        for (at, key) in keys.into_iter().enumerate() {
             let page = whole
                 .clone()
                 .map(move |r| {
@@ -344,13 +292,18 @@ impl AppState {
                 })
                 .boxed()
                 .shared();
-            inflight.insert(self.page_key(v, i), page);
+            inflight.insert(key, page);
         }
     }
 
-    /// One ranged GET for pages `run` of `v`; stores the pages.
-    async fn fetch_run(&self, v: &ObjectVersion, run: Range<u64>) -> Result<Vec<Bytes>> {
-        let p = self.store.page_size();
+    /// One ranged GET for pages `run` of `v` (keys `keys`); stores the pages.
+    async fn fetch_run(
+        &self,
+        v: &ObjectVersion,
+        run: Range<u64>,
+        keys: &[PageKey],
+    ) -> Result<Vec<Bytes>> {
+        let p = self.page_size;
         let start = run.start * p;
         let end = (run.end * p).min(v.size);
         if start >= end {
@@ -368,7 +321,7 @@ impl AppState {
             })
             .collect();
         let store = self.store.clone();
-        let keys: Vec<PageKey> = run.map(|i| self.page_key(v, i)).collect();
+        let keys = keys.to_vec();
         let to_store = pages.clone();
         let stored = tokio::task::spawn_blocking(move || {
             for (k, d) in keys.iter().zip(&to_store) {
@@ -384,33 +337,44 @@ impl AppState {
         Ok(pages)
     }
 
-    /// Plan `range` (non-empty, inside the file) as segments.
+    /// Plan `range` (non-empty, inside the file) as segments, building each
+    /// page's key once.
     fn plan(&self, v: &ObjectVersion, range: &Range<u64>) -> Vec<Segment> {
-        let p = self.store.page_size();
+        let p = self.page_size;
         let first = range.start / p;
         let last = (range.end - 1) / p;
         let max_run = (MAX_RUN_BYTES / p).max(1);
         let mut out = Vec::new();
-        let mut run: Option<u64> = None;
+        let mut run: Option<(u64, Vec<PageKey>)> = None;
         for i in first..=last {
-            let cached = self.store.contains(&self.page_key(v, i));
-            match (cached, run) {
-                (true, Some(s)) => {
-                    out.push(Segment::Missing(s..i));
-                    run = None;
-                    out.push(Segment::Cached(i));
+            let key = Self::key(v, i);
+            let held = match self.store.get_memory(&key) {
+                Some(b) => Some(Segment::Ready(i, b)),
+                None if self.store.contains(&key) => Some(Segment::Cached(i, key)),
+                None => {
+                    match run.take() {
+                        Some((s, keys)) if i - s >= max_run => {
+                            out.push(Segment::Missing(s..i, keys));
+                            run = Some((i, vec![key]));
+                        }
+                        Some((s, mut keys)) => {
+                            keys.push(key);
+                            run = Some((s, keys));
+                        }
+                        None => run = Some((i, vec![key])),
+                    }
+                    None
                 }
-                (true, None) => out.push(Segment::Cached(i)),
-                (false, Some(s)) if i - s >= max_run => {
-                    out.push(Segment::Missing(s..i));
-                    run = Some(i);
+            };
+            if let Some(seg) = held {
+                if let Some((s, keys)) = run.take() {
+                    out.push(Segment::Missing(s..i, keys));
                 }
-                (false, Some(_)) => {}
-                (false, None) => run = Some(i),
+                out.push(seg);
             }
         }
-        if let Some(s) = run {
-            out.push(Segment::Missing(s..last + 1));
+        if let Some((s, keys)) = run {
+            out.push(Segment::Missing(s..last + 1, keys));
         }
         out
     }
@@ -425,19 +389,19 @@ impl AppState {
         if range.is_empty() {
             return Ok(stream::empty().boxed());
         }
-        let p = self.store.page_size();
+        let p = self.page_size;
         let segments = self.plan(v, &range);
-        let state = self.clone();
+        let reader = self.clone();
         let version = v.clone();
         let mut loads = stream::iter(segments)
             .map(move |seg| {
-                let state = state.clone();
+                let reader = reader.clone();
                 let version = version.clone();
                 let first = match &seg {
-                    Segment::Cached(i) => *i,
-                    Segment::Missing(r) => r.start,
+                    Segment::Ready(i, _) | Segment::Cached(i, _) => *i,
+                    Segment::Missing(r, _) => r.start,
                 };
-                async move { (first, state.load_segment(&version, seg).await) }
+                async move { (first, reader.load_segment(&version, seg).await) }
             })
             .buffered(READ_AHEAD);
         let head = loads

@@ -1,10 +1,11 @@
 //! The listening server: bind, `TCP_NODELAY` on every accepted socket, the
 //! ready file, graceful shutdown.
 
-use crate::app::{app, AppState};
+use crate::app::app;
 use crate::config::{LogFormat, WorkerConfig};
 use crate::error::{Result, WorkerError};
 use crate::membership::{Membership, MembershipSettings, Registration};
+use crate::state::AppState;
 use alluxiofs_core::membership::WorkerRecord;
 use alluxiofs_core::ring::WorkerIdentity;
 use axum::serve::ListenerExt;
@@ -124,8 +125,8 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         write_ready_file(f, &host, addr.port(), &url)?;
     }
     tracing::info!(
-        mounts = ?state.ufs.mounts(),
-        page_size = state.store.page_size(),
+        mounts = ?state.cache.ufs().mounts(),
+        page_size = state.cache.page_size(),
         "listening on {url}"
     );
     let membership = match MembershipSettings::from_config(&state.config)? {

@@ -1,10 +1,12 @@
-//! Write-through: `PUT /v1/write?path=<url>` uploads a file to the UFS and
-//! fills the cache with its pages, so a checkpoint written by one process
-//! is read back by another from the cache.
+//! Write-through: [`write_through`] uploads a file to the UFS and fills the
+//! cache with its pages, so a checkpoint written by one process is read
+//! back by another from the cache (`PUT /v1/write?path=<url>` is its HTTP
+//! front, `routes/write.rs`).
 //!
 //! Design:
-//! - **Confinement first.** The URL must lie under a mount (403 before a
-//!   byte is read from the body or sent to the UFS).
+//! - **Confinement first.** The caller confines the URL to the mounts (403
+//!   before a byte is read from the body or sent to the UFS); a URL naming
+//!   a directory is refused here.
 //! - **Bounded memory.** The body is streamed: a body of at most
 //!   [`SINGLE_PUT_MAX`] bytes is sent with one PUT; a larger one becomes a
 //!   multipart upload of [`PART_SIZE`] parts with at most [`PARTS_IN_FLIGHT`]
@@ -23,17 +25,13 @@
 //!   version of the path are dropped. The client tells the other workers
 //!   to forget the path (`/v1/invalidate`).
 
-use crate::app::AppState;
+use crate::cache::ReadThrough;
 use crate::error::{Result, WorkerError};
 use crate::meta::CachedInfo;
 use crate::store::PageKey;
 use crate::ufs::ObjectVersion;
-use axum::body::Body;
-use axum::extract::{RawQuery, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -70,15 +68,8 @@ struct Spool {
 }
 
 impl Spool {
-    fn create(state: &AppState) -> Result<Spool> {
-        let base = state
-            .config
-            .cache_dirs
-            .first()
-            .map(|d| d.path.clone())
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(".writes");
-        std::fs::create_dir_all(&dir)
+    fn create(dir: &std::path::Path) -> Result<Spool> {
+        std::fs::create_dir_all(dir)
             .map_err(|e| WorkerError::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(uuid::Uuid::new_v4().to_string());
         let file = std::fs::File::create(&path)
@@ -139,52 +130,47 @@ fn same_etag(a: &str, b: &str) -> bool {
     norm(a) == norm(b)
 }
 
-/// `PUT /v1/write?path=<url>`: see the module documentation.
-pub async fn write(
-    State(state): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Result<Response> {
-    let q: std::collections::HashMap<String, String> =
-        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
-            .into_owned()
-            .collect();
-    let raw_path = q
-        .get("path")
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| WorkerError::BadRequest("missing query parameter \"path\"".into()))?;
-    let url = state.ufs.confine(raw_path)?;
+/// Upload `body` to the UFS as `url` (confined already) and fill the cache
+/// with its pages: see the module documentation. An error means nothing of
+/// the write was kept (no page of the path stays behind); a complete upload
+/// whose pages could not be kept answers `populated: false` with the reason.
+pub async fn write_through<S, E>(
+    cache: &Arc<ReadThrough>,
+    url: &str,
+    body: S,
+) -> Result<WriteOutcome>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
     if url.ends_with('/')
-        || alluxiofs_core::path::split_url(&url).key.is_empty()
-        || state.ufs.mounts().contains(&url)
+        || alluxiofs_core::path::split_url(url).key.is_empty()
+        || cache.ufs().mounts().iter().any(|m| m == url)
     {
         return Err(WorkerError::BadRequest(format!(
             "{url}: a write names a file, not a directory"
         )));
     }
-    let (store, path) = state.ufs.locate(&url)?;
-    forget(&state, &url, None).await;
-    let mut spool = Spool::create(&state)?;
+    let (store, path) = cache.ufs().locate(url)?;
+    cache.forget(url, None).await;
+    let mut spool = Spool::create(cache.spool_dir())?;
     let started = std::time::Instant::now();
-    let received = match upload(&store, &path, &url, body, &mut spool).await {
+    let (size, put) = match upload(&store, &path, url, body, &mut spool).await {
         Ok(r) => r,
         Err(e) => {
             // Whatever happened, no page of this path may stay behind.
-            forget(&state, &url, None).await;
+            cache.forget(url, None).await;
             return Err(e);
         }
     };
-    let (size, put) = received;
-    state.history.note_write(size);
     let uploaded = started.elapsed();
-    let outcome = populate(&state, &url, size, put.e_tag.as_deref(), spool).await;
-    let outcome = match outcome {
+    let outcome = match populate(cache, url, size, put.e_tag.as_deref(), spool).await {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(url, "written, but the cache was not filled: {e}");
-            forget(&state, &url, None).await;
+            cache.forget(url, None).await;
             WriteOutcome {
-                path: url.clone(),
+                path: url.to_string(),
                 size,
                 version: String::new(),
                 populated: false,
@@ -193,7 +179,6 @@ pub async fn write(
             }
         }
     };
-    state.history.note_pages(outcome.pages_cached);
     tracing::info!(
         url,
         size,
@@ -203,30 +188,23 @@ pub async fn write(
         populate_ms = (started.elapsed() - uploaded).as_millis() as u64,
         "write-through done"
     );
-    let body = serde_json::to_vec(&outcome)
-        .map_err(|e| WorkerError::Internal(format!("JSON encoding: {e}")))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// Forget the metadata of `url` (and its parent listing) and its pages but
-/// those of `keep` (all of them when `None`).
-async fn forget(state: &Arc<AppState>, url: &str, keep: Option<String>) {
-    state.meta.invalidate(url, false);
-    let store = state.store.clone();
-    let u = url.to_string();
-    let _ = tokio::task::spawn_blocking(move || store.remove_url(&u, keep.as_deref())).await;
+    Ok(outcome)
 }
 
 /// Stream `body` to the UFS object `path` and to the spool; returns the
 /// bytes written and the upload's result.
-async fn upload(
+async fn upload<S, E>(
     store: &Arc<dyn ObjectStore>,
     path: &object_store::path::Path,
     url: &str,
-    body: Body,
+    body: S,
     spool: &mut Spool,
-) -> Result<(u64, object_store::PutResult)> {
-    let mut stream = body.into_data_stream();
+) -> Result<(u64, object_store::PutResult)>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let mut stream = std::pin::pin!(body);
     let mut up = Some(Upload::Gathering(Vec::new(), 0));
     let mut total: u64 = 0;
     let result: Result<()> = async {
@@ -304,13 +282,13 @@ async fn upload(
 /// path will key on and store the spooled pages under it when it is the
 /// uploaded object.
 async fn populate(
-    state: &Arc<AppState>,
+    cache: &Arc<ReadThrough>,
     url: &str,
     size: u64,
     put_etag: Option<&str>,
     spool: Spool,
 ) -> Result<WriteOutcome> {
-    let head = state.ufs.head(url).await?;
+    let head = cache.ufs().head(url).await?;
     let mut outcome = WriteOutcome {
         path: url.to_string(),
         size,
@@ -321,7 +299,7 @@ async fn populate(
     };
     let Some(v) = head else {
         outcome.reason = "the object is gone".into();
-        forget(state, url, None).await;
+        cache.forget(url, None).await;
         return Ok(outcome);
     };
     let ours = match (put_etag, v.e_tag.as_deref()) {
@@ -334,14 +312,14 @@ async fn populate(
         } else {
             "the object was replaced by another writer".into()
         };
-        forget(state, url, None).await;
+        cache.forget(url, None).await;
         return Ok(outcome);
     }
-    let stored = store_pages(state, &v, spool).await?;
+    let stored = store_pages(cache, &v, spool).await?;
     // Pages of any other version (a read that raced the write) go; the
     // metadata cache learns the new version.
-    forget(state, url, Some(v.version.clone())).await;
-    state.meta.put_info(
+    cache.forget(url, Some(v.version.clone())).await;
+    cache.meta().put_info(
         url,
         CachedInfo {
             info: v.file_info(),
@@ -354,8 +332,8 @@ async fn populate(
 }
 
 /// Read the spool page by page into the store under version `v`.
-async fn store_pages(state: &Arc<AppState>, v: &ObjectVersion, spool: Spool) -> Result<u64> {
-    let store = state.store.clone();
+async fn store_pages(cache: &ReadThrough, v: &ObjectVersion, spool: Spool) -> Result<u64> {
+    let store = cache.store().clone();
     let v = v.clone();
     tokio::task::spawn_blocking(move || -> Result<u64> {
         let page = store.page_size() as usize;

@@ -117,7 +117,7 @@ fn range_uri(url: &str, offset: u64, length: u64) -> String {
 }
 
 fn gets(state: &AppState) -> u64 {
-    state.metrics.ufs_requests(UfsOp::Get)
+    state.cache.metrics().ufs_requests(UfsOp::Get)
 }
 
 #[tokio::test]
@@ -159,8 +159,16 @@ async fn confinement_refuses_without_touching_ufs_or_disk() {
     // The same traversal with the dots encoded only once in the raw query.
     let raw = format!("/v1/info?path={root}/%2e%2e/secret");
     assert_eq!(call(&state, "GET", &raw).await.0, StatusCode::FORBIDDEN);
-    assert_eq!(state.metrics.ufs_requests_total(), 0, "the UFS was touched");
-    assert_eq!(state.store.gauges().pages, 0, "the cache was touched");
+    assert_eq!(
+        state.cache.metrics().ufs_requests_total(),
+        0,
+        "the UFS was touched"
+    );
+    assert_eq!(
+        state.cache.store().gauges().pages,
+        0,
+        "the cache was touched"
+    );
     // Sanity: the same worker does serve files inside the mount.
     let url = env.url("a.bin");
     let (status, _, body) = call(&state, "GET", &range_uri(&url, 0, 6)).await;
@@ -204,7 +212,7 @@ async fn random_ranges_match_the_source_and_hit_the_cache_the_second_time() {
         );
         assert!(!headers["x-alluxiofs-version"].is_empty());
     }
-    let requests = state.metrics.ufs_requests_total();
+    let requests = state.cache.metrics().ufs_requests_total();
     assert!(gets(&state) >= 1);
     for (off, len) in &ranges {
         let (_, _, body) = call(&state, "GET", &range_uri(&url, *off, *len)).await;
@@ -213,7 +221,7 @@ async fn random_ranges_match_the_source_and_hit_the_cache_the_second_time() {
         assert_eq!(&body[..], &data[start..end]);
     }
     assert_eq!(
-        state.metrics.ufs_requests_total(),
+        state.cache.metrics().ufs_requests_total(),
         requests,
         "a second read must not ask the UFS"
     );
@@ -320,8 +328,11 @@ async fn concurrent_identical_misses_make_one_ufs_request() {
         "16 concurrent readers, one metadata request"
     );
     assert_eq!(gets(&state), 1);
-    assert_eq!(Metrics::get(&state.metrics.cache_misses), 11);
-    assert_eq!(Metrics::get(&state.metrics.coalesced_pages), 15 * 11);
+    assert_eq!(Metrics::get(&state.cache.metrics().cache_misses), 11);
+    assert_eq!(
+        Metrics::get(&state.cache.metrics().coalesced_pages),
+        15 * 11
+    );
 }
 
 #[tokio::test]
@@ -516,7 +527,7 @@ async fn invalidate_drops_metadata_and_pages() {
     let url = env.url("sub/i.bin");
     let state = env.state(Duration::from_secs(600), 1 << 20);
     call(&state, "GET", &range_uri(&url, 0, 2 * PAGE)).await;
-    assert_eq!(state.store.gauges().pages, 2);
+    assert_eq!(state.cache.store().gauges().pages, 2);
     let before = gets(&state);
     let (status, _, body) = call(
         &state,
@@ -527,8 +538,8 @@ async fn invalidate_drops_metadata_and_pages() {
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["success"], true);
-    assert_eq!(state.store.gauges().pages, 0);
-    assert_eq!(state.store.gauges().memory_pages, 0);
+    assert_eq!(state.cache.store().gauges().pages, 0);
+    assert_eq!(state.cache.store().gauges().memory_pages, 0);
     let (_, _, body) = call(&state, "GET", &range_uri(&url, 0, 2 * PAGE)).await;
     assert_eq!(&body[..], &data[..]);
     assert_eq!(gets(&state), before + 1);
@@ -559,7 +570,7 @@ async fn auth_token_is_required_except_for_healthz() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        state.metrics.ufs_requests_total(),
+        state.cache.metrics().ufs_requests_total(),
         1,
         "only the authorized request"
     );
@@ -588,7 +599,7 @@ async fn restart_serves_cached_pages_without_ufs_data_requests() {
         assert_eq!(gets(&state), 1);
     }
     let state = env.state(Duration::from_secs(60), 1 << 20);
-    assert_eq!(state.store.gauges().pages, 7);
+    assert_eq!(state.cache.store().gauges().pages, 7);
     // The path_id map survived: a page by id alone.
     let (status, _, body) =
         call(&state, "GET", &format!("/v1/file/{}/page/6", path_id(&url))).await;
@@ -598,7 +609,7 @@ async fn restart_serves_cached_pages_without_ufs_data_requests() {
     assert_eq!(&body[..], &data[10..]);
     assert_eq!(gets(&state), 0, "no data GET after a restart");
     assert_eq!(
-        state.metrics.ufs_requests(UfsOp::Head),
+        state.cache.metrics().ufs_requests(UfsOp::Head),
         1,
         "one metadata request"
     );
@@ -620,7 +631,7 @@ async fn a_corrupt_page_on_disk_is_read_through_again() {
     std::fs::write(&files[0], raw).unwrap();
     let (_, _, body) = call(&state, "GET", &range_uri(&url, 0, PAGE)).await;
     assert_eq!(&body[..], &data[..], "never the corrupt bytes");
-    assert_eq!(Metrics::get(&state.metrics.corrupt_pages), 1);
+    assert_eq!(Metrics::get(&state.cache.metrics().corrupt_pages), 1);
     assert_eq!(gets(&state), 2, "read through again");
     let (_, _, body) = call(&state, "GET", &range_uri(&url, 0, PAGE)).await;
     assert_eq!(&body[..], &data[..]);
@@ -661,7 +672,7 @@ async fn a_real_worker_over_tcp() {
         let body = resp.bytes().await.unwrap();
         assert_eq!(&body[..], &data[1000..251_000]);
     }
-    assert_eq!(worker.state().metrics.ufs_requests(UfsOp::Get), 1);
+    assert_eq!(worker.state().cache.metrics().ufs_requests(UfsOp::Get), 1);
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     worker.shutdown().await.unwrap();
@@ -693,5 +704,5 @@ async fn a_large_range_streams_as_runs_around_cached_pages() {
     // Pages 0..2 (one run), cached page 2, then 3..end: more than
     // MAX_RUN_BYTES, so two runs.
     assert_eq!(gets(&state), 1 + 3);
-    assert_eq!(Metrics::get(&state.metrics.cache_hits), 1);
+    assert_eq!(Metrics::get(&state.cache.metrics().cache_hits), 1);
 }

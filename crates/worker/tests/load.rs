@@ -82,7 +82,7 @@ async fn load_file_fetches_only_missing_pages() {
     let w = alluxiofs_worker::start(env.config()).await.unwrap();
     let base = w.url();
     let url = env.url("f.bin");
-    let gets = || w.state().metrics.ufs_requests(UfsOp::Get);
+    let gets = || w.state().cache.metrics().ufs_requests(UfsOp::Get);
     // A read caches pages 2 and 3.
     let r = reqwest::get(format!(
         "{base}/v1/range/{}?ufsFullPath={}&offset={}&length={}",
@@ -193,7 +193,7 @@ async fn alluxio_load_job_loads_a_tree_into_this_worker() {
     assert_eq!(props["filesSkipped"], "1");
     assert_eq!(props["bytesLoaded"], total.to_string().as_str());
     // Every page is cached: reads of every file fetch nothing.
-    let gets = w.state().metrics.ufs_requests(UfsOp::Get);
+    let gets = w.state().cache.metrics().ufs_requests(UfsOp::Get);
     for n in names {
         let url = env.url(n);
         let r = reqwest::get(format!(
@@ -206,6 +206,6 @@ async fn alluxio_load_job_loads_a_tree_into_this_worker() {
         assert_eq!(r.status(), 200);
         r.bytes().await.unwrap();
     }
-    assert_eq!(w.state().metrics.ufs_requests(UfsOp::Get), gets);
+    assert_eq!(w.state().cache.metrics().ufs_requests(UfsOp::Get), gets);
     w.shutdown().await.unwrap();
 }

@@ -201,7 +201,7 @@ async fn mount_quota_bounds_its_prefix() {
     let q = &rules["mount_quotas"][0];
     assert!(q["used_bytes"].as_u64().unwrap() <= 4 * one, "{rules}");
     // 4 of the 12 cold pages fit in the quota; the 12 hot pages are untouched.
-    assert_eq!(env.state.store.gauges().pages, 16, "{rules}");
+    assert_eq!(env.state.cache.store().gauges().pages, 16, "{rules}");
     let metrics = env.call_raw("/metrics").await.1;
     let text = String::from_utf8_lossy(&metrics);
     assert!(

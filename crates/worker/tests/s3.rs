@@ -180,12 +180,12 @@ async fn reads_through_from_s3() {
     assert_eq!(&body[..], &data[1000..151_000]);
     let etag = headers["x-alluxiofs-version"].to_str().unwrap().to_string();
     assert_eq!(etag, list[0].content_hash);
-    let get_count = state.metrics.ufs_requests(UfsOp::Get);
+    let get_count = state.cache.metrics().ufs_requests(UfsOp::Get);
     assert_eq!(get_count, 1, "one ranged GET for the three pages");
     let (_, _, body) = call(&state, &range_uri(url, 1000, 150_000)).await;
     assert_eq!(&body[..], &data[1000..151_000]);
     assert_eq!(
-        state.metrics.ufs_requests_total(),
+        state.cache.metrics().ufs_requests_total(),
         2,
         "one list and one GET in all"
     );
@@ -204,7 +204,7 @@ async fn reads_through_from_s3() {
     assert_eq!(&body[..], &new[3 * 65536..3 * 65536 + 100]);
     assert_ne!(headers["x-alluxiofs-version"].to_str().unwrap(), etag);
     assert_eq!(
-        state.metrics.ufs_errors(UfsOp::Get),
+        state.cache.metrics().ufs_errors(UfsOp::Get),
         1,
         "the failed If-Match"
     );

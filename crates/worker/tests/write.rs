@@ -93,7 +93,7 @@ async fn written_pages_are_served_without_a_ufs_get() {
     assert_eq!(std::fs::read(e.ufs.join("ckpt.bin")).unwrap(), data);
     assert_eq!(spooled(&e.cache), 0, "spool removed");
 
-    let gets = e.state.metrics.ufs_requests(UfsOp::Get);
+    let gets = e.state.cache.metrics().ufs_requests(UfsOp::Get);
     let id = alluxiofs_core::path::path_id(&url);
     let (status, got) = send(
         &e.state,
@@ -103,7 +103,7 @@ async fn written_pages_are_served_without_a_ufs_get() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&got[..], &data[..]);
     assert_eq!(
-        e.state.metrics.ufs_requests(UfsOp::Get),
+        e.state.cache.metrics().ufs_requests(UfsOp::Get),
         gets,
         "from the cache"
     );
@@ -187,7 +187,7 @@ async fn a_body_that_fails_leaves_no_object_and_no_pages() {
         let (status, _) = send(&e.state, put(&url, chunks)).await;
         assert!(!status.is_success(), "{status}");
         assert!(!e.ufs.join("cut.bin").exists(), "size {size}");
-        assert_eq!(e.state.store.gauges().pages, 0, "size {size}");
+        assert_eq!(e.state.cache.store().gauges().pages, 0, "size {size}");
         assert_eq!(spooled(&e.cache), 0, "spool removed");
     }
 }
