@@ -22,8 +22,9 @@ use alluxiofs_core::ring::{HashRing, WorkerIdentity};
 use alluxiofs_core::Error;
 use pyo3::create_exception;
 use pyo3::exceptions::{
-    PyConnectionError, PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError,
-    PyRuntimeError, PySystemExit, PyTimeoutError, PyValueError,
+    PyConnectionError, PyFileExistsError, PyFileNotFoundError, PyIsADirectoryError,
+    PyNotADirectoryError, PyOSError, PyPermissionError, PyRuntimeError, PySystemExit,
+    PyTimeoutError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -92,6 +93,8 @@ fn to_pyerr(err: Error) -> PyErr {
     let msg = err.to_string();
     match err {
         Error::NotFound { path } => PyFileNotFoundError::new_err((2, msg, path)),
+        Error::IsADirectory { path } => PyIsADirectoryError::new_err((21, msg, path)),
+        Error::NotADirectory { path } => PyNotADirectoryError::new_err((20, msg, path)),
         Error::PermissionDenied { path, .. } => PyPermissionError::new_err((13, msg, path)),
         Error::InvalidArgument(_) => PyValueError::new_err(msg),
         Error::AlreadyExists { path } => PyFileExistsError::new_err((17, msg, path)),

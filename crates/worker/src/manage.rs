@@ -86,7 +86,7 @@ fn refused(e: KeepError) -> Response {
         status = status.as_u16(),
         "keeping request refused: {message}"
     );
-    let body = serde_json::to_vec(&ErrorBody { message }).unwrap_or_default();
+    let body = serde_json::to_vec(&ErrorBody::new(message)).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
