@@ -283,34 +283,20 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 if local is None or embedded.is_running(local):
                     return entry[1]
             o = self.options
-            common: dict[str, Any] = {
-                "page_size": o.page_size,
-                "vnodes": o.vnodes,
-                "replicas": o.replicas,
-                "connect_timeout": o.connect_timeout,
-                "request_timeout": o.request_timeout,
-                "retries": o.retries,
-                "max_chunk": o.max_chunk,
-                "max_parallel": o.max_parallel,
-                "coalesce_gap": o.coalesce_gap,
-                "auth_token": o.auth_token,
-                "readahead_initial": o.readahead_initial,
-                "readahead_max": o.readahead_max,
-                "placement": o.placement,
-            }
+            native = o.native_options()
             if o.etcd_hosts:
                 client = _alluxiofs.NativeClient.from_etcd(
                     parse_etcd_hosts(o.etcd_hosts, o.etcd_port),
                     cluster=o.cluster_name,
                     username=o.etcd_username,
                     password=o.etcd_password,
-                    **common,
+                    options=native,
                 )
             elif o.worker_hosts:
                 workers = parse_worker_hosts(o.worker_hosts, o.worker_http_port)
                 if not workers:
                     raise ValueError(f"worker_hosts {o.worker_hosts!r} names no worker")
-                client = _alluxiofs.NativeClient(workers, **common)
+                client = _alluxiofs.NativeClient(workers, native)
             else:
                 local = embedded.ensure_local_worker(
                     self.target_protocol,
@@ -319,8 +305,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                     memory_capacity=o.embedded_memory_capacity,
                     page_size=o.page_size,
                 )
-                common["auth_token"] = local.token
-                client = _alluxiofs.NativeClient([(local.host, local.port)], **common)
+                native["auth_token"] = local.token
+                client = _alluxiofs.NativeClient([(local.host, local.port)], native)
                 _CLIENTS[key] = (pid, client, local)
                 return client
             _CLIENTS[key] = (pid, client, None)
