@@ -13,7 +13,8 @@ use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use crate::{runtime, to_pyerr};
+use crate::error::to_pyerr;
+use crate::runtime::{runtime, wait};
 
 /// How often the progress callback runs at most.
 const TICK: Duration = Duration::from_millis(100);
@@ -67,8 +68,7 @@ pub(crate) fn run<'py>(
     let c = counters.clone();
     let mut task = rt.spawn(async move { load(&client, &url, &opts, c).await });
     let outcome = loop {
-        let waited =
-            py.detach(|| rt.block_on(async { tokio::time::timeout(TICK, &mut task).await }));
+        let waited = wait(py, || tokio::time::timeout(TICK, &mut task))?;
         match waited {
             Ok(joined) => break joined,
             Err(_) => {

@@ -13,7 +13,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::{runtime, to_pyerr};
+use crate::runtime::run;
 
 /// A file being written through a cache worker: `write(data)` streams,
 /// `close()` completes the upload and returns the worker's answer,
@@ -29,15 +29,10 @@ impl NativeWriter {
     /// upload. A worker fault raises `ConnectionError` (the caller falls
     /// back to the target filesystem).
     pub fn open(py: Python<'_>, client: Arc<Client>, url: String) -> PyResult<NativeWriter> {
-        let rt = runtime()?;
-        let writer = py
-            .detach(|| {
-                rt.block_on(async {
-                    let owner = client.write_owner(&url).await?;
-                    Ok::<Writer, Error>(Writer::start(client.clone(), &url, owner))
-                })
-            })
-            .map_err(to_pyerr)?;
+        let writer = run(py, || async move {
+            let owner = client.write_owner(&url).await?;
+            Ok::<Writer, Error>(Writer::start(client.clone(), &url, owner))
+        })?;
         Ok(NativeWriter {
             worker: writer.worker(),
             writer: Mutex::new(Some(writer)),
@@ -70,15 +65,13 @@ impl NativeWriter {
         let buf = PyBuffer::<u8>::get(data)?;
         let bytes = Bytes::from(buf.to_vec(py)?);
         let n = bytes.len();
-        let rt = runtime()?;
         let mut guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let w = guard
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("I/O operation on closed writer"))?;
-        let r = py.detach(|| rt.block_on(w.write(bytes)));
-        if let Err(e) = r {
+        if let Err(e) = run(py, || w.write(bytes)) {
             *guard = None;
-            return Err(to_pyerr(e));
+            return Err(e);
         }
         Ok(n)
     }
@@ -92,8 +85,7 @@ impl NativeWriter {
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .ok_or_else(|| PyValueError::new_err("writer already closed"))?;
-        let rt = runtime()?;
-        let r = py.detach(|| rt.block_on(w.finish())).map_err(to_pyerr)?;
+        let r = run(py, || w.finish())?;
         result_to_dict(py, &r)
     }
 

@@ -189,3 +189,28 @@ def test_every_translated_name_is_documented():
     names = [*compat.RENAMED, *compat.IGNORED, *compat.REFUSED, *compat.ALLUXIO_PROPERTIES]
     missing = [n for n in names if f"`{n}`" not in doc]
     assert not missing, f"not in docs/configuration.md: {missing}"
+
+
+def test_client_defaults_are_declared_once_in_rust():
+    """The native client's options and defaults come from Rust: ClientOptions
+    shows the same, hands exactly those names to NativeClient, and an unknown
+    name is a ValueError that lists the known ones."""
+    from alluxiofs import _alluxiofs
+    from alluxiofs.config import ClientOptions
+
+    defaults = _alluxiofs.client_defaults()
+    assert defaults == {
+        "page_size": 1 << 20, "vnodes": 5, "replicas": 1, "connect_timeout": 2.0,
+        "request_timeout": 30.0, "retries": 2, "max_chunk": 8 << 20, "max_parallel": 16,
+        "coalesce_gap": 1 << 20, "auth_token": None, "readahead_initial": 1 << 20,
+        "readahead_max": 64 << 20, "placement": None,
+    }  # fmt: skip
+    assert ClientOptions().native_options() == defaults
+    with pytest.raises(ValueError, match=r"pagesize.*page_size, vnodes"):
+        _alluxiofs.NativeClient([("127.0.0.1", 1)], {"pagesize": 4096})
+    with pytest.raises(ValueError, match="client option connect_timeout"):
+        _alluxiofs.NativeClient([("127.0.0.1", 1)], {"connect_timeout": -1.0})
+    with pytest.raises(ValueError, match="client option page_size"):
+        _alluxiofs.NativeClient([("127.0.0.1", 1)], {"page_size": "big"})
+    client = _alluxiofs.NativeClient([("127.0.0.1", 1)], {"placement": "rendezvous"})
+    assert client.placement() == "rendezvous"

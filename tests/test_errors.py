@@ -53,8 +53,10 @@ def test_url_outside_mounts_raises_permission_error(make_fs, start_worker, s3_se
     assert fs.cat_file(allowed) == b"fine to read"
     with pytest.raises(PermissionError):
         fs.cat_file(secret)
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError) as refused:
         fs.info(secret)
+    assert refused.value.errno == errno.EACCES
+    assert refused.value.filename == f"s3://{secret}"
     # Dot segments cannot climb out of the mount either.
     with pytest.raises((PermissionError, ValueError)):
         fs.cat_file(f"s3://{s3_server.bucket}/allowed/../secret/key.bin")
@@ -97,6 +99,32 @@ def test_directory_cannot_be_opened(fs, dataset):
     """Opening a directory for reading raises IsADirectoryError (an OSError)."""
     with pytest.raises(IsADirectoryError):
         fs.open(f"{dataset.prefix}/small", "rb")
+
+
+def test_errors_carry_errno_and_the_url_as_filename(fs, dataset):
+    """The native errors about a path set errno and filename (the UFS URL),
+    whichever read entry point raised them; a directory read is
+    IsADirectoryError as the worker says (its error code), not a guess."""
+    missing = f"{dataset.prefix}/no/such/file.bin"
+    for call in (
+        lambda: fs.info(missing),
+        lambda: fs.cat_file(missing),
+        lambda: fs.cat_file(missing, 0, 10),
+    ):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        assert info.value.errno == errno.ENOENT
+        assert info.value.filename == f"s3://{missing}"
+    directory = f"{dataset.prefix}/small"
+    for call in (
+        lambda: fs.cat_file(directory),
+        lambda: fs.cat_file(directory, 0, 10),
+        lambda: fs.cat_ranges([directory], [0], [10], on_error="raise"),
+    ):
+        with pytest.raises(IsADirectoryError) as info:
+            call()
+        assert info.value.errno == errno.EISDIR
+        assert info.value.filename == f"s3://{directory}"
 
 
 class SilentServer:
@@ -205,9 +233,10 @@ def test_worker_timeout_falls_back_to_the_ufs(make_fs, silent_worker, ufs_file):
 
 class FixedAnswerServer:
     """An HTTP server on a loopback port chosen at run time that answers every
-    request with ``status`` and a JSON error body, as a worker does."""
+    request with ``status`` and a JSON error body, as a worker does (with the
+    error ``code`` when given, as a worker does since codes exist)."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, code: str | None = None) -> None:
         outer = self
         self.status = status
         self.requests = 0
@@ -215,7 +244,10 @@ class FixedAnswerServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.requests += 1
-                body = json.dumps({"message": f"answered {outer.status} on purpose"}).encode()
+                answer = {"message": f"answered {outer.status} on purpose"}
+                if code is not None:
+                    answer["code"] = code
+                body = json.dumps(answer).encode()
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -241,8 +273,8 @@ class FixedAnswerServer:
 def answering_worker():
     servers: list[FixedAnswerServer] = []
 
-    def start(status: int) -> FixedAnswerServer:
-        servers.append(FixedAnswerServer(status))
+    def start(status: int, code: str | None = None) -> FixedAnswerServer:
+        servers.append(FixedAnswerServer(status, code))
         return servers[-1]
 
     yield start
@@ -281,3 +313,40 @@ def test_unexpected_worker_answer_is_alluxio_error(make_fs, answering_worker, uf
         assert info.value.filename == url
         assert "418" in str(info.value) and "on purpose" in str(info.value)
     assert fs.stats()["ufs_fallback_reads"] == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "raised", "err"),
+    [
+        (400, "is_a_directory", IsADirectoryError, errno.EISDIR),
+        (404, "not_a_directory", NotADirectoryError, errno.ENOTDIR),
+        (404, "not_found", FileNotFoundError, errno.ENOENT),
+        (404, None, FileNotFoundError, errno.ENOENT),
+        (403, "permission_denied", PermissionError, errno.EACCES),
+        (401, "unauthenticated", PermissionError, errno.EACCES),
+        (412, "object_changed", alluxiofs.ObjectChangedError, errno.EIO),
+        # A code this client does not know (a newer worker): by status.
+        (404, "from_a_newer_worker", FileNotFoundError, errno.ENOENT),
+    ],
+)
+def test_the_error_code_names_the_exception(make_fs, answering_worker, ufs_file, status, code,
+                                            raised, err):  # fmt: skip
+    """The worker's error code picks the exception, errno and filename; a
+    body without one (an older worker) maps by status."""
+    path, _ = ufs_file
+    worker = answering_worker(status, code)
+    fs = make_fs([], worker_hosts=worker.addr)
+    with pytest.raises(raised) as info:
+        fs.cat_file(path, 0, 10)
+    assert info.value.errno == err
+    assert info.value.filename == f"s3://{path}"
+
+
+def test_a_bad_request_without_a_code_is_value_error(make_fs, answering_worker, ufs_file):
+    """An older worker answers a directory read as a plain 400: a ValueError,
+    with no guessing in Python."""
+    path, _ = ufs_file
+    worker = answering_worker(400)
+    fs = make_fs([], worker_hosts=worker.addr)
+    with pytest.raises(ValueError, match="on purpose"):
+        fs.cat_file(path, 0, 10)

@@ -285,6 +285,7 @@ def test_read_errors(pair, entry, what):
     with pytest.raises(RAISES[what]) as raised:
         READS[entry](pair.alluxio, path)
     assert raised.value.errno is not None
+    assert raised.value.filename, "the error names the path it is about"
     assert pair.p(BAD_PATHS[what]).rstrip("/") in str(raised.value).replace("file://", "")
     # The next call on the same worker is served: an error about one path
     # never makes the client skip the worker.

@@ -1,6 +1,6 @@
 """Type stubs of the native module ``alluxiofs._alluxiofs`` (Rust, PyO3)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from typing_extensions import Buffer
@@ -24,39 +24,16 @@ class NativeClient:
     def __init__(
         self,
         workers: list[tuple[str, int]],
-        page_size: int = 1048576,
-        vnodes: int = 5,
-        replicas: int = 1,
-        connect_timeout: float = 2.0,
-        request_timeout: float = 30.0,
-        retries: int = 2,
-        max_chunk: int = 8388608,
-        max_parallel: int = 16,
-        coalesce_gap: int = 1048576,
-        auth_token: str | None = None,
-        readahead_initial: int = 1048576,
-        readahead_max: int = 67108864,
-        placement: str | None = None,
-    ) -> None: ...
+        options: Mapping[str, object] | None = None,
+    ) -> None:
+        """A client of ``workers``; ``options``: names and defaults in :func:`client_defaults`."""
     @staticmethod
     def from_etcd(
         endpoints: list[str],
         cluster: str = "DefaultAlluxioCluster",
         username: str | None = None,
         password: str | None = None,
-        page_size: int = 1048576,
-        vnodes: int = 5,
-        replicas: int = 1,
-        connect_timeout: float = 2.0,
-        request_timeout: float = 30.0,
-        retries: int = 2,
-        max_chunk: int = 8388608,
-        max_parallel: int = 16,
-        coalesce_gap: int = 1048576,
-        auth_token: str | None = None,
-        readahead_initial: int = 1048576,
-        readahead_max: int = 67108864,
-        placement: str | None = None,
+        options: Mapping[str, object] | None = None,
     ) -> NativeClient: ...
     def placement(self) -> str: ...
     def is_watching(self) -> bool: ...
@@ -144,6 +121,9 @@ class HashRing:
     ) -> None: ...
     def points(self) -> list[tuple[int, str]]: ...
     def get_multiple(self, key: str, n: int) -> list[str]: ...
+
+def client_defaults() -> dict[str, object]:
+    """Every ``NativeClient`` option and its default (``placement``: ``None``, unset)."""
 
 def worker_identity(hostname: str) -> str: ...
 def normalize_url(url: str) -> str: ...

@@ -12,8 +12,14 @@ import dataclasses
 import os
 from typing import Any
 
-from . import compat
+from . import _alluxiofs, compat
 from .units import parse_seconds, parse_size
+
+# The native client's options and their defaults, declared once in Rust
+# (``ClientConfig``): the fields of :class:`ClientOptions` that the native
+# client takes default to these, and :meth:`ClientOptions.native_options`
+# hands exactly these names to ``NativeClient``.
+_NATIVE: dict[str, Any] = _alluxiofs.client_defaults()
 
 
 def _parse_bool(value: Any) -> bool:
@@ -29,7 +35,11 @@ def _parse_bool(value: Any) -> bool:
 
 @dataclasses.dataclass
 class ClientOptions:
-    """Every client knob with its default. Field docs are in docs/configuration.md."""
+    """Every client knob with its default. Field docs are in docs/configuration.md.
+
+    The native client's knobs (``page_size`` ... ``placement``) take their
+    defaults from Rust (``_alluxiofs.client_defaults()``); the others are the
+    Python layer's own."""
 
     worker_hosts: str | None = None
     """Comma-separated ``host[:port]`` list; empty means the embedded local worker."""
@@ -45,36 +55,36 @@ class ClientOptions:
     """etcd user, if etcd has authentication on."""
     etcd_password: str | None = None
     """etcd password for ``etcd_username``."""
-    placement: str | None = None
+    placement: str | None = _NATIVE["placement"]
     """Placement of paths on workers: ``alluxio`` (the Alluxio-compatible ring, the default) or
     ``rendezvous`` (better balanced; alluxiofs-only clusters). With etcd the cluster's published
     setting is used and a different value here is an error."""
-    page_size: int = 1 << 20
+    page_size: int = _NATIVE["page_size"]
     """Page size in bytes; must match the workers'."""
-    vnodes: int = 5
+    vnodes: int = _NATIVE["vnodes"]
     """Virtual nodes per worker on the hash ring (Alluxio's default is 5)."""
-    replicas: int = 1
+    replicas: int = _NATIVE["replicas"]
     """Preferred workers per path tried in order before falling back to the UFS."""
-    connect_timeout: float = 2.0
+    connect_timeout: float = _NATIVE["connect_timeout"]
     """Seconds to connect to a worker."""
-    request_timeout: float = 30.0
+    request_timeout: float = _NATIVE["request_timeout"]
     """Seconds for one whole worker request."""
-    retries: int = 2
+    retries: int = _NATIVE["retries"]
     """Retries per worker on connection errors, timeouts and 5xx."""
-    max_chunk: int = 8 << 20
+    max_chunk: int = _NATIVE["max_chunk"]
     """Reads larger than this are split into page-aligned chunks fetched in parallel."""
-    max_parallel: int = 16
+    max_parallel: int = _NATIVE["max_parallel"]
     """Concurrent worker requests per call."""
-    coalesce_gap: int = 1 << 20
+    coalesce_gap: int = _NATIVE["coalesce_gap"]
     """``cat_ranges``: ranges of one file closer than this are fetched as one."""
-    readahead_initial: int = 1 << 20
+    readahead_initial: int = _NATIVE["readahead_initial"]
     """First readahead window of a sequentially read file."""
-    readahead_max: int = 64 << 20
+    readahead_max: int = _NATIVE["readahead_max"]
     """Largest readahead window."""
     parquet_prefetch_depth: int = 2
     """Parquet files: after a read of column chunks of row group k, prefetch the
     same columns of row groups k+1..k+depth in the background (0: off)."""
-    auth_token: str | None = None
+    auth_token: str | None = _NATIVE["auth_token"]
     """Bearer token the workers require, if any."""
     auth_token_file: str | None = None
     """File holding the token (alternative to ``auth_token``)."""
@@ -103,6 +113,10 @@ class ClientOptions:
     _INTS = ("worker_http_port", "etcd_port", "vnodes", "replicas", "retries", "max_parallel",
              "parquet_prefetch_depth")  # fmt: skip
     _BOOLS = ("fallback",)
+
+    def native_options(self) -> dict[str, Any]:
+        """The options of the native client (``NativeClient(workers, options)``)."""
+        return {name: getattr(self, name) for name in _NATIVE}
 
     def set(self, key: str, value: Any) -> None:
         """Set one option from a string or typed value, with a clear error for bad input."""

@@ -283,34 +283,20 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 if local is None or embedded.is_running(local):
                     return entry[1]
             o = self.options
-            common: dict[str, Any] = {
-                "page_size": o.page_size,
-                "vnodes": o.vnodes,
-                "replicas": o.replicas,
-                "connect_timeout": o.connect_timeout,
-                "request_timeout": o.request_timeout,
-                "retries": o.retries,
-                "max_chunk": o.max_chunk,
-                "max_parallel": o.max_parallel,
-                "coalesce_gap": o.coalesce_gap,
-                "auth_token": o.auth_token,
-                "readahead_initial": o.readahead_initial,
-                "readahead_max": o.readahead_max,
-                "placement": o.placement,
-            }
+            native = o.native_options()
             if o.etcd_hosts:
                 client = _alluxiofs.NativeClient.from_etcd(
                     parse_etcd_hosts(o.etcd_hosts, o.etcd_port),
                     cluster=o.cluster_name,
                     username=o.etcd_username,
                     password=o.etcd_password,
-                    **common,
+                    options=native,
                 )
             elif o.worker_hosts:
                 workers = parse_worker_hosts(o.worker_hosts, o.worker_http_port)
                 if not workers:
                     raise ValueError(f"worker_hosts {o.worker_hosts!r} names no worker")
-                client = _alluxiofs.NativeClient(workers, **common)
+                client = _alluxiofs.NativeClient(workers, native)
             else:
                 local = embedded.ensure_local_worker(
                     self.target_protocol,
@@ -319,8 +305,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                     memory_capacity=o.embedded_memory_capacity,
                     page_size=o.page_size,
                 )
-                common["auth_token"] = local.token
-                client = _alluxiofs.NativeClient([(local.host, local.port)], **common)
+                native["auth_token"] = local.token
+                client = _alluxiofs.NativeClient([(local.host, local.port)], native)
                 _CLIENTS[key] = (pid, client, local)
                 return client
             _CLIENTS[key] = (pid, client, None)
@@ -452,7 +438,10 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         if size is None and (start < 0 or end is None or end < 0):
             info = self._meta("info", url)
             if info["type"] == "directory":
-                raise self._directory_error(url)
+                # No read is sent (a directory has no size to resolve the
+                # range against), and the info may come from the UFS
+                # fallback: no worker says it here, so say it ourselves.
+                raise IsADirectoryError(errno.EISDIR, "is a directory", self._name(url))
             size = info["size"]
         if start < 0:
             start = max(0, size + start)  # type: ignore[operator]
@@ -475,10 +464,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         s, e = self._resolve_range(url, start, end, None)
         if e == s:
             return b""
-        try:
-            return self._client().read(url, s, e, None, self._fallback())
-        except ValueError as e:
-            raise self._dir_or(url, e) from None
+        return self._client().read(url, s, e, None, self._fallback())
 
     def _read_whole(self, urls: list[str], on_error: str = "raise") -> list[bytes | Exception]:
         """Whole files in one native call (one request per file up to ``max_chunk``).
@@ -494,25 +480,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 self.counters.add("ufs_fallback_bytes", len(data))
                 self._log_new_fallbacks()
                 out[i] = data
-            elif isinstance(r, ValueError):
-                out[i] = self._dir_or(urls[i], r)
             if isinstance(out[i], BaseException) and on_error == "raise":
                 raise out[i]  # type: ignore[misc]
         return out
-
-    def _directory_error(self, url: str) -> IsADirectoryError:
-        return IsADirectoryError(errno.EISDIR, "is a directory", self._name(url))
-
-    def _dir_or(self, url: str, err: ValueError) -> Exception:
-        """The worker refuses a data read of a directory as a bad request: make
-        that ``IsADirectoryError``, and keep any other ``ValueError`` as it is."""
-        return self._directory_error(url) if self._is_dir(url) else err
-
-    def _is_dir(self, url: str) -> bool:
-        try:
-            return self._meta("info", url)["type"] == "directory"
-        except (OSError, ValueError):
-            return False
 
     def cat_ranges(
         self,
@@ -545,9 +515,6 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             rs.append(a)
             re_.append(b)
         out = self._client().read_ranges(urls, rs, re_, self._fallback())
-        for i, r in enumerate(out):
-            if isinstance(r, ValueError):
-                out[i] = self._dir_or(urls[i], r)
         if on_error == "raise":
             for r in out:
                 if isinstance(r, BaseException):

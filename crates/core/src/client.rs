@@ -48,7 +48,7 @@ use serde::Serialize;
 
 pub use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::info::{ErrorBody, FileInfo};
+use crate::info::FileInfo;
 use crate::pages::{coalesce, split_aligned};
 use crate::path::path_id;
 use crate::placement::{Placement, Placer};
@@ -1360,13 +1360,10 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &str, url: &str, worker: &st
     })
 }
 
-/// A non-2xx answer: the message of the JSON body (or the raw body) mapped
-/// by [`Error::from_status`].
+/// A non-2xx answer: its JSON body (or raw body) mapped by
+/// [`Error::from_response`].
 pub(crate) fn status_error(w: &WorkerAddr, status: u16, about: &str, body: &str) -> Error {
-    let message = serde_json::from_str::<ErrorBody>(body)
-        .map(|b| b.message)
-        .unwrap_or_else(|_| body.trim().to_string());
-    Error::from_status(&w.addr(), status, about, message)
+    Error::from_response(&w.addr(), status, about, body)
 }
 
 /// A transport failure (connect, timeout, broken body) is a worker fault:

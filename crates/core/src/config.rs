@@ -1,8 +1,10 @@
 //! The settings of the client core ([`ClientConfig`]), with their defaults.
 //!
 //! One struct holds every knob a [`crate::Client`] and its
-//! [`crate::Reader`]s use; front ends (the Python binding) fill it from
-//! their own option names.
+//! [`crate::Reader`]s use, and [`ClientConfig::default`] is the one place
+//! their defaults are written: the Python binding fills the struct from an
+//! options mapping and shows these defaults to Python (`client_defaults()`,
+//! `src/conversions.rs`) instead of typing them again.
 
 use std::time::Duration;
 

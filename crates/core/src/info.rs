@@ -54,11 +54,28 @@ impl FileInfo {
     }
 }
 
-/// The JSON body of every error answer: `{"message": "..."}`.
+/// The JSON body of every error answer: `{"message": "...", "code": "..."}`.
+///
+/// `code` is the [`crate::error::ErrorKind`] code of the error; optional
+/// both ways, so that old workers and old clients still talk to new ones:
+/// a body without it maps by HTTP status, and an old client ignores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// What went wrong, for humans; includes the path.
     pub message: String,
+    /// The machine-readable kind (`not_found`, `is_a_directory`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+impl ErrorBody {
+    /// A body without a code (an answer that is no [`crate::error::ErrorKind`]).
+    pub fn new(message: impl Into<String>) -> Self {
+        ErrorBody {
+            message: message.into(),
+            code: None,
+        }
+    }
 }
 
 /// Format a byte count the way Alluxio's `mHumanReadableFileSize` does
@@ -105,6 +122,24 @@ mod tests {
         let old: FileInfo =
             serde_json::from_str(r#"{"mType":"directory","mUfsPath":"s3://b/d"}"#).unwrap();
         assert!(old.is_dir());
+    }
+
+    #[test]
+    fn error_body_code_is_optional_both_ways() {
+        let old: ErrorBody = serde_json::from_str(r#"{"message": "m"}"#).unwrap();
+        assert_eq!(old.code, None);
+        let plain = ErrorBody {
+            message: "m".into(),
+            code: None,
+        };
+        assert_eq!(serde_json::to_string(&plain).unwrap(), r#"{"message":"m"}"#);
+        let coded = ErrorBody {
+            message: "m".into(),
+            code: Some("not_found".into()),
+        };
+        let text = serde_json::to_string(&coded).unwrap();
+        assert_eq!(text, r#"{"message":"m","code":"not_found"}"#);
+        assert_eq!(serde_json::from_str::<ErrorBody>(&text).unwrap(), coded);
     }
 
     #[test]

@@ -232,9 +232,9 @@ impl ReadThrough {
                 cached = self.lookup_info(url, true).await?;
             }
         }
-        let v = cached
-            .version
-            .ok_or_else(|| WorkerError::BadRequest(format!("{url}: is a directory, not a file")))?;
+        let v = cached.version.ok_or_else(|| WorkerError::IsADirectory {
+            path: url.to_string(),
+        })?;
         if let Some(p) = pinned {
             if v.version != p {
                 return Err(WorkerError::Changed {

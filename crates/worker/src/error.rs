@@ -1,9 +1,12 @@
 //! The one error type of the worker crate, and its HTTP answer.
 //!
-//! [`WorkerError::status`] is the single table from error to HTTP status;
-//! [`IntoResponse`] answers that status with `{"message": ...}` and logs
-//! the details of server-side faults (5xx) where only the operator sees them.
+//! [`WorkerError::kind`] maps each error to an [`ErrorKind`] of the core's
+//! one table (crates/core/src/error.rs), which gives its HTTP status and
+//! code: the worker has no status table of its own. [`IntoResponse`] answers
+//! `{"message": ..., "code": ...}` with that status and logs the details of
+//! server-side faults (5xx) where only the operator sees them.
 
+use alluxiofs_core::error::ErrorKind;
 use alluxiofs_core::info::ErrorBody;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +25,12 @@ pub enum WorkerError {
     /// Malformed request.
     #[error("{0}")]
     BadRequest(String),
+    /// A data read of a directory.
+    #[error("{path}: is a directory, not a file")]
+    IsADirectory {
+        /// The UFS URL.
+        path: String,
+    },
     /// Missing or wrong bearer token.
     #[error("missing or invalid auth token")]
     Unauthorized,
@@ -91,37 +100,45 @@ pub enum WorkerError {
 pub type Result<T, E = WorkerError> = std::result::Result<T, E>;
 
 impl WorkerError {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> StatusCode {
+    /// The kind of this error in the core's table.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            WorkerError::Config(_) | WorkerError::Cli(_) | WorkerError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
-            WorkerError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            WorkerError::Unauthorized => StatusCode::UNAUTHORIZED,
-            WorkerError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            WorkerError::NotFound { .. } => StatusCode::NOT_FOUND,
-            WorkerError::Changed { .. } => StatusCode::PRECONDITION_FAILED,
+            WorkerError::Config(_)
+            | WorkerError::Cli(_)
+            | WorkerError::Internal(_)
+            | WorkerError::Io { .. } => ErrorKind::Internal,
+            WorkerError::BadRequest(_) => ErrorKind::InvalidArgument,
+            WorkerError::IsADirectory { .. } => ErrorKind::IsADirectory,
+            WorkerError::Unauthorized => ErrorKind::Unauthenticated,
+            WorkerError::Forbidden { .. } => ErrorKind::PermissionDenied,
+            WorkerError::NotFound { .. } => ErrorKind::NotFound,
+            WorkerError::Changed { .. } => ErrorKind::ObjectChanged,
             WorkerError::Ufs { source, .. } => match source {
-                object_store::Error::NotFound { .. } => StatusCode::NOT_FOUND,
+                object_store::Error::NotFound { .. } => ErrorKind::NotFound,
                 object_store::Error::PermissionDenied { .. }
-                | object_store::Error::Unauthenticated { .. } => StatusCode::FORBIDDEN,
-                object_store::Error::Precondition { .. } => StatusCode::PRECONDITION_FAILED,
-                object_store::Error::InvalidPath { .. } => StatusCode::BAD_REQUEST,
+                | object_store::Error::Unauthenticated { .. } => ErrorKind::PermissionDenied,
+                object_store::Error::Precondition { .. } => ErrorKind::ObjectChanged,
+                object_store::Error::InvalidPath { .. } => ErrorKind::InvalidArgument,
                 // A path through a file (`dir/file.bin/x`) on a local UFS: nothing
                 // is there, as on an object store. Not a fault of the UFS, so not
                 // a 5xx that would make clients skip this worker.
                 other if io_kind(other) == Some(std::io::ErrorKind::NotADirectory) => {
-                    StatusCode::NOT_FOUND
+                    ErrorKind::NotFound
                 }
-                _ => StatusCode::BAD_GATEWAY,
+                // This one path's UFS failure (502), told apart by its code
+                // from a worker that cannot serve at all (503).
+                _ => ErrorKind::UfsFailure,
             },
-            WorkerError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            WorkerError::Conflict(_) => StatusCode::CONFLICT,
-            WorkerError::QuotaExceeded(_) => StatusCode::INSUFFICIENT_STORAGE,
-            WorkerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            WorkerError::Shared(inner) => inner.status(),
+            WorkerError::Conflict(_) => ErrorKind::Conflict,
+            WorkerError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            WorkerError::Unavailable(_) => ErrorKind::Unavailable,
+            WorkerError::Shared(inner) => inner.kind(),
         }
+    }
+
+    /// The HTTP status this error answers with (its kind's).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.kind().status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// Whether this is "the object changed under us" (a failed precondition
@@ -172,6 +189,10 @@ impl From<alluxiofs_core::Error> for WorkerError {
         use alluxiofs_core::Error as E;
         match e {
             E::NotFound { path } => WorkerError::not_found(path),
+            E::IsADirectory { path } => WorkerError::IsADirectory { path },
+            // Answered as not found, as the worker answers a path through a
+            // file itself (see `kind`).
+            E::NotADirectory { path } => WorkerError::not_found(path),
             E::PermissionDenied { path, reason } => WorkerError::Forbidden { path, reason },
             E::InvalidArgument(m) => WorkerError::BadRequest(m),
             E::ObjectChanged {
@@ -191,6 +212,7 @@ impl From<alluxiofs_core::Error> for WorkerError {
 
 impl IntoResponse for WorkerError {
     fn into_response(self) -> Response {
+        let kind = self.kind();
         let status = self.status();
         let message = self.to_string();
         if status.is_server_error() {
@@ -198,7 +220,11 @@ impl IntoResponse for WorkerError {
         } else {
             tracing::debug!(status = status.as_u16(), "request refused: {message}");
         }
-        let body = serde_json::to_vec(&ErrorBody { message }).unwrap_or_default();
+        let body = serde_json::to_vec(&ErrorBody {
+            message,
+            code: Some(kind.code().to_string()),
+        })
+        .unwrap_or_default();
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
@@ -225,5 +251,55 @@ mod tests {
         assert_eq!(shared.status(), StatusCode::NOT_FOUND);
         let other = ufs(std::io::Error::other("disk on fire"));
         assert_eq!(other.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(other.kind(), ErrorKind::UfsFailure);
+    }
+
+    #[tokio::test]
+    async fn the_answer_carries_the_code_the_client_maps_back() {
+        let cases = [
+            (
+                WorkerError::IsADirectory {
+                    path: "s3://b/d".into(),
+                },
+                400,
+                "is_a_directory",
+            ),
+            (
+                WorkerError::BadRequest("bad range".into()),
+                400,
+                "invalid_argument",
+            ),
+            (WorkerError::Unauthorized, 401, "unauthenticated"),
+            (WorkerError::not_found("s3://b/x"), 404, "not_found"),
+            (
+                WorkerError::Unavailable("stopping".into()),
+                503,
+                "unavailable",
+            ),
+            (
+                ufs(std::io::Error::other("disk on fire")),
+                502,
+                "ufs_failure",
+            ),
+        ];
+        for (e, status, code) in cases {
+            let resp = e.into_response();
+            assert_eq!(resp.status().as_u16(), status);
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(body.code.as_deref(), Some(code));
+        }
+        let answer = WorkerError::IsADirectory {
+            path: "s3://b/d".into(),
+        }
+        .into_response();
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let back = alluxiofs_core::Error::from_response("w:1", 400, "s3://b/d", &text);
+        assert!(matches!(back, alluxiofs_core::Error::IsADirectory { .. }));
     }
 }

@@ -121,7 +121,7 @@ pub async fn dead_worker() -> WorkerAddr {
 }
 
 fn error(status: StatusCode, message: String) -> Response {
-    (status, Json(ErrorBody { message })).into_response()
+    (status, Json(ErrorBody::new(message))).into_response()
 }
 
 /// The refusal to answer, if the request is refused.
