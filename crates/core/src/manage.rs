@@ -8,7 +8,7 @@
 //! full pin quota) is fatal is the caller's choice.
 //!
 //! Requests go through the client's request path (auth header, transport
-//! error mapping) with a limit of [`REQUEST_TIMEOUT`] per worker (pinning or
+//! error mapping) with a limit of `REQUEST_TIMEOUT` per worker (pinning or
 //! freeing a large prefix takes a while), and are not counted in the
 //! client's [`crate::Stats`].
 

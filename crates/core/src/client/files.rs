@@ -1,12 +1,16 @@
-//! Whole-file reads with one request per file where the file fits.
+//! Whole-file reads (fsspec `cat` of many paths) with one request per file
+//! where the file fits in `max_chunk`.
 //!
-//! The first request asks for `[0, max_chunk)`; the worker cuts it at the
-//! end of the file and names the size and version it served, so a small
-//! file costs one round trip and no metadata request. A larger file's rest
-//! is read with [`Client::read_into`] pinned to that version (a change in
-//! between is [`Error::ObjectChanged`], never a mix). The first request
-//! walks the preferred workers like any other (`failover`); when none
-//! answers, the whole file is left to the UFS.
+//! Asking for the file's size first would cost a second round trip per
+//! file, and most files of a training set are small. So the first request
+//! asks for `[0, max_chunk)` and lets the worker cut it at the end of the
+//! file: its size and version headers say whether anything is left. The
+//! rest of a larger file goes through the chunked read (`read`) pinned to
+//! that version, so a file that changes in between fails
+//! ([`Error::ObjectChanged`]) rather than mixing two versions. The first
+//! request walks the preferred workers like any other (`failover`); when
+//! none answers, the whole file is left to the UFS and counted as one
+//! fallback.
 
 use bytes::Bytes;
 use futures::stream::StreamExt;

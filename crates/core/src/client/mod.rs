@@ -3,7 +3,9 @@
 //! A [`Client`] holds the worker list, the placement over it and one pooled
 //! HTTP client (keep-alive, `TCP_NODELAY`). Every read is planned in pages
 //! ([`crate::pages`]) and fetched from the workers that own the path. The
-//! parts, one job per file, dependencies pointing down the list:
+//! parts, one job per file, from what callers ask for down to the state
+//! they share (the read files use those below them, never each other, but
+//! `read` whose chunk machinery `files` and `ranges` reuse):
 //!
 //! - `meta`, `read`, `files`, `ranges`: what callers ask for: metadata
 //!   (info, list, invalidate), chunked reads into a buffer, whole files in
@@ -11,18 +13,20 @@
 //! - `failover`: the one walk over a path's preferred workers (skip marks,
 //!   retries with backoff, the error when every worker failed) that all of
 //!   them use.
+//! - `health`: which workers failed, how long they are skipped, and the
+//!   background probes that clear the marks.
 //! - `request`: the one request path (URL, auth header, timeouts, transport
 //!   and status error mapping, body streaming) that every request to a
 //!   worker goes through, the crate's manage, load and write included.
-//! - `health`: which workers failed, how long they are skipped, and the
-//!   background probes that clear the marks.
 //! - `workers`: worker addresses, the membership snapshot and placement.
 //! - `stats`: the counters.
 //!
 //! What happens when workers fail is the same for every read: bytes that no
 //! preferred worker could serve are reported as *holes* (absolute file
-//! offsets) for the caller to read from the UFS, never as an error; only
-//! answers that are the request's fault (400, 403, 404, 412) are errors.
+//! offsets) for the caller to read from the UFS (a whole file that no worker
+//! started to serve, and metadata, as [`Error::WorkerUnavailable`] for the
+//! caller to ask the UFS); only answers that are the request's fault (400,
+//! 403, 404, 412) are errors the caller raises.
 //! The details sit with their code: retries in `failover`, skipping and
 //! probing in `health`.
 

@@ -42,7 +42,7 @@ impl Client {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    pub(crate) fn count_request(&self) {
+    pub(super) fn count_request(&self) {
         self.with_stats(|s| s.worker_requests += 1);
     }
 
