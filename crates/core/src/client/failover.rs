@@ -185,7 +185,71 @@ pub(super) fn exhausted(owner: String, last: Option<Error>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClientConfig;
     use std::time::Duration;
+
+    fn down(w: &WorkerAddr) -> Error {
+        Error::WorkerUnavailable {
+            worker: w.addr(),
+            reason: "down".into(),
+        }
+    }
+
+    /// The walk in placement order: a marked worker is passed over, a
+    /// failing one retried then marked, a request fault ends it at once.
+    #[tokio::test]
+    async fn the_walk_skips_retries_and_moves_on() {
+        let ws: Vec<WorkerAddr> = (0..3)
+            .map(|i| WorkerAddr::from_host_port("127.0.0.1", 7200 + i))
+            .collect();
+        let cfg = ClientConfig {
+            retries: 1,
+            retry_base: Duration::from_millis(1),
+            retry_deadline: Duration::from_secs(10),
+            ..ClientConfig::default()
+        };
+        let c = Client::new(cfg, ws.clone()).unwrap();
+        c.mark_failed(
+            &ws[0],
+            &Error::Timeout(Duration::from_millis(7), "t".into()),
+        );
+        let mut tried = Vec::new();
+        let r = c
+            .on_preferred(&ws, |w| {
+                tried.push(w.port);
+                let r = if w.port == 7202 {
+                    Ok(w.port)
+                } else {
+                    Err(down(w))
+                };
+                async move { r }
+            })
+            .await;
+        assert!(matches!(r, Ok(7202)));
+        assert_eq!(tried, vec![7201, 7201, 7202]);
+        let s = c.stats();
+        assert_eq!(s.retries, 1);
+        assert_eq!(s.errors.get(&ws[1].addr()), Some(&2));
+        assert!(c.is_marked_down(&ws[1]) && !c.is_marked_down(&ws[2]));
+
+        // A request fault is not retried and not a worker failure.
+        let r = c
+            .on_preferred(&ws[2..], |_| async {
+                Err::<(), _>(Error::NotFound { path: "p".into() })
+            })
+            .await;
+        assert!(matches!(r, Err(Failover::Request(Error::NotFound { .. }))));
+        assert!(!c.is_marked_down(&ws[2]));
+
+        // Every worker skipped: the fault that marked the last one down.
+        let r = c.on_preferred(&ws[..1], |_| async { Ok(()) }).await;
+        match r {
+            Err(Failover::Exhausted(Some(Error::Timeout(d, _)))) => {
+                assert_eq!(d, Duration::from_millis(7))
+            }
+            _ => panic!("expected the skipped worker's timeout"),
+        }
+    }
 
     #[test]
     fn exhausted_keeps_timeouts_and_unavailability() {
