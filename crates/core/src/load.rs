@@ -13,22 +13,15 @@
 //! another thread); the result is a [`LoadSummary`] with one line per failed
 //! file. See `docs/load.md`.
 
-use crate::client::{Client, WorkerAddr};
+use crate::client::{enc, parse_answer, Client, Req, WorkerAddr};
 use crate::error::{Error, Result};
-use crate::info::{ErrorBody, FileInfo};
+use crate::info::FileInfo;
 use futures::stream::{self, StreamExt};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Largest piece of a file asked of a worker in one request.
 pub const DEFAULT_CHUNK: u64 = 64 << 20;
@@ -363,16 +356,9 @@ pub async fn load_files(
         .store(files.len() as u64, Ordering::Relaxed);
     counters.bytes_total.store(bytes_total, Ordering::Relaxed);
     counters.listed.store(true, Ordering::Relaxed);
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(client.config().connect_timeout)
-        .timeout(opts.request_timeout)
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot build HTTP client: {e}")))?;
     let ctx = Ctx {
-        http,
-        token: client.config().auth_token.clone(),
+        client,
+        timeout: opts.request_timeout,
         bucket: opts.bandwidth.map(|bw| Bandwidth::new(bw, chunk.max(bw))),
         accs: Mutex::new(accs),
         counters: counters.clone(),
@@ -421,8 +407,9 @@ pub async fn load_files(
 }
 
 struct Ctx<'a> {
-    http: reqwest::Client,
-    token: Option<String>,
+    client: &'a Client,
+    /// Time allowed for one chunk request.
+    timeout: Duration,
     bucket: Option<Bandwidth>,
     accs: Mutex<Vec<FileAcc>>,
     counters: Arc<LoadCounters>,
@@ -443,15 +430,7 @@ impl Ctx<'_> {
         }
         let mut attempt = 0;
         let result = loop {
-            let r = load_chunk(
-                &self.http,
-                self.token.as_deref(),
-                w,
-                url,
-                c.offset,
-                c.length,
-            )
-            .await;
+            let r = load_chunk(self.client, w, url, c.offset, c.length, self.timeout).await;
             match r {
                 Err(e) if e.is_worker_fault() && attempt + 1 < ATTEMPTS => {
                     attempt += 1;
@@ -500,41 +479,23 @@ impl Ctx<'_> {
 }
 
 /// Ask `w` to load `[offset, offset + length)` of `url` into its cache
-/// (`POST /v1/load/file`).
+/// (`POST /v1/load/file`), allowing `timeout` for the answer. Sent through
+/// the client's request path; not counted in its [`crate::Stats`].
 pub async fn load_chunk(
-    http: &reqwest::Client,
-    token: Option<&str>,
+    client: &Client,
     w: &WorkerAddr,
     url: &str,
     offset: u64,
     length: u64,
+    timeout: Duration,
 ) -> Result<FileLoadResult> {
-    let target = format!(
-        "{}/v1/load/file?path={}&offset={offset}&length={length}",
-        w.base_url(),
-        utf8_percent_encode(url, QUERY_VALUE)
+    let q = format!(
+        "/v1/load/file?path={}&offset={offset}&length={length}",
+        enc(url)
     );
-    let mut rb = http.post(&target);
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    let fault = |e: reqwest::Error| Error::WorkerUnavailable {
-        worker: w.addr(),
-        reason: e.to_string(),
-    };
-    let resp = rb.send().await.map_err(fault)?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(fault)?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<ErrorBody>(&body)
-            .map(|b| b.message)
-            .unwrap_or_else(|_| body.trim().to_string());
-        return Err(Error::from_status(&w.addr(), status.as_u16(), url, message));
-    }
-    serde_json::from_str(&body).map_err(|e| Error::WorkerUnavailable {
-        worker: w.addr(),
-        reason: format!("{url}: malformed load answer: {e}"),
-    })
+    let req = Req::post(&q, url).timeout(timeout).uncounted();
+    let body = client.send_text(w, req).await?;
+    parse_answer(w, url, "load answer", &body)
 }
 
 #[cfg(test)]

@@ -6,19 +6,16 @@
 //! [`ManageSummary`] keeps one [`WorkerAnswer`] per worker (its JSON answer
 //! or its error) and sums the counts. Whether a refusal by one worker (a
 //! full pin quota) is fatal is the caller's choice.
+//!
+//! Requests go through the client's request path (auth header, transport
+//! error mapping) with a limit of `REQUEST_TIMEOUT` per worker (pinning or
+//! freeing a large prefix takes a while), and are not counted in the
+//! client's [`crate::Stats`].
 
-use crate::client::{Client, WorkerAddr};
+use crate::client::{enc, error_message, Client, Req, WorkerAddr};
 use crate::error::{Error, Result};
-use crate::info::ErrorBody;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Serialize;
 use std::time::Duration;
-
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// Time allowed for one worker's answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -53,7 +50,7 @@ impl ManageOp {
     }
 
     fn path_and_query(&self, url: &str) -> String {
-        let p = utf8_percent_encode(url, QUERY_VALUE);
+        let p = enc(url);
         match self {
             ManageOp::Pin => format!("/v1/pin?path={p}"),
             ManageOp::Unpin => format!("/v1/unpin?path={p}"),
@@ -104,18 +101,9 @@ pub async fn manage(client: &Client, url: &str, op: ManageOp) -> Result<ManageSu
     if workers.is_empty() {
         return Err(Error::NoWorkers(format!("cannot {} {url}", op.name())));
     }
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .connect_timeout(client.config().connect_timeout)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("cannot build HTTP client: {e}")))?;
-    let token = client.config().auth_token.clone();
     let pq = op.path_and_query(&url);
     let answers =
-        futures::future::join_all(workers.iter().map(|w| ask(&http, token.as_deref(), w, &pq)))
-            .await;
+        futures::future::join_all(workers.iter().map(|w| ask(client, w, &pq, &url))).await;
     let (pages_key, bytes_key) = match op {
         ManageOp::Pin => ("pinned_pages", "pinned_bytes_added"),
         ManageOp::Unpin => ("unpinned_pages", "unpinned_bytes"),
@@ -143,45 +131,39 @@ pub async fn manage(client: &Client, url: &str, op: ManageOp) -> Result<ManageSu
     Ok(summary)
 }
 
-async fn ask(
-    http: &reqwest::Client,
-    token: Option<&str>,
-    w: &WorkerAddr,
-    path_and_query: &str,
-) -> WorkerAnswer {
-    let mut rb = http.post(format!("{}{}", w.base_url(), path_and_query));
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
+/// One worker's answer to `path_and_query`: its status and message as they
+/// are (a refusal's status matters to the caller: 507, 409, 403), so the raw
+/// answer is read rather than mapped to an error.
+async fn ask(client: &Client, w: &WorkerAddr, path_and_query: &str, url: &str) -> WorkerAnswer {
     let failed = |status: Option<u16>, error: String| WorkerAnswer {
         worker: w.addr(),
         result: None,
         status,
         error: Some(error),
     };
-    let resp = match rb.send().await {
-        Ok(r) => r,
+    let req = Req::post(path_and_query, url)
+        .timeout(REQUEST_TIMEOUT)
+        .uncounted();
+    let answer = match client.send_raw(w, req).await {
+        Ok(a) => a,
         Err(e) => return failed(None, format!("unreachable: {e}")),
     };
-    let status = resp.status();
-    let body = match resp.text().await {
+    let status = answer.status();
+    let body = match answer.text().await {
         Ok(b) => b,
-        Err(e) => return failed(Some(status.as_u16()), e.to_string()),
+        Err(e) => return failed(Some(status), e.to_string()),
     };
-    if !status.is_success() {
-        let message = serde_json::from_str::<ErrorBody>(&body)
-            .map(|b| b.message)
-            .unwrap_or_else(|_| body.trim().to_string());
-        return failed(Some(status.as_u16()), message);
+    if !(200..300).contains(&status) {
+        return failed(Some(status), error_message(&body));
     }
     match serde_json::from_str(&body) {
         Ok(v) => WorkerAnswer {
             worker: w.addr(),
             result: Some(v),
-            status: Some(status.as_u16()),
+            status: Some(status),
             error: None,
         },
-        Err(e) => failed(Some(status.as_u16()), format!("malformed answer: {e}")),
+        Err(e) => failed(Some(status), format!("malformed answer: {e}")),
     }
 }
 

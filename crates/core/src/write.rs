@@ -17,7 +17,7 @@
 //!   invalidate the path (metadata, parent listing, pages), as a write to
 //!   the UFS directly would require.
 
-use crate::client::{status_error, transport_error, Client, WorkerAddr};
+use crate::client::{enc, parse_answer, Client, Req, WorkerAddr};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -77,10 +77,7 @@ impl Client {
             if self.is_skipped(&w) {
                 continue;
             }
-            match self
-                .send_text(&w, reqwest::Method::GET, "/healthz", url)
-                .await
-            {
+            match self.send_text(&w, Req::get("/healthz", url)).await {
                 Ok(_) => return Ok(w),
                 Err(e) if e.is_worker_fault() => {
                     self.note_failure(&w, &e);
@@ -96,25 +93,13 @@ impl Client {
     /// are counted and skipped (they will refresh metadata on their own
     /// after the metadata TTL).
     pub async fn invalidate_others(&self, url: &str, except: &WorkerAddr) -> Result<()> {
-        let q = format!(
-            "/v1/invalidate?path={}&recursive=false",
-            percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let q = format!("/v1/invalidate?path={}&recursive=false", enc(url));
         let others: Vec<WorkerAddr> = self
             .workers()
             .into_iter()
             .filter(|w| w.addr() != except.addr())
             .collect();
-        let results = futures::future::join_all(others.iter().map(|w| async {
-            let r = self.send_text(w, reqwest::Method::POST, &q, url).await;
-            if let Err(e) = &r {
-                if e.is_worker_fault() {
-                    self.note_failure(w, e);
-                }
-            }
-            r
-        }))
-        .await;
+        let results = self.post_to_each(&others, &q, url).await;
         for r in results {
             match r {
                 Err(e) if !e.is_worker_fault() => return Err(e),
@@ -131,35 +116,16 @@ impl Writer {
     pub fn start(client: Arc<Client>, url: &str, worker: WorkerAddr) -> Writer {
         let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_CHUNKS);
         let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let q = format!(
-            "{}/v1/write?path={}",
-            worker.base_url(),
-            percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let q = format!("/v1/write?path={}", enc(url));
         let c = client.clone();
         let w = worker.clone();
         let about = url.to_string();
         let task = tokio::spawn(async move {
-            let connect_limit = c.config().connect_timeout;
-            let fault = |e: &reqwest::Error| transport_error(&w, e, connect_limit, WRITE_TIMEOUT);
-            c.count_request();
-            let resp = c
-                .request(reqwest::Method::PUT, &q)
+            let req = Req::new(reqwest::Method::PUT, &q, &about)
                 .timeout(WRITE_TIMEOUT)
-                .body(reqwest::Body::wrap_stream(body))
-                .send()
-                .await
-                .map_err(|e| fault(&e))?;
-            let status = resp.status();
-            let text = resp.text().await.map_err(|e| fault(&e))?;
-            if !status.is_success() {
-                return Err(status_error(&w, status.as_u16(), &about, &text));
-            }
-            let mut r: WriteResult =
-                serde_json::from_str(&text).map_err(|e| Error::WorkerUnavailable {
-                    worker: w.addr(),
-                    reason: format!("{about}: malformed write answer: {e}"),
-                })?;
+                .body(reqwest::Body::wrap_stream(body));
+            let text = c.send_text(&w, req).await?;
+            let mut r: WriteResult = parse_answer(&w, &about, "write answer", &text)?;
             r.worker = w.addr();
             Ok(r)
         });
