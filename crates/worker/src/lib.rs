@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod atomic;
 pub mod config;
 pub mod error;
 pub mod history;
