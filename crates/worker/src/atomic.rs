@@ -14,8 +14,9 @@
 //!   because pins and TTLs exist nowhere else and must survive a crash.
 //!
 //! The temporary file is named `<file name>.tmp.<uuid>` in the target's
-//! directory (the same file system, so the rename is atomic); the restart
-//! scan of the page store deletes such leftovers. On any error the
+//! directory (the same file system, so the rename is atomic); a crash can
+//! leave one behind, which the page store's restart scan deletes under
+//! `pages/` (a leftover `rules.json.tmp.*` is harmless). On any error the
 //! temporary file is removed and the target is untouched.
 
 use std::io::Write;
