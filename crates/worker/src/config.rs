@@ -5,9 +5,12 @@
 //! from command-line flags. Precedence, lowest first:
 //! default < YAML file < environment < flag.
 //!
-//! Each layer is read into a [`ConfigLayer`] (every field optional) and the
-//! layers are merged over [`WorkerConfig::default`], so that a layer only
-//! overrides what it names.
+//! Each setting is declared once, in [`settings`]: its flag, variable, YAML
+//! key, check and default. Each layer is read into a [`ConfigLayer`] (every
+//! field optional) and the layers are applied over
+//! [`WorkerConfig::default`], so that a layer only overrides what it names.
+//! This file holds the merged [`WorkerConfig`], the value syntaxes (sizes,
+//! durations, mounts, cache directories, etcd endpoints) and validation.
 
 use crate::error::WorkerError;
 use alluxiofs_core::membership::DEFAULT_CLUSTER;
@@ -18,6 +21,9 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod settings;
+pub use settings::{Cli, ConfigLayer, Setting, SETTINGS};
 
 /// Default HTTP port of an Alluxio worker.
 pub use alluxiofs_core::protocol::DEFAULT_WORKER_PORT as DEFAULT_PORT;
@@ -443,146 +449,6 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The `alluxiofs worker` command line.
-#[derive(Debug, Clone, Default, Parser)]
-#[command(
-    name = "alluxiofs-worker",
-    version,
-    about = "alluxiofs cache worker: serves UFS files (S3, GCS, Azure, HTTP, local) from a page cache on local disk and memory",
-    long_about = "alluxiofs cache worker.\n\nServes files of the mounted UFS prefixes over the Alluxio worker HTTP API, reading \
-through to the UFS on a miss and keeping pages on local disks and in memory.\n\nEvery option can also be set in a YAML \
-file (--config, keys in snake_case) or an ALLUXIOFS_WORKER_* environment variable. Precedence: flag > environment > \
-YAML > default.",
-    after_help = "Sizes: 1048576, 64KiB, 1MiB, 10GiB (MB/GB are read as MiB/GiB). Durations: 60s, 500ms, 0.\n\
-Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
-_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
-_ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
-_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH.\n\
-Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
-)]
-pub struct Cli {
-    /// Address to listen on [default: 127.0.0.1].
-    #[arg(long, value_name = "H")]
-    pub host: Option<String>,
-    /// Port to listen on; 0 picks a free port [default: 28080].
-    #[arg(long, value_name = "P")]
-    pub port: Option<u16>,
-    /// UFS URL prefix to serve (repeatable; at least one): s3://bucket/prefix, gs://..., az://...,
-    /// https://host/prefix, file:///dir or /dir.
-    #[arg(long = "mount", value_name = "URL")]
-    pub mounts: Vec<String>,
-    /// Page cache directory (repeatable) [default: $XDG_CACHE_HOME/alluxiofs/pages].
-    #[arg(long = "cache-dir", value_name = "DIR")]
-    pub cache_dirs: Vec<PathBuf>,
-    /// Capacity of each cache directory [default: 10GiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub capacity: Option<u64>,
-    /// Memory tier for hot pages; 0 turns it off [default: 256MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub memory_capacity: Option<u64>,
-    /// Page size; clients must use the same [default: 1MiB].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub page_size: Option<u64>,
-    /// How long file metadata is cached; 0 asks the UFS every time [default: 60s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub metadata_ttl: Option<Duration>,
-    /// object_store option for every mount, e.g. endpoint=http://127.0.0.1:3900 (repeatable).
-    #[arg(long = "ufs-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub ufs_options: Vec<(String, String)>,
-    /// File holding a bearer token required on every endpoint but /healthz.
-    #[arg(long, value_name = "FILE")]
-    pub auth_token_file: Option<PathBuf>,
-    /// Once listening, write {"host","port","pid","url"} as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub ready_file: Option<PathBuf>,
-    /// YAML configuration file.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Log format [default: text].
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Log level or tracing filter, e.g. debug or alluxiofs_worker=debug [default: info].
-    #[arg(long, value_name = "LEVEL")]
-    pub log_level: Option<String>,
-    /// Register in etcd for discovery by clients: comma-separated endpoints,
-    /// http://host:port or host:port [default: no etcd].
-    #[arg(long, value_name = "URLS")]
-    pub etcd: Option<String>,
-    /// Cluster name, the etcd key prefix [default: DefaultAlluxioCluster].
-    #[arg(long, value_name = "NAME")]
-    pub cluster_name: Option<String>,
-    /// Persistent worker identity (a UUID) [default: read or create <first cache dir>/worker_identity].
-    #[arg(long, value_name = "UUID", value_parser = parse_worker_id)]
-    pub worker_id: Option<uuid::Uuid>,
-    /// TTL of the etcd lease: how long a dead worker stays listed [default: 10s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub etcd_lease_ttl: Option<Duration>,
-    /// etcd user name.
-    #[arg(long, value_name = "USER")]
-    pub etcd_username: Option<String>,
-    /// etcd password (visible to other local users: prefer --etcd-password-file
-    /// or ALLUXIOFS_WORKER_ETCD_PASSWORD).
-    #[arg(long, value_name = "PASSWORD")]
-    pub etcd_password: Option<String>,
-    /// File holding the etcd password.
-    #[arg(long, value_name = "FILE")]
-    pub etcd_password_file: Option<PathBuf>,
-    /// Host written in etcd for clients [default: --host, or the host name when --host is 0.0.0.0 or ::].
-    #[arg(long, value_name = "HOST")]
-    pub advertise_host: Option<String>,
-    /// Placement of paths on workers, the same for every worker of a cluster:
-    /// alluxio[:VNODES] (Alluxio-compatible ring) or rendezvous (balanced; alluxiofs
-    /// workers only) [default: alluxio:5].
-    #[arg(long, value_name = "NAME", value_parser = parse_placement)]
-    pub placement: Option<Placement>,
-    /// Eviction policy: s3fifo (scan resistant) or lru [default: s3fifo].
-    #[arg(long, value_name = "POLICY")]
-    pub eviction_policy: Option<crate::policy::PolicyKind>,
-    /// Most bytes pinned pages may use: a size or a share of the total capacity [default: 50%].
-    #[arg(long, value_name = "SIZE|PCT", value_parser = crate::rules::PinQuota::parse)]
-    pub pin_quota: Option<crate::rules::PinQuota>,
-    /// Capacity quota of a mount (or a prefix inside one), e.g. s3://bucket/tmp=10GiB (repeatable).
-    #[arg(long = "mount-quota", value_name = "URL=SIZE", value_parser = crate::rules::parse_mount_quota)]
-    pub mount_quotas: Vec<(String, u64)>,
-    /// Bytes per second of UFS fetches for all cache loads together, e.g. 200MiB [default: unlimited].
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub load_bandwidth: Option<u64>,
-}
-
-/// One configuration layer (YAML file, environment or flags): every field
-/// optional, `None` = not set in this layer.
-#[derive(Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigLayer {
-    host: Option<String>,
-    port: Option<u16>,
-    mounts: Option<Vec<MountConfig>>,
-    cache_dirs: Option<Vec<CacheDirConfig>>,
-    capacity: Option<SizeValue>,
-    memory_capacity: Option<SizeValue>,
-    page_size: Option<SizeValue>,
-    metadata_ttl: Option<DurationValue>,
-    ufs_options: Option<BTreeMap<String, String>>,
-    auth_token: Option<String>,
-    auth_token_file: Option<PathBuf>,
-    ready_file: Option<PathBuf>,
-    log_format: Option<LogFormat>,
-    log_level: Option<String>,
-    etcd: Option<EtcdEndpoints>,
-    cluster_name: Option<String>,
-    worker_id: Option<String>,
-    etcd_lease_ttl: Option<DurationValue>,
-    etcd_username: Option<String>,
-    etcd_password: Option<String>,
-    etcd_password_file: Option<PathBuf>,
-    advertise_host: Option<String>,
-    placement: Option<String>,
-    eviction_policy: Option<String>,
-    pin_quota: Option<SizeValue>,
-    mount_quotas: Option<BTreeMap<String, SizeValue>>,
-    load_bandwidth: Option<SizeValue>,
-}
-
 /// etcd endpoints in YAML: a list or one comma-separated string.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -648,239 +514,6 @@ fn cfg_err(msg: impl Into<String>) -> WorkerError {
     WorkerError::Config(msg.into())
 }
 
-impl ConfigLayer {
-    /// Read a YAML configuration file.
-    pub fn from_yaml_file(path: &Path) -> Result<Self, WorkerError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| cfg_err(format!("cannot read config file {}: {e}", path.display())))?;
-        Self::from_yaml(&text).map_err(|e| cfg_err(format!("config file {}: {e}", path.display())))
-    }
-
-    /// Parse YAML text (an empty document is an empty layer).
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// Read the `ALLUXIOFS_WORKER_*` variables through `get`.
-    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, WorkerError> {
-        let var = |name: &str| get(&format!("{ENV_PREFIX}{name}")).filter(|v| !v.trim().is_empty());
-        let list = |v: String| -> Vec<String> {
-            v.split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect()
-        };
-        let mut layer = ConfigLayer {
-            host: var("HOST"),
-            auth_token: var("AUTH_TOKEN"),
-            auth_token_file: var("AUTH_TOKEN_FILE").map(PathBuf::from),
-            log_level: var("LOG_LEVEL"),
-            capacity: var("CAPACITY").map(SizeValue::Text),
-            memory_capacity: var("MEMORY_CAPACITY").map(SizeValue::Text),
-            page_size: var("PAGE_SIZE").map(SizeValue::Text),
-            metadata_ttl: var("METADATA_TTL").map(DurationValue::Text),
-            etcd: var("ETCD").map(EtcdEndpoints::One),
-            cluster_name: var("CLUSTER_NAME"),
-            worker_id: var("WORKER_ID"),
-            etcd_lease_ttl: var("ETCD_LEASE_TTL").map(DurationValue::Text),
-            etcd_username: var("ETCD_USERNAME"),
-            etcd_password: var("ETCD_PASSWORD"),
-            etcd_password_file: var("ETCD_PASSWORD_FILE").map(PathBuf::from),
-            advertise_host: var("ADVERTISE_HOST"),
-            placement: var("PLACEMENT"),
-            eviction_policy: var("EVICTION_POLICY"),
-            pin_quota: var("PIN_QUOTA").map(SizeValue::Text),
-            load_bandwidth: var("LOAD_BANDWIDTH").map(SizeValue::Text),
-            ..Default::default()
-        };
-        if let Some(q) = var("MOUNT_QUOTAS") {
-            let mut quotas = BTreeMap::new();
-            for item in list(q) {
-                let (url, size) = crate::rules::parse_mount_quota(&item)
-                    .map_err(|e| cfg_err(format!("{ENV_PREFIX}MOUNT_QUOTAS: {e}")))?;
-                quotas.insert(url, SizeValue::Bytes(size));
-            }
-            layer.mount_quotas = Some(quotas);
-        }
-        if let Some(p) = var("PORT") {
-            layer.port = Some(
-                p.trim()
-                    .parse()
-                    .map_err(|_| cfg_err(format!("{ENV_PREFIX}PORT: invalid port {p:?}")))?,
-            );
-        }
-        if let Some(m) = var("MOUNTS") {
-            layer.mounts = Some(list(m).into_iter().map(MountConfig::new).collect());
-        }
-        if let Some(d) = var("CACHE_DIRS") {
-            layer.cache_dirs = Some(list(d).into_iter().map(CacheDirConfig::new).collect());
-        }
-        if let Some(f) = var("LOG_FORMAT") {
-            layer.log_format = Some(
-                f.parse()
-                    .map_err(|e| cfg_err(format!("{ENV_PREFIX}LOG_FORMAT: {e}")))?,
-            );
-        }
-        Ok(layer)
-    }
-
-    /// The layer of the command-line flags.
-    pub fn from_cli(cli: &Cli) -> Self {
-        ConfigLayer {
-            host: cli.host.clone(),
-            port: cli.port,
-            mounts: (!cli.mounts.is_empty())
-                .then(|| cli.mounts.iter().cloned().map(MountConfig::new).collect()),
-            cache_dirs: (!cli.cache_dirs.is_empty()).then(|| {
-                cli.cache_dirs
-                    .iter()
-                    .cloned()
-                    .map(CacheDirConfig::new)
-                    .collect()
-            }),
-            capacity: cli.capacity.map(SizeValue::Bytes),
-            memory_capacity: cli.memory_capacity.map(SizeValue::Bytes),
-            page_size: cli.page_size.map(SizeValue::Bytes),
-            metadata_ttl: cli
-                .metadata_ttl
-                .map(|d| DurationValue::Text(format!("{}ms", d.as_millis()))),
-            ufs_options: (!cli.ufs_options.is_empty())
-                .then(|| cli.ufs_options.iter().cloned().collect()),
-            auth_token: None,
-            auth_token_file: cli.auth_token_file.clone(),
-            ready_file: cli.ready_file.clone(),
-            log_format: cli.log_format,
-            log_level: cli.log_level.clone(),
-            etcd: cli.etcd.clone().map(EtcdEndpoints::One),
-            cluster_name: cli.cluster_name.clone(),
-            worker_id: cli.worker_id.map(|u| u.to_string()),
-            etcd_lease_ttl: cli
-                .etcd_lease_ttl
-                .map(|d| DurationValue::Text(format!("{}ms", d.as_millis()))),
-            etcd_username: cli.etcd_username.clone(),
-            etcd_password: cli.etcd_password.clone(),
-            etcd_password_file: cli.etcd_password_file.clone(),
-            advertise_host: cli.advertise_host.clone(),
-            placement: cli.placement.map(|p| p.to_setting()),
-            eviction_policy: cli.eviction_policy.map(|p| p.to_string()),
-            pin_quota: cli.pin_quota.map(|q| SizeValue::Text(q.to_setting())),
-            mount_quotas: (!cli.mount_quotas.is_empty()).then(|| {
-                cli.mount_quotas
-                    .iter()
-                    .map(|(u, b)| (u.clone(), SizeValue::Bytes(*b)))
-                    .collect()
-            }),
-            load_bandwidth: cli.load_bandwidth.map(SizeValue::Bytes),
-        }
-    }
-
-    /// Apply this layer over `cfg`: every field set here replaces the one
-    /// there (`ufs_options` are merged key by key).
-    pub fn apply(self, cfg: &mut WorkerConfig) -> Result<(), WorkerError> {
-        macro_rules! set {
-            ($f:ident) => {
-                if let Some(v) = self.$f {
-                    cfg.$f = v;
-                }
-            };
-        }
-        set!(host);
-        set!(port);
-        set!(mounts);
-        set!(cache_dirs);
-        set!(log_format);
-        set!(log_level);
-        if let Some(v) = self.capacity {
-            cfg.capacity = v.bytes().map_err(|e| cfg_err(format!("capacity: {e}")))?;
-        }
-        if let Some(v) = self.memory_capacity {
-            cfg.memory_capacity = v
-                .bytes()
-                .map_err(|e| cfg_err(format!("memory_capacity: {e}")))?;
-        }
-        if let Some(v) = self.page_size {
-            cfg.page_size = v.bytes().map_err(|e| cfg_err(format!("page_size: {e}")))?;
-        }
-        if let Some(v) = self.metadata_ttl {
-            cfg.metadata_ttl = v
-                .duration()
-                .map_err(|e| cfg_err(format!("metadata_ttl: {e}")))?;
-        }
-        if let Some(opts) = self.ufs_options {
-            cfg.ufs_options.extend(opts);
-        }
-        if self.auth_token.is_some() {
-            cfg.auth_token = self.auth_token;
-        }
-        if self.auth_token_file.is_some() {
-            cfg.auth_token_file = self.auth_token_file;
-        }
-        if self.ready_file.is_some() {
-            cfg.ready_file = self.ready_file;
-        }
-        if let Some(e) = self.etcd {
-            cfg.etcd = e.normalized().map_err(|e| cfg_err(format!("etcd: {e}")))?;
-        }
-        set!(cluster_name);
-        if let Some(id) = self.worker_id {
-            cfg.worker_id =
-                Some(parse_worker_id(&id).map_err(|e| cfg_err(format!("worker_id: {e}")))?);
-        }
-        if let Some(v) = self.etcd_lease_ttl {
-            cfg.etcd_lease_ttl = v
-                .duration()
-                .map_err(|e| cfg_err(format!("etcd_lease_ttl: {e}")))?;
-        }
-        if self.etcd_username.is_some() {
-            cfg.etcd_username = self.etcd_username;
-        }
-        if self.etcd_password.is_some() {
-            cfg.etcd_password = self.etcd_password;
-        }
-        if self.etcd_password_file.is_some() {
-            cfg.etcd_password_file = self.etcd_password_file;
-        }
-        if self.advertise_host.is_some() {
-            cfg.advertise_host = self.advertise_host;
-        }
-        if let Some(p) = self.placement {
-            cfg.placement = parse_placement(&p).map_err(|e| cfg_err(format!("placement: {e}")))?;
-        }
-        if let Some(p) = self.eviction_policy {
-            cfg.eviction_policy = p
-                .parse()
-                .map_err(|e| cfg_err(format!("eviction_policy: {e}")))?;
-        }
-        if let Some(q) = self.pin_quota {
-            cfg.pin_quota = match q {
-                SizeValue::Bytes(b) => crate::rules::PinQuota::Bytes(b),
-                SizeValue::Text(t) => crate::rules::PinQuota::parse(&t)
-                    .map_err(|e| cfg_err(format!("pin_quota: {e}")))?,
-            };
-        }
-        if let Some(quotas) = self.mount_quotas {
-            cfg.mount_quotas = quotas
-                .into_iter()
-                .map(|(url, size)| {
-                    size.bytes()
-                        .map(|b| (url.clone(), b))
-                        .map_err(|e| cfg_err(format!("mount_quotas {url:?}: {e}")))
-                })
-                .collect::<Result<_, _>>()?;
-        }
-        if let Some(v) = self.load_bandwidth {
-            let b = v
-                .bytes()
-                .map_err(|e| cfg_err(format!("load_bandwidth: {e}")))?;
-            cfg.load_bandwidth = (b > 0).then_some(b);
-        }
-        Ok(())
-    }
-}
-
 impl WorkerConfig {
     /// A configuration with defaults and the given mounts.
     pub fn with_mounts<S: Into<String>>(mounts: impl IntoIterator<Item = S>) -> Self {
@@ -907,7 +540,17 @@ impl WorkerConfig {
         cli: &Cli,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, WorkerError> {
+        let cfg = Self::merged(cli, env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The layers applied over the defaults, lowest first; not validated.
+    /// The one place precedence is decided.
+    fn merged(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, WorkerError> {
         let mut cfg = WorkerConfig::default();
+        // The file is named by the flag, else the variable (even an empty
+        // one, which then fails to read).
         let config_file = cli
             .config
             .clone()
@@ -917,7 +560,6 @@ impl WorkerConfig {
         }
         ConfigLayer::from_env(env)?.apply(&mut cfg)?;
         ConfigLayer::from_cli(cli).apply(&mut cfg)?;
-        cfg.validate()?;
         Ok(cfg)
     }
 

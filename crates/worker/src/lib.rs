@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod atomic;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -20,7 +20,6 @@
 use crate::cache::{ReadThrough, MAX_RUN_BYTES};
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
-use crate::store::PageKey;
 use crate::ufs::ObjectVersion;
 use alluxiofs_core::client::{Client, ClientConfig, WorkerAddr};
 use alluxiofs_core::discovery::{discover, EtcdConfig};
@@ -237,7 +236,7 @@ async fn load_version(
     for i in first..last {
         let len = cache.page_len(&v, i);
         out.bytes_total += len;
-        let key = PageKey::new(v.url.clone(), v.version.clone(), i);
+        let key = cache.store().key(v.url.clone(), v.version.clone(), i);
         if cache.store().contains(&key) {
             out.pages_skipped += 1;
             out.bytes_skipped += len;

@@ -84,8 +84,10 @@ impl PageReader {
         }
     }
 
-    fn key(v: &ObjectVersion, index: u64) -> PageKey {
-        PageKey::new(v.url.clone(), v.version.clone(), index)
+    /// The key of page `index` of `v`, hashed here once: every store and
+    /// in-flight lookup of this page reuses it.
+    fn key(&self, v: &ObjectVersion, index: u64) -> PageKey {
+        self.store.key(v.url.clone(), v.version.clone(), index)
     }
 
     /// Bytes of page `index` of `v` (the last page may be short, pages past
@@ -104,7 +106,7 @@ impl PageReader {
         if self.page_len(v, index) == 0 {
             return Ok(Bytes::new());
         }
-        let key = Self::key(v, index);
+        let key = self.key(v, index);
         if let Some(b) = self.get_cached(v, index, &key).await? {
             return Ok(b);
         }
@@ -172,7 +174,8 @@ impl PageReader {
                     let f = inflight.get(key).ok_or_else(|| {
                         WorkerError::Internal(format!(
                             "page {} of {} lost in flight",
-                            key.index, v.url
+                            key.index(),
+                            v.url
                         ))
                     })?;
                     *slot = Slot::Wait(f.clone());
@@ -347,7 +350,7 @@ impl PageReader {
         let mut out = Vec::new();
         let mut run: Option<(u64, Vec<PageKey>)> = None;
         for i in first..=last {
-            let key = Self::key(v, i);
+            let key = self.key(v, i);
             let held = match self.store.get_memory(&key) {
                 Some(b) => Some(Segment::Ready(i, b)),
                 None if self.store.contains(&key) => Some(Segment::Cached(i, key)),

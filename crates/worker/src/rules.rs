@@ -8,13 +8,13 @@
 //! - A **TTL** on a prefix makes pages older than it (since they were
 //!   cached) a miss: they are removed when read and by a periodic sweep.
 //!   The most specific (longest) prefix wins.
-//! - Rules persist in `<first cache dir>/rules.json` (written to a temporary
-//!   file and renamed), so they survive restarts.
+//! - Rules persist in `<first cache dir>/rules.json` (fsynced to a temporary
+//!   file and renamed, [`crate::atomic`]), so they survive restarts.
 
+use crate::atomic::{write_atomically, Durability};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// File name of the rules in the first cache directory.
@@ -150,21 +150,11 @@ impl Rules {
         }
     }
 
-    /// Write the rules file atomically (temporary file, then rename).
+    /// Write the rules file atomically and durably (fsynced, then renamed
+    /// into place; see [`crate::atomic`]).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp: PathBuf = path.with_extension(format!("json.tmp.{}", std::process::id()));
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        write_atomically(path, &[&body], Durability::Sync)
     }
 }
 

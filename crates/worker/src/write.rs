@@ -28,7 +28,6 @@
 use crate::cache::ReadThrough;
 use crate::error::{Result, WorkerError};
 use crate::meta::CachedInfo;
-use crate::store::PageKey;
 use crate::ufs::ObjectVersion;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -346,7 +345,7 @@ async fn store_pages(cache: &ReadThrough, v: &ObjectVersion, spool: Spool) -> Re
             let mut buf = vec![0u8; len];
             file.read_exact(&mut buf)
                 .map_err(|e| WorkerError::io(format!("spool {}", spool.path.display()), e))?;
-            let key = PageKey::new(v.url.clone(), v.version.clone(), i);
+            let key = store.key(v.url.clone(), v.version.clone(), i);
             match store.put(&key, &Bytes::from(buf)) {
                 Ok(true) => stored += 1,
                 Ok(false) => {}
