@@ -82,7 +82,7 @@ impl Query {
             None => Ok(None),
             Some(v) => {
                 let t = v.trim().trim_end_matches("/s");
-                crate::config::parse_size(t)
+                crate::units::parse_size(t)
                     .map(Some)
                     .map_err(|e| WorkerError::BadRequest(format!("query parameter {name:?}: {e}")))
             }

@@ -5,7 +5,7 @@
 //! pages on local disks and in memory.
 //!
 //! - [`config`]: [`WorkerConfig`], from defaults, YAML, env and flags.
-//! - [`ufs`]: `object_store` access, confinement, versions.
+//! - [`ufs`]: `object_store` access, confinement, versions; [`units`]: size and duration syntax.
 //! - [`store`]: the checksummed page store (disk + memory, LRU).
 //! - [`meta`]: metadata cache and the `path_id` map.
 //! - [`read`]: page read-through with single-flight UFS fetches.
@@ -48,6 +48,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod ufs;
+pub mod units;
 pub mod write;
 
 pub use config::WorkerConfig;

@@ -48,7 +48,7 @@ impl PinQuota {
                 .ok_or_else(|| format!("invalid pin quota {text:?}: expected 0% to 100%"))?;
             return Ok(PinQuota::Percent(n));
         }
-        crate::config::parse_size(t)
+        crate::units::parse_size(t)
             .map(PinQuota::Bytes)
             .map_err(|e| format!("invalid pin quota: {e}"))
     }
@@ -78,7 +78,7 @@ pub fn parse_mount_quota(text: &str) -> Result<(String, u64), String> {
     if url.trim().is_empty() {
         return Err(format!("expected MOUNT=SIZE, got {text:?}"));
     }
-    let bytes = crate::config::parse_size(size)?;
+    let bytes = crate::units::parse_size(size)?;
     Ok((url.trim().to_string(), bytes))
 }
 
