@@ -40,6 +40,10 @@ fn client_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 fn _alluxiofs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "DEFAULT_WORKER_PORT",
+        alluxiofs_core::protocol::DEFAULT_WORKER_PORT,
+    )?;
     m.add("AlluxioError", py.get_type::<error::AlluxioError>())?;
     m.add(
         "ObjectChangedError",

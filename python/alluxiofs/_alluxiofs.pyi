@@ -6,6 +6,8 @@ from typing import Any
 from typing_extensions import Buffer
 
 __version__: str
+DEFAULT_WORKER_PORT: int
+"""Alluxio's worker HTTP port (28080), the port of a worker named without one."""
 
 class AlluxioError(OSError):
     """An alluxiofs failure that no builtin exception describes."""

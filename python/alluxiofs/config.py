@@ -43,7 +43,7 @@ class ClientOptions:
 
     worker_hosts: str | None = None
     """Comma-separated ``host[:port]`` list; empty means the embedded local worker."""
-    worker_http_port: int = 28080
+    worker_http_port: int = _alluxiofs.DEFAULT_WORKER_PORT
     """Port for hosts in ``worker_hosts`` given without one (Alluxio's default)."""
     etcd_hosts: str | None = None
     """etcd endpoints for worker discovery: ``host[:port],...`` or ``http://host:port,...``."""

@@ -488,14 +488,7 @@ pub(super) mod testing {
     pub(crate) const PS: u64 = 4096;
 
     pub(crate) fn open(dirs: &[(&Path, u64)], memory: u64) -> PageStore {
-        let specs = dirs
-            .iter()
-            .map(|(p, c)| DirSpec {
-                path: p.to_path_buf(),
-                capacity: *c,
-            })
-            .collect();
-        PageStore::open(specs, memory, PS, Arc::new(Metrics::new())).unwrap()
+        open_opts(dirs, memory, StoreOptions::default())
     }
 
     pub(crate) fn open_opts(
