@@ -135,6 +135,7 @@ bench-placement:
 lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-delay-proxy
 	$(VENV)/bin/ruff check $(wildcard python tests examples benches scripts)
 
 ## demo: release build, then the demo against a local S3 server

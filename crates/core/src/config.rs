@@ -41,7 +41,7 @@ pub struct ClientConfig {
     pub max_chunk: u64,
     /// Concurrent requests per call. Default 16.
     pub max_parallel: usize,
-    /// [`Client::read_ranges`] merges ranges of a file whose gap is at most
+    /// [`crate::Client::read_ranges`] merges ranges of a file whose gap is at most
     /// this. Default 1 MiB.
     pub coalesce_gap: u64,
     /// Sent as `Authorization: Bearer <token>` when set. Default none.

@@ -12,7 +12,7 @@
 //! - [`manage`]: pin, unpin, TTL and free on every worker.
 //! - [`load`]: preloading a file or prefix into the owners' caches.
 //! - [`parquet`]: Parquet footers (column chunk ranges) for the reader's prefetch.
-//! - [`write`]: write-through to the owner worker, which fills its cache.
+//! - [`write`](mod@write): write-through to the owner worker, which fills its cache.
 
 #![warn(missing_docs)]
 

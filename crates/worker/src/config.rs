@@ -5,7 +5,7 @@
 //! from command-line flags. Precedence, lowest first:
 //! default < YAML file < environment < flag.
 //!
-//! Each setting is declared once, in [`settings`]: its flag, variable, YAML
+//! Each setting is declared once, in `settings`: its flag, variable, YAML
 //! key, check and default. Each layer is read into a [`ConfigLayer`] (every
 //! field optional) and the layers are applied over
 //! [`WorkerConfig::default`], so that a layer only overrides what it names.
@@ -22,6 +22,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// The rows' help texts are the flags' `--help` text (clap reads them from the
+// generated doc comments), not Markdown: `[:VNODES]`, `<first cache dir>`.
+#[allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 mod settings;
 pub use crate::units::{parse_duration, parse_size};
 pub use settings::{Cli, ConfigLayer, Setting, SETTINGS};

@@ -2,7 +2,7 @@
 //!
 //! Overview (each part has its own file and design note):
 //!
-//! - [`key`]: a page is named by (normalized URL, object version, page
+//! - `key`: a page is named by (normalized URL, object version, page
 //!   index) and the page size, so a changed object never finds old pages;
 //!   its id (xxh3-128 of that) is computed once when the key is built
 //!   ([`PageStore::key`]) and names its file.
@@ -10,18 +10,18 @@
 //!   data length and an xxh3-64 checksum, then the data); every read
 //!   verifies it, and a mismatch is logged, counted, the file deleted and
 //!   the read treated as a miss. Unverified bytes are never served.
-//! - [`files`]: where page files live, atomic writes (temporary file and
+//! - `files`: where page files live, atomic writes (temporary file and
 //!   rename, so no reader sees half a page), and the restart scan that
 //!   rebuilds the index from headers.
-//! - [`index`]: the in-memory index and its accounting; while a page is
+//! - `index`: the in-memory index and its accounting; while a page is
 //!   written its entry is *pending* (invisible to readers, not evictable)
 //!   and its bytes are already reserved.
-//! - [`evict`]: each directory's used bytes never exceed its capacity;
+//! - `evict`: each directory's used bytes never exceed its capacity;
 //!   space is reserved before a write by evicting in the order of the
 //!   directory's [`crate::policy::Policy`] (LRU or S3-FIFO); mount quotas.
-//! - [`keep`]: the keeping rules ([`crate::rules`]) applied: pins, TTLs,
+//! - `keep`: the keeping rules ([`crate::rules`]) applied: pins, TTLs,
 //!   frees. Every removal is counted by reason (`alluxiofs_evictions_total`).
-//! - [`memory`]: a bounded LRU of verified `Bytes` for hot pages.
+//! - `memory`: a bounded LRU of verified `Bytes` for hot pages.
 //!
 //! This file holds [`PageStore`] and its lookups and writes, which tie the
 //! parts together. Lock order: the index lock before the memory lock.
