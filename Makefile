@@ -2,7 +2,7 @@
 #
 #   make test   build once (dev profile), run the Rust tests and the pytest suite
 #   make demo   release build, then the end-to-end demo (examples/demo.py)
-#   make lint   rustfmt, clippy, ruff
+#   make lint   rustfmt, clippy, rustdoc (library crates), ruff
 #   make wheel  the release wheel users pip install, in dist/
 #
 # Both `make test` and `make demo` work on a fresh Debian 12 machine with only
