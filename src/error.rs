@@ -95,6 +95,7 @@ pub(crate) fn to_pyerr(err: Error) -> PyErr {
         Error::ObjectChanged { path, .. } => ObjectChangedError::new_err((EIO, msg, path)),
         Error::Timeout(..) => timeout_err(msg),
         Error::WorkerUnavailable { .. } | Error::NoWorkers(_) => PyConnectionError::new_err(msg),
+        Error::UfsFailure { path, .. } => PyConnectionError::new_err((EIO, msg, path)),
         Error::Io(e) => match e.raw_os_error() {
             Some(errno) => AlluxioError::new_err((errno, msg)),
             None => AlluxioError::new_err(msg),

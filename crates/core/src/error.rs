@@ -191,6 +191,18 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The worker is up but the UFS failed for this one path (a 502 with the
+    /// code `ufs_failure`). A worker fault for the read (the next replica,
+    /// then the UFS serve it), but the worker is not skipped for other paths.
+    #[error("worker {worker}: the UFS failed for {path}: {message}")]
+    UfsFailure {
+        /// `host:port` of the worker.
+        worker: String,
+        /// The UFS URL.
+        path: String,
+        /// What the worker said.
+        message: String,
+    },
     /// A worker request did not finish in time: the connection was not made
     /// within `connect_timeout` or the answer (body included) did not come
     /// within `request_timeout`. The limit, then what timed out (the worker's
@@ -247,6 +259,15 @@ impl Clone for Error {
                 worker: worker.clone(),
                 reason: reason.clone(),
             },
+            Error::UfsFailure {
+                worker,
+                path,
+                message,
+            } => Error::UfsFailure {
+                worker: worker.clone(),
+                path: path.clone(),
+                message: message.clone(),
+            },
             Error::Timeout(d, m) => Error::Timeout(*d, m.clone()),
             Error::NoWorkers(m) => Error::NoWorkers(m.clone()),
             Error::Http {
@@ -297,6 +318,15 @@ impl Error {
         message: String,
     ) -> Error {
         let path = path.to_string();
+        // Only a worker that says so (the code) blames the UFS for this one
+        // path; a bare 502 may be a proxy in front of a dead worker.
+        if kind == Some(ErrorKind::UfsFailure) {
+            return Error::UfsFailure {
+                worker: worker.to_string(),
+                path,
+                message,
+            };
+        }
         let Some(kind) = kind.or_else(|| ErrorKind::from_status(status)) else {
             return Error::Http {
                 worker: worker.to_string(),
@@ -320,12 +350,9 @@ impl Error {
                 expected: String::new(),
                 found: message,
             },
-            // Any 5xx is a fault of the worker: retried, the next replica,
-            // then the UFS. The code now tells a UFS failure of this one
-            // path (`ufs_failure`) from a worker that cannot serve at all
-            // (`unavailable`), but both still mark the worker skipped for a
-            // while: a known issue, one path's UFS failure skips the worker
-            // for every path.
+            // Any other 5xx is a fault of the worker: retried, the next
+            // replica, then the UFS, and the worker skipped for a while.
+            // (A code-less 502 lands here too: see above.)
             ErrorKind::Internal
             | ErrorKind::UfsFailure
             | ErrorKind::Unavailable
@@ -348,6 +375,7 @@ impl Error {
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             Error::ObjectChanged { .. } => ErrorKind::ObjectChanged,
             Error::WorkerUnavailable { .. } | Error::NoWorkers(_) => ErrorKind::Unavailable,
+            Error::UfsFailure { .. } => ErrorKind::UfsFailure,
             Error::Timeout(..) => ErrorKind::Timeout,
             Error::Http { status, .. } => {
                 ErrorKind::from_status(*status).unwrap_or(ErrorKind::Internal)
@@ -371,8 +399,19 @@ impl Error {
     pub fn is_worker_fault(&self) -> bool {
         matches!(
             self,
-            Error::WorkerUnavailable { .. } | Error::Timeout(..) | Error::NoWorkers(_)
+            Error::WorkerUnavailable { .. }
+                | Error::UfsFailure { .. }
+                | Error::Timeout(..)
+                | Error::NoWorkers(_)
         ) || matches!(self, Error::Http { status, .. } if *status >= 500)
+    }
+
+    /// Whether this worker fault is about the one path only (the worker's
+    /// UFS failed for it): the next replica or the UFS serves the read, but
+    /// the worker stays in use for other paths and is not retried for this
+    /// one (it already retried its UFS).
+    pub fn is_path_fault(&self) -> bool {
+        matches!(self, Error::UfsFailure { .. })
     }
 }
 
@@ -446,10 +485,9 @@ mod tests {
             let want = match k {
                 ErrorKind::Unauthenticated => ErrorKind::PermissionDenied,
                 ErrorKind::Conflict => ErrorKind::AlreadyExists,
-                ErrorKind::Internal
-                | ErrorKind::UfsFailure
-                | ErrorKind::Timeout
-                | ErrorKind::QuotaExceeded => ErrorKind::Unavailable,
+                ErrorKind::Internal | ErrorKind::Timeout | ErrorKind::QuotaExceeded => {
+                    ErrorKind::Unavailable
+                }
                 k => k,
             };
             assert_eq!(back.kind(), want, "{k:?}");
@@ -470,7 +508,12 @@ mod tests {
         assert!(matches!(old(412), Error::ObjectChanged { .. }));
         for s in [408, 429, 500, 502, 503, 504, 599] {
             assert!(old(s).is_worker_fault(), "{s}");
+            // Only a worker's own code blames the UFS for one path.
+            assert!(!old(s).is_path_fault(), "{s}");
         }
+        let coded = Error::from_response(w, 502, p, &body(Some(ErrorKind::UfsFailure), "m"));
+        assert!(matches!(&coded, Error::UfsFailure { path, .. } if path == p));
+        assert!(coded.is_worker_fault() && coded.is_path_fault());
         assert!(matches!(old(405), Error::Http { status: 405, .. }));
         // Not JSON at all (a proxy's page): the text is the message.
         let e = Error::from_response(w, 403, p, " denied by proxy\n");

@@ -189,6 +189,36 @@ async fn failing_worker_leaves_holes_and_is_skipped() {
     assert!(matches!(err, Error::WorkerUnavailable { .. }), "{err}");
 }
 
+#[tokio::test]
+async fn one_paths_ufs_failure_does_not_skip_the_worker() {
+    let w = TestWorker::start().await;
+    let bad = "s3://bucket/broken";
+    w.state.put(bad, random_bytes(SIZE, 6), "v1");
+    w.state.put(URL, random_bytes(SIZE, 7), "v1");
+    w.state.ufs_failing.lock().unwrap().insert(bad.to_string());
+    let client = Client::new(config(), vec![w.worker_addr()]).unwrap();
+    let mut buf = vec![0u8; 100_000];
+    // The broken path: a hole for the UFS fallback, the fault says why, and
+    // the worker is asked once (it retried its UFS itself).
+    let out = client.read_into(bad, None, 0, &mut buf).await.unwrap();
+    assert_eq!(out.holes, vec![0..100_000]);
+    assert!(
+        matches!(&out.fault, Some(Error::UfsFailure { path, .. }) if path == bad),
+        "{:?}",
+        out.fault
+    );
+    assert_eq!(w.range_requests(), 1);
+    let err = client.info(bad).await.unwrap_err();
+    assert!(matches!(err, Error::UfsFailure { .. }), "{err}");
+    // The worker is not marked down: the next path is served by it.
+    assert!(!client.is_marked_down(&w.worker_addr()));
+    let want = random_bytes(SIZE, 7);
+    let out = client.read_into(URL, None, 0, &mut buf).await.unwrap();
+    assert!(out.holes.is_empty(), "{:?}", out.holes);
+    assert_eq!(&buf[..], &want[..100_000]);
+    assert_eq!(w.range_requests(), 2);
+}
+
 /// A URL whose primary (of 2 replicas) is `bad`.
 fn url_with_primary(client: &Client, bad: &WorkerAddr) -> String {
     (0..1000)

@@ -108,6 +108,7 @@ async fn pin_free_ttl_and_rules_answer_json() {
         .call("POST", &format!("/v1/free?path={}", enc(&hot)))
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "conflict", "{body}");
     assert!(
         body["message"]
             .as_str()
@@ -164,6 +165,7 @@ async fn refusals_and_bad_requests() {
         .call("POST", &format!("/v1/pin?path={}", enc(&env.url("cold"))))
         .await;
     assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(body["code"], "quota_exceeded", "{body}");
     let msg = body["message"].as_str().unwrap();
     assert!(
         msg.contains("pin quota exceeded") && msg.contains("8192"),

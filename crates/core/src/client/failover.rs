@@ -9,6 +9,9 @@
 //!   jittered exponential backoff (`retry_base`, doubling), never past the
 //!   deadline (`retry_deadline` from the start of the call). Then the worker
 //!   is marked failed and the next one is tried.
+//! - **One path's UFS failure** (a worker's `ufs_failure`) moves on to the
+//!   next worker at once: no retry (the worker retried its UFS) and no
+//!   mark, so the worker keeps serving every other path.
 //! - **Ends.** A success, or an answer that is the request's fault (400,
 //!   403, 404, 412: no other worker would answer differently), ends the walk
 //!   at once and clears the worker's mark. A walk that runs out of workers
@@ -91,6 +94,14 @@ impl<'a> Walk<'a> {
                 self.client.mark_ok(w);
                 Some(Err(e))
             }
+            Err(e) if e.is_path_fault() => {
+                // The worker is fine; its UFS failed for this path (and was
+                // retried there). Next worker, without marking this one.
+                self.client.count_error(w);
+                self.last = Some(e);
+                self.current = None;
+                None
+            }
             Err(e) => {
                 self.client.count_error(w);
                 if self.client.backoff(self.attempt, self.deadline).await {
@@ -170,7 +181,9 @@ impl Client {
 /// wrapped as [`Error::WorkerUnavailable`] of `owner` (the primary).
 pub(super) fn exhausted(owner: String, last: Option<Error>) -> Error {
     match last {
-        Some(e @ (Error::WorkerUnavailable { .. } | Error::Timeout(..))) => e,
+        Some(
+            e @ (Error::WorkerUnavailable { .. } | Error::UfsFailure { .. } | Error::Timeout(..)),
+        ) => e,
         Some(e) => Error::WorkerUnavailable {
             worker: owner,
             reason: e.to_string(),

@@ -61,6 +61,9 @@ pub struct WorkerState {
     pub token: Mutex<Option<String>>,
     /// `/healthz` requests received.
     pub health_requests: AtomicU64,
+    /// URLs whose UFS "fails": range and info answer 502 `ufs_failure`, as a
+    /// worker does when its UFS errs for one path.
+    pub ufs_failing: Mutex<HashSet<String>>,
 }
 
 impl WorkerState {
@@ -124,6 +127,17 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(ErrorBody::new(message))).into_response()
 }
 
+/// The worker's answer when its UFS failed for `url`, if it does.
+fn ufs_failure(state: &WorkerState, url: &str) -> Option<Response> {
+    state.ufs_failing.lock().unwrap().contains(url).then(|| {
+        let body = ErrorBody {
+            message: format!("{url}: UFS error: connection reset"),
+            code: Some("ufs_failure".into()),
+        };
+        (StatusCode::BAD_GATEWAY, Json(body)).into_response()
+    })
+}
+
 /// The refusal to answer, if the request is refused.
 fn check(state: &WorkerState, headers: &HeaderMap) -> Option<Response> {
     if let Some(t) = state.token.lock().unwrap().as_ref() {
@@ -184,6 +198,9 @@ async fn range(
     };
     if path_id(url) != id {
         return error(StatusCode::BAD_REQUEST, "path_id mismatch".into());
+    }
+    if let Some(r) = ufs_failure(&state, url) {
+        return r;
     }
     let offset: u64 = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let Some((data, version)) = state.files.lock().unwrap().get(url).cloned() else {
@@ -256,6 +273,9 @@ async fn info(
         return r;
     }
     let url = q.get("path").cloned().unwrap_or_default();
+    if let Some(r) = ufs_failure(&state, &url) {
+        return r;
+    }
     match state.files.lock().unwrap().get(&url) {
         Some((data, version)) => Json(vec![file_info(&url, data, version)]).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("{url}: not found")),
