@@ -18,6 +18,9 @@ use crate::runtime::run;
 #[pyclass(module = "alluxiofs._alluxiofs", frozen)]
 pub(crate) struct NativeReader {
     reader: Mutex<Reader>,
+    /// The reader's file size, fixed at open: read without the lock, so
+    /// `size` never waits for another thread's read.
+    size: u64,
     url: String,
 }
 
@@ -25,6 +28,7 @@ impl NativeReader {
     /// A Python reader of `url` around `reader`.
     pub(crate) fn new(reader: Reader, url: String) -> Self {
         NativeReader {
+            size: reader.size(),
             reader: Mutex::new(reader),
             url,
         }
@@ -61,8 +65,7 @@ impl NativeReader {
     /// File size the reader was opened with.
     #[getter]
     fn size(&self) -> u64 {
-        // Called from Python threads, never inside the runtime.
-        self.reader.blocking_lock().size()
+        self.size
     }
 
     /// Up to `length` bytes at `offset` (short at end of file).
