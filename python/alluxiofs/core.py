@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - older fsspec
 from fsspec.utils import stringify_path, tokenize
 
 from . import _alluxiofs, embedded
+from . import prefetch as _prefetch
 from .config import ClientOptions, parse_etcd_hosts, parse_worker_hosts, resolve_options
 from .counters import Counters
 
@@ -60,6 +61,16 @@ _CLIENTS: dict[
     tuple[Any, ...], tuple[int, _alluxiofs.NativeClient, embedded.LocalWorker | None]
 ] = {}
 _CLIENTS_LOCK = threading.Lock()
+
+
+def _reinit_clients_lock() -> None:
+    # A background thread (a prefetch) may hold the lock at the moment of a
+    # fork; the child would wait for it forever.
+    global _CLIENTS_LOCK
+    _CLIENTS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_clients_lock)
 
 
 def _canonical_protocol(p: str | None) -> str | None:
@@ -460,6 +471,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
     ) -> bytes:
         url, _ = self._resolve(path)
         if start is None and end is None:
+            hit = _prefetch.take(self, url) if self.__dict__.get("_prefetch_state") else None
+            if hit is not None:
+                return hit[0]
             return self._read_whole([url])[0]  # type: ignore[return-value]
         s, e = self._resolve_range(url, start, end, None)
         if e == s:
@@ -573,6 +587,10 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
 
         url, name = self._resolve(path)
         if mode == "rb":
+            hit = _prefetch.take(self, url) if self.__dict__.get("_prefetch_state") else None
+            if hit is not None:
+                return _prefetch.PrefetchedFile(self, name, url, *hit, block_size=block_size,
+                                                **kwargs)  # fmt: skip
             return AlluxioFile(self, name, url, block_size=block_size, **kwargs)
         if "r" in mode or "+" in mode:
             raise ValueError(f"alluxiofs files open as 'rb' or for writing, not {mode!r}")
@@ -676,7 +694,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         ``write_fallbacks`` per worker); and what the workers saved the UFS since
         this filesystem was made (``ufs_requests_saved``, ``bytes_saved``, details
         per worker in ``cache``; worker-side, so every client of those workers
-        counts: see docs/metrics.md)."""
+        counts: see docs/metrics.md); and what :meth:`prefetch` did in this
+        process (``prefetch``: files and bytes prefetched, hits, misses, wasted,
+        held now and at most)."""
         out = dict(self._client().stats())
         out.update(self.counters.snapshot())
         from .stats import cache_window
@@ -687,6 +707,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         out["cache"] = window
         out["ufs_requests_saved"] = window["total"]["ufs_requests_saved"]
         out["bytes_saved"] = window["total"]["bytes_saved"]
+        out["prefetch"] = _prefetch.stats(self)
         return out
 
     def workers(self) -> list[str]:
@@ -717,6 +738,34 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 continue
             out[w] = parse_prometheus(text)
         return out
+
+    # ---------------------------------------------------------------- prefetch
+
+    def prefetch(
+        self,
+        paths: list[str],
+        depth: int = _prefetch.DEFAULT_DEPTH,
+        max_bytes: int | str = _prefetch.DEFAULT_MAX_BYTES,
+        threads: int | None = None,
+        batch: int = 1,
+    ) -> _prefetch.Prefetch:
+        """Fetch ``paths`` (the order they will be read in) ahead of their reads.
+
+        In the background, at most ``depth`` files ahead of the reader and at
+        most ``max_bytes`` (bytes, or ``"256MiB"``) held, the files are read
+        through the workers (warming their cache) into memory.
+        ``cat_file(path)`` and ``open(path)`` of the next file are then served
+        from memory, once. The returned :class:`alluxiofs.prefetch.Prefetch`
+        also iterates ``(path, bytes)`` in order, and ``close()`` (or a
+        ``with`` block) stops it. A file's error is raised when that file is
+        read, as ``cat_file`` would raise it. Counters: ``stats()["prefetch"]``.
+        See docs/semantics.md (Prefetch in a known order).
+        """
+        from .units import parse_size
+
+        return _prefetch.Prefetch(
+            self, paths, depth=depth, max_bytes=parse_size(max_bytes), threads=threads, batch=batch
+        )
 
     # ----------------------------------------------------------------- preload
 
