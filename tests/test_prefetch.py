@@ -20,9 +20,8 @@ import traceback
 from pathlib import Path
 
 import pytest
-from harness import REPO
-
 from alluxiofs.prefetch import worker_share
+from harness import REPO
 
 RTT_MS = 20
 
@@ -233,7 +232,7 @@ def test_error_file_raises_when_consumed(make_fs, start_worker, bucket_mount, sm
     s3_server.s3fs().pipe_file(gone, b"x" * 5000)
     assert fs.info(gone)["size"] == 5000  # the worker caches its metadata
     s3_server.s3fs().rm_file(gone)
-    order = paths[:10] + [missing] + paths[10:20] + [gone] + paths[20:]
+    order = [*paths[:10], missing, *paths[10:20], gone, *paths[20:]]
     with fs.prefetch(order, depth=8) as pf:
         for p in order:
             if p == missing:
@@ -369,5 +368,5 @@ def test_worker_share():
     assert shares[0] == [0, 1, 2, 3, 12, 13, 14, 15]
     assert shares[1] == [4, 5, 6, 7, 16, 17, 18, 19]
     assert shares[2] == [8, 9, 10, 11, 20, 21, 22]
-    assert sorted(sum(shares, [])) == order
+    assert sorted(i for share in shares for i in share) == order
     assert worker_share(order, 4, 0, 0) == order

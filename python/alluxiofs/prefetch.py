@@ -18,10 +18,11 @@ Design notes
   file bigger than ``max_bytes`` is not held (the consumer reads it as usual).
 * **Consumption.** ``fs.cat_file(path)`` (whole file) and ``fs.open(path)``
   take the first unconsumed entry of ``path``: a read entry is returned from
-  memory and released, one being read is waited for, one not yet read is a
-  *miss* (the caller reads it as usual, and the entry is dropped from the
-  order). Ranged reads are never served from here (they leave the entry for
-  the whole-file read that follows).
+  memory and released; one being sized or read is waited for (one sized and
+  within budget is sent at once, ahead of its turn); one the window has not
+  reached, or that the budget holds back, is a *miss* (the caller reads it as
+  usual, and the entry leaves the order). Ranged reads are never served
+  from here (they leave the entry for the whole-file read that follows).
 * **Out of order.** Taking entry ``j`` drops every entry before ``j - depth
   + 1`` that is still waiting (counted ``wasted`` if it was read): files
   consumed out of order within ``depth`` are still hits, files skipped or
@@ -79,7 +80,7 @@ _COUNTERS = (
 
 
 class _Entry:
-    __slots__ = ("index", "path", "url", "state", "size", "info", "data", "error", "zombie")
+    __slots__ = ("data", "error", "index", "info", "path", "size", "state", "url", "zombie")
 
     def __init__(self, index: int, path: str, url: str) -> None:
         self.index = index
@@ -340,6 +341,8 @@ class Prefetch:
                 self._counts["hits"] += 1
                 self._counts["hit_bytes"] += e.size
             served: _Entry | None = e
+        elif e.state == _READING:
+            served = None  # closed while it was read: the read's return drops it
         else:
             if e.state in (_NEW, _SIZING, _SIZED):
                 self._counts["misses"] += 1
@@ -468,10 +471,12 @@ class Prefetch:
     def _read(self, batch: Sequence[_Entry]) -> None:
         try:
             results: list[Any] = self._fs._read_whole([e.url for e in batch], on_error="return")
-        except BaseException as err:  # noqa: BLE001 - kept for the consumer, never lost
+        except BaseException as err:
             results = [err] * len(batch)
         with self._cond:
             for e, r in zip(batch, results, strict=True):
+                if e.state != _READING:
+                    continue  # cannot happen: only this read moves an entry on from READING
                 if isinstance(r, BaseException):
                     e.error = r
                     self._counts["errors"] += 1
