@@ -65,12 +65,12 @@ def worker_init_fn(worker_id: int) -> None:
     info.dataset.start_prefetch(info.id, info.num_workers)
 
 
-def run_epoch(ds: PrefetchingDataset, epoch: int, num_workers: int) -> int:
-    """One shuffled epoch; returns the number of samples seen (checked by the caller)."""
+def make_loader(ds: PrefetchingDataset, epoch: int, num_workers: int) -> DataLoader:
+    """The loader of one shuffled epoch, its order drawn now and known to the dataset."""
     ds.order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(epoch)).tolist()
     if num_workers == 0:
         ds.start_prefetch()
-    loader = DataLoader(
+    return DataLoader(
         ds,
         batch_size=ds.batch_size,
         sampler=ds.order,  # the same order the prefetch follows
@@ -79,9 +79,13 @@ def run_epoch(ds: PrefetchingDataset, epoch: int, num_workers: int) -> int:
         worker_init_fn=worker_init_fn if num_workers else None,
         persistent_workers=False,
     )
+
+
+def run_epoch(ds: PrefetchingDataset, epoch: int, num_workers: int) -> int:
+    """One shuffled epoch; returns the number of samples seen."""
     seen = 0
     try:
-        for _vecs, labels in loader:
+        for _vecs, labels in make_loader(ds, epoch, num_workers):
             seen += len(labels)
     finally:
         if ds.prefetch is not None and num_workers == 0:
