@@ -45,6 +45,8 @@ pub(crate) fn info_to_dict<'py>(py: Python<'py>, info: &FileInfo) -> PyResult<Bo
 pub(crate) fn stats_to_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("bytes_read", s.bytes_read)?;
+    d.set_item("bytes_local", s.bytes_local)?;
+    d.set_item("bytes_remote", s.bytes_remote)?;
     d.set_item("worker_requests", s.worker_requests)?;
     d.set_item("retries", s.retries)?;
     d.set_item("fallbacks", s.fallbacks.clone())?;
@@ -174,6 +176,14 @@ const OPTIONS: &[Opt] = &[
         default: |py, c| c.readahead_max.into_py_any(py),
         set: |s, v| {
             s.config.readahead_max = v.extract()?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "local_reads",
+        default: |py, c| c.local_reads.into_py_any(py),
+        set: |s, v| {
+            s.config.local_reads = v.extract()?;
             Ok(())
         },
     },

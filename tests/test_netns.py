@@ -5,6 +5,10 @@ Each namespace gets a veth pair: 10.231.B.(4i+1) on this side, 10.231.B.(4i+2)
 inside, a /30 of a block picked at run time that no route uses. Only those
 addresses, created and removed by this test, are ever contacted. The UFS is a
 local directory (the namespaces share the filesystem, not the loopback S3).
+Like another host, a worker here does not share the directory of its
+same-node read socket with the reader: it runs in the private mount namespace
+``ip netns exec`` makes, with a tmpfs over that directory, so the reader
+cannot reach the socket and reads over the network.
 Needs root and iproute2; skipped elsewhere.
 """
 
@@ -71,8 +75,12 @@ def test_workers_on_three_addresses(three_hosts, tmp_path):
     try:
         for i, (ns, addr) in enumerate(three_hosts):
             ready = tmp_path / f"w{i}.json"
-            cmd = ["ip", "netns", "exec", ns, *worker_command(), "--host", addr, "--port", "0",
+            sock_dir = tmp_path / f"s{i}"
+            sock_dir.mkdir()
+            cmd = ["ip", "netns", "exec", ns, "sh", "-c", 'mount -t tmpfs tmpfs "$0" && shift && exec "$@"',
+                   str(sock_dir), "--", *worker_command(), "--host", addr, "--port", "0",
                    "--mount", f"file://{data_dir}", "--cache-dir", str(tmp_path / f"c{i}"),
+                   "--local-socket", str(sock_dir / "w.sock"),
                    "--ready-file", str(ready)]  # fmt: skip
             log = open(tmp_path / f"w{i}.log", "wb")
             logs.append(log)
@@ -89,8 +97,19 @@ def test_workers_on_three_addresses(three_hosts, tmp_path):
             "alluxiofs", worker_hosts=",".join(addrs), target_protocol="file",
             skip_instance_cache=True, fallback=False,
         )  # fmt: skip
-        for path, data in files.items():
-            assert fs.cat_file(path) == data, path
+        for _ in range(2):  # cold, then warm
+            for path, data in files.items():
+                assert fs.cat_file(path) == data, path
+                with fs.open(path, "rb") as f:
+                    assert f.read() == data, path
+        # The workers advertise their sockets, but from here (another "host") none is
+        # reachable: every byte came over HTTP.
+        assert all(
+            requests.get(f"http://{a}/healthz", timeout=10).json()["local_socket"] for a in addrs
+        )
+        stats = fs.stats()
+        assert stats["bytes_local"] == 0 and stats["bytes_remote"] > 0, stats
+        assert not (tmp_path / "s0" / "w.sock").exists()
         served = []
         for a in addrs:
             text = requests.get(f"http://{a}/metrics", timeout=10).text
@@ -99,7 +118,7 @@ def test_workers_on_three_addresses(three_hosts, tmp_path):
                     if line.startswith("alluxiofs_bytes_served_total"))
             )  # fmt: skip
         assert all(s > 0 for s in served), served  # every host served part of the data
-        assert sum(served) >= sum(len(d) for d in files.values())
+        assert sum(served) >= 4 * sum(len(d) for d in files.values())
     finally:
         for p in procs:
             p.terminate()

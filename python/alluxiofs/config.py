@@ -81,6 +81,10 @@ class ClientOptions:
     """First readahead window of a sequentially read file."""
     readahead_max: int = _NATIVE["readahead_max"]
     """Largest readahead window."""
+    local_reads: bool = _NATIVE["local_reads"]
+    """Read warm pages of a worker on this node (the embedded worker, or a cluster worker on
+    the same host) from its page files, through descriptors it passes over its Unix socket,
+    instead of over HTTP (docs/architecture.md, "Same-node reads")."""
     parquet_prefetch_depth: int = 2
     """Parquet files: after a read of column chunks of row group k, prefetch the
     same columns of row groups k+1..k+depth in the background (0: off)."""
@@ -112,7 +116,7 @@ class ClientOptions:
     _SECONDS = ("connect_timeout", "request_timeout")
     _INTS = ("worker_http_port", "etcd_port", "vnodes", "replicas", "retries", "max_parallel",
              "parquet_prefetch_depth")  # fmt: skip
-    _BOOLS = ("fallback",)
+    _BOOLS = ("fallback", "local_reads")
 
     def native_options(self) -> dict[str, Any]:
         """The options of the native client (``NativeClient(workers, options)``)."""

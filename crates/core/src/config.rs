@@ -50,6 +50,10 @@ pub struct ClientConfig {
     pub readahead_initial: u64,
     /// Largest readahead window. Default 64 MiB.
     pub readahead_max: u64,
+    /// Read warm pages of a worker on this node through the descriptors it
+    /// passes over its Unix socket instead of HTTP (`crate::local`).
+    /// Default true.
+    pub local_reads: bool,
 }
 
 impl ClientConfig {
@@ -85,6 +89,7 @@ impl Default for ClientConfig {
             auth_token: None,
             readahead_initial: 1 << 20,
             readahead_max: 64 << 20,
+            local_reads: true,
         }
     }
 }

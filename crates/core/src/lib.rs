@@ -13,6 +13,8 @@
 //! - [`load`]: preloading a file or prefix into the owners' caches.
 //! - [`parquet`]: Parquet footers (column chunk ranges) for the reader's prefetch.
 //! - [`write`](mod@write): write-through to the owner worker, which fills its cache.
+//! - [`local`]: the same-node read protocol (page file descriptors over a Unix socket);
+//!   [`page_file`]: the page file format both ends verify.
 
 #![warn(missing_docs)]
 
@@ -22,8 +24,10 @@ pub mod discovery;
 pub mod error;
 pub mod info;
 pub mod load;
+pub mod local;
 pub mod manage;
 pub mod membership;
+pub mod page_file;
 pub mod pages;
 pub mod parquet;
 pub mod path;

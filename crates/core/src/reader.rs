@@ -38,6 +38,13 @@
 //!   that segment, and the window is reset. Dropping the reader aborts its
 //!   pending fetches.
 //!
+//! - **Same node.** When the file's worker is on this node
+//!   ([`Client::prefers_local`]), a read outside the window goes straight
+//!   to [`Client::read_into`], which reads the worker's page files into the
+//!   caller's buffer: the page cache is the readahead, and a window would
+//!   only add a copy. A read that was not wholly served from page files (a
+//!   cold page) turns the window back on until the next seek.
+//!
 //! ## Parquet-aware prefetch
 //!
 //! Enabled with [`Reader::with_parquet_prefetch`] (depth > 0). A Parquet
@@ -154,6 +161,9 @@ pub struct Reader {
     last_end: Option<u64>,
     /// Parquet-aware prefetch state (None: off).
     parquet: Option<ParquetState>,
+    /// Whether reads bypass the window for a same-node worker: until one
+    /// is not served wholly from its page files (then until a seek).
+    local_ok: bool,
 }
 
 /// One background fetch of column chunks nobody asked for yet.
@@ -203,6 +213,7 @@ impl Reader {
             last_size: 0,
             last_end: None,
             parquet: None,
+            local_ok: true,
         }
     }
 
@@ -268,6 +279,16 @@ impl Reader {
             (self.segments.front(), self.segments.back()),
             (Some(f), Some(b)) if f.start <= offset && offset < b.end
         );
+        if !in_window && self.local_ok && self.client.prefers_local(&self.url) {
+            // The worker is on this node: its page files are read straight
+            // into `buf`; a readahead window would only add a copy. A read
+            // not wholly served locally turns the window back on.
+            self.clear();
+            let out = self.direct(offset, buf).await?;
+            self.local_ok = out.local == out.filled as u64;
+            self.last_end = Some(offset + out.filled as u64);
+            return Ok(out);
+        }
         let sequential = in_window || self.last_end.is_none_or(|e| e == offset);
         if !sequential {
             // A seek: no readahead until the reads turn sequential again.
@@ -360,6 +381,7 @@ impl Reader {
             filled: (pos - offset) as usize,
             holes,
             fault,
+            local: 0,
         })
     }
 
@@ -378,6 +400,7 @@ impl Reader {
                 filled: buf.len(),
                 holes: Vec::new(),
                 fault: None,
+                local: 0,
             }));
         }
         let Some((rg, cols)) = columns_of(&footer.layout, offset, end) else {
@@ -507,6 +530,7 @@ impl Reader {
             filled: buf.len(),
             holes,
             fault,
+            local: 0,
         })
     }
 
@@ -618,6 +642,7 @@ impl Reader {
         self.clear();
         self.next_size = self.client.config().readahead_initial.max(1);
         self.last_size = 0;
+        self.local_ok = true;
     }
 }
 

@@ -177,6 +177,67 @@ impl DurationValue {
     }
 }
 
+/// Where the same-node read socket lives (`crate::local`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LocalSocket {
+    /// `/tmp/alluxiofs-<uid>/<host>-<port>.sock`.
+    #[default]
+    Auto,
+    /// No same-node reads.
+    Off,
+    /// This path.
+    Path(PathBuf),
+}
+
+impl LocalSocket {
+    /// `auto`, `off` or a path.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "" | "auto" => Ok(LocalSocket::Auto),
+            "off" | "none" | "false" => Ok(LocalSocket::Off),
+            p if p.len() > 100 => Err(format!(
+                "socket path {p:?} is longer than a Unix socket path may be (100 bytes)"
+            )),
+            p => Ok(LocalSocket::Path(PathBuf::from(p))),
+        }
+    }
+
+    /// The socket path of a worker advertised as `host` on `port`; `None`
+    /// when off.
+    pub fn resolve(&self, host: &str, port: u16) -> Option<PathBuf> {
+        match self {
+            LocalSocket::Off => None,
+            LocalSocket::Path(p) => Some(p.clone()),
+            LocalSocket::Auto => {
+                let uid = rustix::process::geteuid().as_raw();
+                let host: String = host
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .take(48)
+                    .collect();
+                Some(PathBuf::from(format!(
+                    "/tmp/alluxiofs-{uid}/{host}-{port}.sock"
+                )))
+            }
+        }
+    }
+}
+
+/// A comma separated list of uids.
+pub fn parse_uids(text: &str) -> std::result::Result<Vec<u32>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && *t != "none")
+        .map(|t| t.parse::<u32>().map_err(|_| format!("invalid uid {t:?}")))
+        .collect()
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -229,6 +290,10 @@ pub struct WorkerConfig {
     pub auth_token_file: Option<PathBuf>,
     /// Where to write `{"host","port","pid","url"}` once listening.
     pub ready_file: Option<PathBuf>,
+    /// The Unix socket of same-node reads (`crate::local`).
+    pub local_socket: LocalSocket,
+    /// Uids besides the worker's own that may read through it.
+    pub local_uids: Vec<u32>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log level or `tracing` filter directive (`info`, `alluxiofs_worker=debug`).
@@ -370,6 +435,8 @@ impl Default for WorkerConfig {
             auth_token: None,
             auth_token_file: None,
             ready_file: None,
+            local_socket: LocalSocket::Auto,
+            local_uids: Vec::new(),
             log_format: LogFormat::Text,
             log_level: "info".into(),
             etcd: Vec::new(),

@@ -37,6 +37,7 @@ pub mod error;
 pub mod history;
 pub mod http;
 pub mod load;
+pub mod local;
 pub mod membership;
 pub mod meta;
 pub mod metrics;

@@ -151,6 +151,14 @@ pub struct Metrics {
     pub metadata_misses: AtomicU64,
     /// Requests that joined a UFS fetch already in flight for the same page.
     pub coalesced_pages: AtomicU64,
+    /// Same-node read requests answered on the local socket.
+    pub local_requests: AtomicU64,
+    /// Page file descriptors passed to same-node readers.
+    pub local_pages: AtomicU64,
+    /// Data bytes of the pages passed to same-node readers.
+    pub local_bytes: AtomicU64,
+    /// Hellos on the local socket refused (uid not allowed, no token).
+    pub local_refused: AtomicU64,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
@@ -300,6 +308,26 @@ impl Metrics {
             "alluxiofs_bytes_served_total",
             "Body bytes of range and page answers.",
             Self::get(&self.bytes_served),
+        );
+        counter(
+            "alluxiofs_local_requests_total",
+            "Same-node read requests answered on the local socket.",
+            Self::get(&self.local_requests),
+        );
+        counter(
+            "alluxiofs_local_pages_total",
+            "Page file descriptors passed to same-node readers.",
+            Self::get(&self.local_pages),
+        );
+        counter(
+            "alluxiofs_local_bytes_total",
+            "Data bytes of the pages passed to same-node readers.",
+            Self::get(&self.local_bytes),
+        );
+        counter(
+            "alluxiofs_local_refused_total",
+            "Connections to the local socket refused (uid not allowed and no valid token).",
+            Self::get(&self.local_refused),
         );
         counter(
             "alluxiofs_metadata_hits_total",

@@ -4,6 +4,7 @@
 use crate::app::app;
 use crate::config::{LogFormat, WorkerConfig};
 use crate::error::{Result, WorkerError};
+use crate::local::{Access, Identity, LocalServer};
 use crate::membership::{Membership, MembershipSettings, Registration};
 use crate::state::AppState;
 use alluxiofs_core::membership::WorkerRecord;
@@ -26,6 +27,7 @@ pub struct RunningWorker {
     task: JoinHandle<std::io::Result<()>>,
     ready_file: Option<PathBuf>,
     membership: Option<Membership>,
+    local: Option<LocalServer>,
 }
 
 impl RunningWorker {
@@ -78,6 +80,9 @@ impl RunningWorker {
             m.shutdown().await;
         }
         self.state.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(local) = self.local.take() {
+            local.stop();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -121,8 +126,15 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         .local_addr()
         .map_err(|e| WorkerError::io("local address", e))?;
     let url = base_url(&host, addr.port());
+    let local = start_local(&state, addr.port());
     if let Some(f) = &ready_file {
-        write_ready_file(f, &host, addr.port(), &url)?;
+        write_ready_file(
+            f,
+            &host,
+            addr.port(),
+            &url,
+            local.as_ref().map(LocalServer::path),
+        )?;
     }
     tracing::info!(
         mounts = ?state.cache.ufs().mounts(),
@@ -133,7 +145,10 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         None => None,
         Some(settings) => {
             let advertise = state.config.resolve_advertise_host();
-            let record = WorkerRecord::new(&state.identity, &advertise, addr.port());
+            let mut record = WorkerRecord::new(&state.identity, &advertise, addr.port());
+            if let Some(l) = &local {
+                record.worker_net_address.domain_socket_path = l.path().display().to_string();
+            }
             tracing::info!(
                 worker_id = %state.identity.uuid(),
                 cluster = %settings.cluster,
@@ -168,16 +183,59 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         task,
         ready_file,
         membership,
+        local,
     })
 }
 
-/// Write `{"host","port","pid","url"}` to `path` atomically (temp + rename).
-pub fn write_ready_file(path: &Path, host: &str, port: u16, url: &str) -> Result<()> {
+/// Start the same-node read socket ([`crate::local`]) unless it is off;
+/// a socket that cannot be bound is logged and left out (HTTP serves
+/// every read anyway).
+fn start_local(state: &Arc<AppState>, port: u16) -> Option<LocalServer> {
+    let advertise = state.config.resolve_advertise_host();
+    let path = state.config.local_socket.resolve(&advertise, port)?;
+    let Some(boot_id) = alluxiofs_core::local::boot_id() else {
+        tracing::info!("no boot id on this system: same-node reads are off");
+        return None;
+    };
+    let mut uids = vec![rustix::process::geteuid().as_raw()];
+    uids.extend(state.config.local_uids.iter().copied());
+    let access = Access {
+        uids,
+        token: state.auth_token.clone(),
+    };
+    let identity = Identity {
+        worker_id: state.identity.uuid().to_string(),
+        boot_id,
+    };
+    match LocalServer::start(&path, state.cache.clone(), access, identity) {
+        Ok(server) => {
+            tracing::info!(socket = %path.display(), "same-node reads on the local socket");
+            let _ = state.local_socket.set(path);
+            Some(server)
+        }
+        Err(e) => {
+            tracing::warn!("same-node reads are off: {e}");
+            None
+        }
+    }
+}
+
+/// Write `{"host","port","pid","url","local_socket","boot_id"}` to `path`
+/// atomically (temp + rename).
+pub fn write_ready_file(
+    path: &Path,
+    host: &str,
+    port: u16,
+    url: &str,
+    local_socket: Option<&Path>,
+) -> Result<()> {
     let body = serde_json::json!({
         "host": host,
         "port": port,
         "pid": std::process::id(),
         "url": url,
+        "local_socket": local_socket.map(|p| p.display().to_string()),
+        "boot_id": alluxiofs_core::local::boot_id(),
     });
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = parent {

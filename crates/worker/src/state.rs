@@ -14,8 +14,9 @@ use crate::history::{spawn_sampler, History};
 use crate::load::LoadJobs;
 use crate::membership::{resolve_identity, Registration};
 use alluxiofs_core::ring::WorkerIdentity;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
 /// Everything a request handler needs.
@@ -36,6 +37,8 @@ pub struct AppState {
     pub history: Arc<History>,
     /// Load jobs and the load bandwidth limit (see [`crate::load`]).
     pub loads: LoadJobs,
+    /// The same-node read socket, once it listens ([`crate::local`]).
+    pub local_socket: OnceLock<PathBuf>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -72,6 +75,7 @@ impl AppState {
             auth_token,
             shutting_down: AtomicBool::new(false),
             history,
+            local_socket: OnceLock::new(),
         }))
     }
 }

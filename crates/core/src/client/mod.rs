@@ -19,6 +19,8 @@
 //!   and status error mapping, body streaming) that every request to a
 //!   worker goes through, the crate's manage, load and write included.
 //! - `workers`: worker addresses, the membership snapshot and placement.
+//! - `local`: same-node reads through page file descriptors the local
+//!   worker passes (`crate::local`), tried before HTTP for each chunk.
 //! - `stats`: the counters.
 //!
 //! What happens when workers fail is the same for every read: bytes that no
@@ -36,6 +38,7 @@ use std::sync::{Arc, Mutex, RwLock};
 mod failover;
 mod files;
 mod health;
+mod local;
 mod meta;
 mod ranges;
 mod read;
@@ -62,6 +65,7 @@ pub struct Client {
     members: RwLock<Membership>,
     health: Arc<HealthMap>,
     stats: Mutex<Stats>,
+    local: local::LocalPlane,
 }
 
 impl std::fmt::Debug for Client {
@@ -96,12 +100,14 @@ impl Client {
             return Err(Error::InvalidArgument("vnodes must be at least 1".into()));
         }
         let members = RwLock::new(Membership::new(workers, placement));
+        let local_reads = config.local_reads;
         Ok(Client {
             config,
             http,
             members,
             health: Arc::new(Mutex::new(HashMap::new())),
             stats: Mutex::new(Stats::default()),
+            local: local::LocalPlane::new(local_reads),
         })
     }
 

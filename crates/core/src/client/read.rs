@@ -48,6 +48,9 @@ pub struct ReadOutcome {
     /// [`Error::WorkerUnavailable`] or [`Error::NoWorkers`]). `None` when
     /// there are no holes. A caller that cannot read the UFS raises it.
     pub fault: Option<Error>,
+    /// Of the bytes served, those read from a same-node worker's page files
+    /// (the rest came over HTTP).
+    pub local: u64,
 }
 
 /// One result of [`Client::read_ranges`] (and of [`Client::read_range`],
@@ -88,6 +91,8 @@ pub(super) struct ChunkOutcome {
     file_size: Option<u64>,
     /// Why `hole` was left (the last worker fault for it).
     fault: Option<Error>,
+    /// Of `written`, the bytes read from a same-node worker's page files.
+    local: u64,
 }
 
 /// One successful range request.
@@ -218,11 +223,44 @@ impl Client {
         } = job;
         let mut cur = range.start;
         let mut file_size = None;
+        let mut local = 0;
+        let mut pinned = version.map(str::to_string);
         let mut walk = Walk::new(self, prefs, deadline);
         while let Some(w) = walk.worker() {
+            if let Some(ch) = self.local_channel(w).await {
+                let at = (cur - range.start) as usize;
+                let got = self.read_local(
+                    w,
+                    &ch,
+                    url,
+                    pinned.as_deref(),
+                    cur,
+                    range.end,
+                    &mut buf[at..],
+                );
+                cur += got.written;
+                local += got.written;
+                if got.written > 0 {
+                    pinned = got.version.or(pinned);
+                }
+                if let Some(size) = got.file_size {
+                    file_size = Some(size);
+                    if cur >= range.end.min(size) {
+                        return Ok(ChunkOutcome {
+                            written: cur - range.start,
+                            eof: size < range.end,
+                            hole: None,
+                            file_size,
+                            fault: None,
+                            local,
+                            range,
+                        });
+                    }
+                }
+            }
             let at = (cur - range.start) as usize;
             let (res, written) = self
-                .get_range_once(w, url, version, cur, range.end, &mut buf[at..])
+                .get_range_once(w, url, pinned.as_deref(), cur, range.end, &mut buf[at..])
                 .await;
             cur += written;
             match walk.settle(res).await {
@@ -234,6 +272,7 @@ impl Client {
                         hole: None,
                         file_size,
                         fault: None,
+                        local,
                         range,
                     });
                 }
@@ -255,6 +294,7 @@ impl Client {
             hole: Some(cur..range.end),
             file_size,
             fault: Some(fault),
+            local,
             range,
         })
     }
@@ -330,6 +370,7 @@ pub(super) fn assemble(offset: u64, len: u64, mut outcomes: Vec<ChunkOutcome>) -
     }
     let mut holes: Vec<Range<u64>> = Vec::new();
     let mut fault = None;
+    let local = outcomes.iter().map(|o| o.local).sum();
     for o in &mut outcomes {
         if let Some(h) = &o.hole {
             let h = h.start..h.end.min(end);
@@ -349,6 +390,7 @@ pub(super) fn assemble(offset: u64, len: u64, mut outcomes: Vec<ChunkOutcome>) -
         filled: (end - offset) as usize,
         holes,
         fault,
+        local,
     }
 }
 
@@ -364,6 +406,7 @@ mod tests {
             written,
             eof,
             file_size: None,
+            local: 0,
         }
     }
 

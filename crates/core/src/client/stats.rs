@@ -19,8 +19,12 @@ pub const NO_WORKER: &str = "(no worker)";
 /// Counters of a client since it was built.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
-    /// Bytes received from workers into read buffers.
+    /// Bytes received from workers into read buffers (both paths).
     pub bytes_read: u64,
+    /// Of `bytes_read`, those read from a same-node worker's page files.
+    pub bytes_local: u64,
+    /// Of `bytes_read`, those received over HTTP.
+    pub bytes_remote: u64,
     /// HTTP requests sent to workers.
     pub worker_requests: u64,
     /// Retries after worker faults.
@@ -47,7 +51,17 @@ impl Client {
     }
 
     pub(super) fn count_bytes(&self, n: u64) {
-        self.with_stats(|s| s.bytes_read += n);
+        self.with_stats(|s| {
+            s.bytes_read += n;
+            s.bytes_remote += n;
+        });
+    }
+
+    pub(super) fn count_local_bytes(&self, n: u64) {
+        self.with_stats(|s| {
+            s.bytes_read += n;
+            s.bytes_local += n;
+        });
     }
 
     pub(super) fn count_retry(&self) {

@@ -366,6 +366,24 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         set: |c, v| c.auth_token_file = v,
         default: "none",
     }
+    local_socket: String {
+        flag: "Unix socket for same-node reads (page file descriptors passed to clients on this node): a path, `auto` (/tmp/alluxiofs-<uid>/<host>-<port>.sock) or `off`."
+            [long, value_name = "PATH"] Option<String> => cloned,
+        env: "ALLUXIOFS_WORKER_LOCAL_SOCKET" => text,
+        yaml: local_socket,
+        check: |_, v: String| crate::config::LocalSocket::parse(&v),
+        set: |c, v| c.local_socket = v,
+        default: "auto",
+    }
+    local_uids: String {
+        flag: "Uids besides the worker's own that may read through the local socket, comma separated (a client with the auth token may too)."
+            [long, value_name = "UIDS"] Option<String> => cloned,
+        env: "ALLUXIOFS_WORKER_LOCAL_UIDS" => text,
+        yaml: local_uids,
+        check: |_, v: String| crate::config::parse_uids(&v),
+        set: |c, v| c.local_uids = v,
+        default: "none",
+    }
     ready_file: PathBuf {
         flag: "Once listening, write {\"host\",\"port\",\"pid\",\"url\"} as JSON to this file."
             [long, value_name = "FILE"] Option<PathBuf> => cloned,
@@ -591,6 +609,8 @@ mod tests {
             "pin_quota" => ("10%", "20%", "30%"),
             "mount_quotas" => ("{/y: 1MiB}", "/e=2MiB", "/f=3MiB"),
             "load_bandwidth" => ("1MiB", "2MiB", "3MiB"),
+            "local_socket" => ("/y.sock", "off", "/f.sock"),
+            "local_uids" => ("'1'", "2,3", "4"),
             other => panic!("no sample values for setting {other}: add them here"),
         }
     }

@@ -32,6 +32,8 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "worker_id": state.identity.uuid().to_string(),
         "cluster": state.config.cluster_name,
         "registration": state.registration.borrow().as_str(),
+        "local_socket": state.local_socket.get().map(|p| p.display().to_string()),
+        "boot_id": alluxiofs_core::local::boot_id(),
     }))
 }
 

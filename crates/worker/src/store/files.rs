@@ -174,6 +174,24 @@ pub(super) fn read_and_touch(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(raw)
 }
 
+/// Open a page file read-only (to pass its descriptor to a same-node
+/// reader); refresh its mtime as [`read_and_touch`] does (the owner may set
+/// the times of a file it opened read-only).
+pub(super) fn open_and_touch(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::open(path)?;
+    let meta = f.metadata()?;
+    let now = std::time::SystemTime::now();
+    let stale = meta
+        .modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > TOUCH_AFTER);
+    if stale {
+        let _ = f.set_modified(now);
+    }
+    Ok(f)
+}
+
 /// Write a page file (header, then data) atomically, without fsync.
 pub(super) fn write_page(path: &Path, header: &[u8], data: &[u8]) -> std::io::Result<()> {
     let parent = path

@@ -1,121 +1,18 @@
-//! The page file format and its checks.
-//!
-//! Each page file is self-describing: a header (magic `AXFSPAGE`, format
-//! version, page size, page index, data length, xxh3-64 of the data, URL
-//! length, version length, URL, version; integers little endian) followed
-//! by the data. The header lets the restart scan rebuild the index without
-//! reading data, and lets every read check that the file is the page asked
-//! for and that its bytes are intact: [`verify`] checks the header against
-//! the key and the checksum against the data, and the caller deletes the
-//! file on a mismatch. Unverified bytes are never served.
-//!
-//! Pure encoding and decoding: no file I/O here.
+//! The page file format, as the store uses it: the encoding and the checks
+//! live in [`alluxiofs_core::page_file`], shared with the same-node client
+//! that reads page files through passed descriptors, so both check a page
+//! exactly alike. This module adapts them to [`PageKey`].
 
 use super::PageKey;
 use bytes::Bytes;
-use xxhash_rust::xxh3::xxh3_64;
 
-const MAGIC: &[u8; 8] = b"AXFSPAGE";
-const FORMAT_VERSION: u32 = 1;
-/// Fixed part of the header: magic, format, page size, index, data length,
-/// checksum, URL length, version length.
-pub(super) const FIXED_HEADER: usize = 8 + 4 + 8 + 8 + 8 + 8 + 4 + 4;
-const MAX_TEXT: usize = 64 * 1024;
-
-/// Bytes of the header of a page of `url` at `version`.
-pub(super) fn header_len(url: &str, version: &str) -> usize {
-    FIXED_HEADER + url.len() + version.len()
-}
+#[cfg(test)]
+pub(super) use alluxiofs_core::page_file::header_len;
+pub(super) use alluxiofs_core::page_file::{decode_header, text_lens, FIXED_HEADER};
 
 /// The header of `data` as the page `key` of a store of `page_size`.
 pub(super) fn encode_header(page_size: u64, key: &PageKey, data: &[u8]) -> Vec<u8> {
-    let (url, version) = (key.url(), key.version());
-    let mut h = Vec::with_capacity(header_len(url, version));
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h.extend_from_slice(&page_size.to_le_bytes());
-    h.extend_from_slice(&key.index().to_le_bytes());
-    h.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    h.extend_from_slice(&xxh3_64(data).to_le_bytes());
-    h.extend_from_slice(&(url.len() as u32).to_le_bytes());
-    h.extend_from_slice(&(version.len() as u32).to_le_bytes());
-    h.extend_from_slice(url.as_bytes());
-    h.extend_from_slice(version.as_bytes());
-    h
-}
-
-/// A decoded page header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Header {
-    pub(super) page_size: u64,
-    pub(super) index: u64,
-    pub(super) data_len: u64,
-    pub(super) checksum: u64,
-    pub(super) url: String,
-    pub(super) version: String,
-}
-
-impl Header {
-    /// Bytes of this header in the file.
-    pub(super) fn len(&self) -> usize {
-        header_len(&self.url, &self.version)
-    }
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-/// The lengths of the URL and version that follow the fixed header part
-/// `b` (checked: magic, format, text bounds).
-pub(super) fn text_lens(b: &[u8]) -> std::result::Result<(usize, usize), String> {
-    if b.len() < FIXED_HEADER {
-        return Err("file shorter than a page header".into());
-    }
-    if &b[..8] != MAGIC {
-        return Err("bad magic".into());
-    }
-    let format = u32_at(b, 8);
-    if format != FORMAT_VERSION {
-        return Err(format!("unknown page format {format}"));
-    }
-    let url_len = u32_at(b, 44) as usize;
-    let version_len = u32_at(b, 48) as usize;
-    if url_len > MAX_TEXT || version_len > MAX_TEXT {
-        return Err("header text too long".into());
-    }
-    Ok((url_len, version_len))
-}
-
-/// Decode the header at the start of `b`.
-pub(super) fn decode_header(b: &[u8]) -> std::result::Result<Header, String> {
-    let (url_len, version_len) = text_lens(b)?;
-    let end = FIXED_HEADER + url_len + version_len;
-    if b.len() < end {
-        return Err("truncated header".into());
-    }
-    let url = std::str::from_utf8(&b[FIXED_HEADER..FIXED_HEADER + url_len])
-        .map_err(|_| "URL is not UTF-8")?
-        .to_string();
-    let version = std::str::from_utf8(&b[FIXED_HEADER + url_len..end])
-        .map_err(|_| "version is not UTF-8")?
-        .to_string();
-    Ok(Header {
-        page_size: u64_at(b, 12),
-        index: u64_at(b, 20),
-        data_len: u64_at(b, 28),
-        checksum: u64_at(b, 36),
-        url,
-        version,
-    })
+    alluxiofs_core::page_file::encode_header(page_size, key.url(), key.version(), key.index(), data)
 }
 
 /// The data of the page file `raw`, if it is the page `key` of a store of
@@ -125,44 +22,5 @@ pub(super) fn verify(
     key: &PageKey,
     raw: Vec<u8>,
 ) -> std::result::Result<Bytes, String> {
-    let h = decode_header(&raw)?;
-    if h.page_size != page_size
-        || h.index != key.index()
-        || h.url != key.url()
-        || h.version != key.version()
-    {
-        return Err("header does not match the page key".into());
-    }
-    let start = h.len();
-    if Some(raw.len() as u64) != (start as u64).checked_add(h.data_len) {
-        return Err("data length does not match the header".into());
-    }
-    let data = Bytes::from(raw).slice(start..);
-    if xxh3_64(&data) != h.checksum {
-        return Err("checksum mismatch".into());
-    }
-    Ok(data)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_header_roundtrips_and_verifies() {
-        let key = PageKey::new("s3://b/x", "e", 7);
-        let data = b"hello page";
-        let mut raw = encode_header(4096, &key, data);
-        assert_eq!(raw.len(), header_len("s3://b/x", "e"));
-        let h = decode_header(&raw).unwrap();
-        assert_eq!((h.page_size, h.index, h.data_len), (4096, 7, 10));
-        assert_eq!((h.url.as_str(), h.version.as_str()), ("s3://b/x", "e"));
-        raw.extend_from_slice(data);
-        assert_eq!(&verify(4096, &key, raw.clone()).unwrap()[..], data);
-        assert!(verify(8192, &key, raw.clone()).is_err(), "page size");
-        assert!(verify(4096, &PageKey::new("s3://b/x", "e", 8), raw.clone()).is_err());
-        let last = raw.len() - 1;
-        raw[last] ^= 1;
-        assert_eq!(verify(4096, &key, raw).unwrap_err(), "checksum mismatch");
-    }
+    alluxiofs_core::page_file::verify(page_size, key.url(), key.version(), key.index(), raw)
 }

@@ -45,7 +45,7 @@ use crate::metrics::{DirGauge, EvictReason, Metrics, StoreGauges};
 use crate::policy::PolicyKind;
 use crate::rules::{PinQuota, Rules, RULES_FILE};
 use bytes::Bytes;
-use files::{read_and_touch, write_page};
+use files::{open_and_touch, read_and_touch, write_page};
 use format::{encode_header, verify};
 use index::{Entry, Index};
 use key::PageId;
@@ -266,6 +266,57 @@ impl PageStore {
                 None
             }
         }
+    }
+
+    /// The page file of `key`, opened read-only, for a same-node client
+    /// that reads and verifies it itself (`crate::local`); `None` when the
+    /// page is not on disk (a miss, only in the memory tier, being written,
+    /// expired). Counts as a read for eviction, like [`PageStore::get`].
+    /// The file is never modified after it was renamed into place, so the
+    /// descriptor keeps reading this page even if it is evicted meanwhile.
+    pub fn open_page(&self, key: &PageKey) -> Option<std::fs::File> {
+        let id = key.id(self.page_size);
+        if self.expired(id, key.url(), true) {
+            return None;
+        }
+        let dir = {
+            let mut idx = lock(&self.index);
+            let e = idx.entries.get(&id)?;
+            if e.pending {
+                return None;
+            }
+            let dir = e.dir;
+            idx.touch(id);
+            dir
+        };
+        let path = self.page_path(dir, id);
+        match open_and_touch(&path) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "cached page unreadable: {e}");
+                self.metrics.evicted(EvictReason::Corrupt, 1);
+                self.drop_entry(id, dir, &path);
+                None
+            }
+        }
+    }
+
+    /// A reader found the page file of `key` corrupt: delete it and its
+    /// memory copy, counted as corrupt, so the next read fetches the page
+    /// anew. Returns whether there was such a page.
+    pub fn discard_corrupt(&self, key: &PageKey) -> bool {
+        let id = key.id(self.page_size);
+        let dir = match lock(&self.index).entries.get(&id) {
+            Some(e) if !e.pending => e.dir,
+            _ => return false,
+        };
+        lock(&self.memory).remove(id);
+        let path = self.page_path(dir, id);
+        tracing::warn!(file = %path.display(), url = %key.url(), page = key.index(), "corrupt cached page deleted (found by a same-node reader)");
+        Metrics::add(&self.metrics.corrupt_pages, 1);
+        self.metrics.evicted(EvictReason::Corrupt, 1);
+        self.drop_entry(id, dir, &path);
+        true
     }
 
     fn drop_entry(&self, id: PageId, dir: usize, path: &Path) {

@@ -1,0 +1,435 @@
+//! Same-node reads: page files read through descriptors the local worker
+//! passes ([`crate::local`] has the protocol and why it is safe).
+//!
+//! - **Finding out.** The first read that goes to a worker probes it once
+//!   in the background ([`Client::local_channel`]): `GET /healthz` names the
+//!   worker's socket and boot id; when the boot id is this node's, the
+//!   client connects and says hello (the worker checks its uid or token).
+//!   Until the probe is done, and for workers that are not local (another
+//!   node, a socket that is not reachable from here, a refused hello), reads
+//!   take the HTTP path. A socket that fails later is dropped and probed
+//!   again after [`REPROBE`].
+//! - **Reading.** For a chunk `[start, end)` the client asks for the
+//!   descriptors of the pages the worker has on disk, reads each page's
+//!   header and data with `pread` (the data straight into the caller's
+//!   buffer when the chunk covers the whole page, else through one scratch
+//!   page) and verifies them ([`crate::page_file`]) exactly as the worker
+//!   does. The pages served are a prefix of the chunk; the rest (a page not
+//!   on disk, only in the worker's memory tier, a miss of its metadata)
+//!   goes over HTTP pinned to the same version. A page that fails its check
+//!   is reported to the worker, which deletes it, and read over HTTP.
+//! - **Blocking.** The socket round trip and the `pread`s are blocking
+//!   calls on the calling thread: the binding runs a read on the Python
+//!   thread that asked for it (`block_on`), which is where the copy belongs,
+//!   and the page cache answers in microseconds.
+//! - **Counted.** [`super::Stats`] has `bytes_local` next to `bytes_read`.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Client, WorkerAddr};
+use crate::local::{self as proto, FilePages, FileRange, Reply, Request};
+use crate::page_file;
+
+/// How long a worker found not local (or whose socket failed) is left to
+/// HTTP before it is probed again.
+pub(super) const REPROBE: Duration = Duration::from_secs(30);
+
+/// Idle connections kept per worker.
+const IDLE_CONNECTIONS: usize = 16;
+
+/// The socket timeout of a local request.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the client knows about one worker's locality.
+enum Locality {
+    Probing,
+    Local(Arc<Channel>),
+    Remote { until: Instant },
+}
+
+/// The connections to one local worker's socket.
+pub(super) struct Channel {
+    path: PathBuf,
+    token: Option<String>,
+    page_size: u64,
+    idle: Mutex<Vec<UnixStream>>,
+}
+
+/// The same-node state of a client.
+pub(super) struct LocalPlane {
+    enabled: bool,
+    boot_id: Option<String>,
+    workers: Mutex<HashMap<String, Locality>>,
+}
+
+impl LocalPlane {
+    pub(super) fn new(enabled: bool) -> Self {
+        let boot_id = if enabled { proto::boot_id() } else { None };
+        LocalPlane {
+            enabled: enabled && boot_id.is_some(),
+            boot_id,
+            workers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Locality>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a worker said to hello.
+#[derive(Debug)]
+struct Hello {
+    worker_id: String,
+    boot_id: String,
+    page_size: u64,
+}
+
+/// The part of a chunk served locally.
+#[derive(Debug, Default)]
+pub(super) struct LocalRead {
+    /// Bytes written from the chunk's start on, contiguous.
+    pub(super) written: u64,
+    /// The version the pages belong to (pin the rest of the chunk to it).
+    pub(super) version: Option<String>,
+    /// The file's size, when the worker said it.
+    pub(super) file_size: Option<u64>,
+}
+
+impl Channel {
+    fn connect(&self) -> std::io::Result<(UnixStream, Hello)> {
+        let s = UnixStream::connect(&self.path)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        proto::send(
+            &s,
+            &Request::Hello {
+                token: self.token.clone(),
+            },
+            &[],
+        )?;
+        match proto::recv::<Reply>(&s)? {
+            Some((
+                Reply::Hello {
+                    worker_id,
+                    boot_id,
+                    page_size,
+                },
+                _,
+            )) => Ok((
+                s,
+                Hello {
+                    worker_id,
+                    boot_id,
+                    page_size,
+                },
+            )),
+            Some((Reply::Refused { message }, _)) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                message,
+            )),
+            _ => Err(std::io::Error::other("unexpected answer to hello")),
+        }
+    }
+
+    fn take(&self) -> std::io::Result<UnixStream> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(s) => Ok(s),
+            None => self.connect().map(|(s, _)| s),
+        }
+    }
+
+    fn give_back(&self, s: UnixStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(s);
+        }
+    }
+
+    /// One request and its reply on a pooled connection.
+    fn call(&self, req: &Request) -> std::io::Result<(Reply, Vec<OwnedFd>)> {
+        let s = self.take()?;
+        proto::send(&s, req, &[])?;
+        let got = proto::recv::<Reply>(&s)?
+            .ok_or_else(|| std::io::Error::other("the worker closed the socket"))?;
+        self.give_back(s);
+        Ok(got)
+    }
+}
+
+impl Client {
+    /// The local channel to `w` if it is on this node and reachable. The
+    /// first call for a worker probes it (one `/healthz` request and a
+    /// hello); concurrent reads meanwhile take HTTP.
+    pub(super) async fn local_channel(&self, w: &WorkerAddr) -> Option<Arc<Channel>> {
+        if !self.local.enabled {
+            return None;
+        }
+        let key = w.addr();
+        {
+            let mut map = self.local.lock();
+            match map.get(&key) {
+                Some(Locality::Local(ch)) => return Some(ch.clone()),
+                Some(Locality::Probing) => return None,
+                Some(Locality::Remote { until }) if Instant::now() < *until => return None,
+                _ => {}
+            }
+            map.insert(key.clone(), Locality::Probing);
+        }
+        let found = self.find_local(w).await.map(Arc::new);
+        let state = match &found {
+            Some(ch) => {
+                tracing::debug!(worker = %key, socket = %ch.path.display(), "same-node reads");
+                Locality::Local(ch.clone())
+            }
+            None => Locality::Remote {
+                until: Instant::now() + REPROBE,
+            },
+        };
+        self.local.lock().insert(key, state);
+        found
+    }
+
+    /// Whether reads of `url` go to a worker already known to be local.
+    pub fn prefers_local(&self, url: &str) -> bool {
+        if !self.local.enabled {
+            return false;
+        }
+        let Some(w) = self.workers_for(url).into_iter().next() else {
+            return false;
+        };
+        matches!(self.local.lock().get(&w.addr()), Some(Locality::Local(_)))
+    }
+
+    /// Whether `w` is known to be local (for tests and `fs.stats()`).
+    pub fn is_local_worker(&self, w: &WorkerAddr) -> bool {
+        matches!(self.local.lock().get(&w.addr()), Some(Locality::Local(_)))
+    }
+
+    async fn find_local(&self, w: &WorkerAddr) -> Option<Channel> {
+        let body = self.get_text(w, "/healthz").await.ok()?;
+        let health: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let socket = health.get("local_socket")?.as_str()?.to_string();
+        let boot = health.get("boot_id")?.as_str()?;
+        if Some(boot) != self.local.boot_id.as_deref() || socket.is_empty() {
+            return None;
+        }
+        let worker_id = health.get("worker_id")?.as_str()?.to_string();
+        let ch = Channel {
+            path: PathBuf::from(socket),
+            token: self.config.auth_token.clone(),
+            page_size: self.config.page_size,
+            idle: Mutex::new(Vec::new()),
+        };
+        let boot_id = self.local.boot_id.clone();
+        // Connect and say hello off the runtime: blocking calls.
+        tokio::task::spawn_blocking(move || match ch.connect() {
+            Ok((s, hello))
+                if Some(&hello.boot_id) == boot_id.as_ref()
+                    && hello.worker_id == worker_id
+                    && hello.page_size == ch.page_size =>
+            {
+                ch.give_back(s);
+                Some(ch)
+            }
+            Ok((_, hello)) => {
+                tracing::debug!(socket = %ch.path.display(), ?hello, "not this worker or node");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(socket = %ch.path.display(), "no same-node reads: {e}");
+                None
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    fn local_failed(&self, w: &WorkerAddr, e: &std::io::Error) {
+        tracing::debug!(worker = %w.addr(), "same-node read failed, using HTTP: {e}");
+        self.local.lock().insert(
+            w.addr(),
+            Locality::Remote {
+                until: Instant::now() + REPROBE,
+            },
+        );
+    }
+
+    /// Ask `w` for the page descriptors of `files`: per file, the worker's
+    /// answer and its descriptors, in order. `None` when the socket failed
+    /// (the worker is then left to HTTP for [`REPROBE`]).
+    pub(super) fn local_pages(
+        &self,
+        w: &WorkerAddr,
+        ch: &Channel,
+        files: Vec<FileRange>,
+    ) -> Option<Vec<(FilePages, Vec<OwnedFd>)>> {
+        let n = files.len();
+        let (reply, fds) = match ch.call(&Request::Read { files }) {
+            Ok(r) => r,
+            Err(e) => {
+                self.local_failed(w, &e);
+                return None;
+            }
+        };
+        let Reply::Read { files } = reply else {
+            return None;
+        };
+        if files.len() != n {
+            return None;
+        }
+        let mut fds = fds.into_iter();
+        Some(
+            files
+                .into_iter()
+                .map(|f| {
+                    let mine: Vec<OwnedFd> = fds.by_ref().take(f.pages as usize).collect();
+                    (f, mine)
+                })
+                .collect(),
+        )
+    }
+
+    /// Read `[start, end)` (cut at the file's size) from the pages `f` and
+    /// `fds` name into `dst` (which holds `[start, ..)`), verifying each;
+    /// returns how many bytes from `start` on were written. A corrupt page
+    /// is reported to the worker and ends the prefix.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn copy_pages(
+        &self,
+        ch: &Channel,
+        f: &FilePages,
+        fds: Vec<OwnedFd>,
+        start: u64,
+        end: u64,
+        dst: &mut [u8],
+    ) -> u64 {
+        let ps = ch.page_size;
+        let stop = end.min(f.size);
+        let mut pos = start;
+        for (k, fd) in fds.into_iter().enumerate() {
+            if pos >= stop {
+                break;
+            }
+            let index = f.first_page + k as u64;
+            if index != pos / ps {
+                break;
+            }
+            let page_start = index * ps;
+            let want = pos - page_start..stop.min(page_start + ps) - page_start;
+            let at = (pos - start) as usize;
+            let target = &mut dst[at..at + (want.end - want.start) as usize];
+            let file = std::fs::File::from(fd);
+            match read_page(&file, ps, &f.url, &f.version, index, want.clone(), target) {
+                Ok(()) => pos = page_start + want.end,
+                Err(reason) => {
+                    tracing::warn!(url = %f.url, page = index, "corrupt page file from the local worker: {reason}");
+                    let _ = ch.call(&Request::Corrupt {
+                        url: f.url.clone(),
+                        version: f.version.clone(),
+                        index,
+                    });
+                    break;
+                }
+            }
+        }
+        let written = pos - start;
+        if written > 0 {
+            self.count_local_bytes(written);
+        }
+        written
+    }
+
+    /// Serve a prefix of `[start, end)` of `url` from `w`'s page files into
+    /// `dst` (which holds `[start, end)`). Never fails: what is not served
+    /// is left to HTTP.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn read_local(
+        &self,
+        w: &WorkerAddr,
+        ch: &Channel,
+        url: &str,
+        version: Option<&str>,
+        start: u64,
+        end: u64,
+        dst: &mut [u8],
+    ) -> LocalRead {
+        let files = vec![FileRange {
+            url: url.to_string(),
+            version: version.map(str::to_string),
+            start,
+            end,
+        }];
+        let Some(mut answers) = self.local_pages(w, ch, files) else {
+            return LocalRead::default();
+        };
+        let (f, fds) = answers.remove(0);
+        // The worker must never answer with another version than pinned.
+        if f.status != "ok" || version.is_some_and(|v| v != f.version) {
+            return LocalRead::default();
+        }
+        let written = self.copy_pages(ch, &f, fds, start, end, dst);
+        LocalRead {
+            written,
+            version: Some(f.version),
+            file_size: Some(f.size),
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Read page `index` of (`url`, `version`) from `file`, verify it, and copy
+/// its bytes `want` (offsets in the page) into `dst`.
+fn read_page(
+    file: &std::fs::File,
+    page_size: u64,
+    url: &str,
+    version: &str,
+    index: u64,
+    want: std::ops::Range<u64>,
+    dst: &mut [u8],
+) -> std::result::Result<(), String> {
+    let hlen = page_file::header_len(url, version);
+    let mut head = vec![0u8; hlen];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("header: {e}"))?;
+    let h = page_file::decode_header(&head)?;
+    page_file::check_header(&h, page_size, url, version, index)?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    if Some(file_len) != (hlen as u64).checked_add(h.data_len) {
+        return Err("file length does not match the header".into());
+    }
+    if want.end > h.data_len {
+        return Err("the page is shorter than the file size says".into());
+    }
+    if want.start == 0 && want.end == h.data_len {
+        file.read_exact_at(dst, hlen as u64)
+            .map_err(|e| format!("data: {e}"))?;
+        if page_file::checksum(dst) != h.checksum {
+            return Err("checksum mismatch".into());
+        }
+        return Ok(());
+    }
+    SCRATCH.with(|s| {
+        let mut page = s.borrow_mut();
+        page.resize(h.data_len as usize, 0);
+        file.read_exact_at(&mut page, hlen as u64)
+            .map_err(|e| format!("data: {e}"))?;
+        if page_file::checksum(&page) != h.checksum {
+            return Err("checksum mismatch".to_string());
+        }
+        dst.copy_from_slice(&page[want.start as usize..want.end as usize]);
+        Ok(())
+    })
+}
