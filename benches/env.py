@@ -300,7 +300,8 @@ class RemoteCluster:
                 proxy = DelayProxy(target, rtt_ms, workdir, listen=listen, tag=f"proxy{i}")
                 self.proxies.append(proxy)
                 endpoint = f"http://{proxy.addr}"
-                env = dict(os.environ, **s3_env, AWS_ENDPOINT=endpoint, AWS_ENDPOINT_URL=endpoint)
+                env = dict(os.environ, **s3_env)
+                env.update(AWS_ENDPOINT=endpoint, AWS_ENDPOINT_URL=endpoint)
                 run = workdir / f"run{i}"
                 run.mkdir()
                 sock = str(run / "worker.sock")

@@ -368,10 +368,12 @@ def main(argv: list[str] | None = None) -> int:
                             cfg["probe"]["worker_urls"] = cluster.urls()
                             if opts.get("remote"):
                                 cfg["probe"]["proxy_stats"] += cluster.proxy_stats_paths()
-                        res = run_reader(cfg, python, args.timeout, scratch)
                     except (OSError, RuntimeError, TimeoutError) as e:
+                        # e.g. no root for a remote worker's namespace: a failing reader
                         res = {"error": f"workers did not start: {type(e).__name__}: {e}"[:2000]}
                         res["epochs"] = []
+                    else:
+                        res = run_reader(cfg, python, args.timeout, scratch)
                     finally:
                         if cluster is not None:
                             cluster.stop()
