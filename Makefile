@@ -148,8 +148,9 @@ clean:
 ## bench, bench-quick: alluxiofs against s3fs, fsspec caches, obstore and the PyPI client,
 ## on an S3 server behind a shaped veth (tc tbf) and a delaying proxy (benches/README.md).
 ## A release wheel in its own .bench-venv (make develop swaps .venv's build at any time).
-## bench: ~25 min, writes benches/results/<date>-<host>.json, docs/benchmarks.md and
-## docs/img/bench-*.png; bench-quick: ~3 min, writes a -quick JSON and prints the table.
+## bench: ~35 min with Ray Data (benches/ray, --ray), writes benches/results/<date>-<host>.json,
+## docs/benchmarks.md and docs/img/bench-*.png; bench-quick: ~4 min, no Ray, writes a -quick
+## JSON and prints the table.
 BENCH_VENV := $(CURDIR)/.bench-venv
 BENCH_PYPI_VENV := $(HOME)/.cache/alluxiofs/bench-pypi-1.0.3
 BENCH_ARGS ?=
@@ -172,7 +173,7 @@ bench-env: system-deps venv garage bench-pypi-venv
 	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/bench-wheels/alluxiofs-*.whl
 
 bench: bench-env
-	$(BENCH_VENV)/bin/python benches/suite.py --scale 0.5 --repeat 3 $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python benches/suite.py --scale 0.5 --repeat 3 --ray $(BENCH_ARGS)
 
 bench-quick: bench-env
 	$(BENCH_VENV)/bin/python benches/suite.py --quick --scale 0.02 --repeat 2 --no-doc $(BENCH_ARGS)

@@ -12,7 +12,12 @@ virtual environment, which has neither numpy nor our package).
 Datasets (paths, sizes and options come from the config):
 
 * ``small``: whole-file reads of every file, in a shuffled order per epoch,
-  by a thread pool of ``concurrency`` threads (like a DataLoader's workers);
+  by a thread pool of ``concurrency`` threads (like a DataLoader's workers).
+  ``mode`` (alluxiofs only) changes how: ``"batched"``, ``fs.cat(paths)`` of
+  ``batch`` paths per call by the pool (a latency is one call); ``"prefetch"``,
+  ``fs.prefetch(paths_in_epoch_order, depth=prefetch_depth)`` then its
+  ``(path, bytes)`` items consumed in that order by one thread (a latency is
+  the wait for the next item);
 * ``large``: each file opened and read sequentially in 8 MiB ``read()``
   calls, one file after the other (loading a model or a checkpoint);
 * ``parquet``: ``pyarrow.parquet.read_table(columns=...)`` of each file;
@@ -24,7 +29,10 @@ the client's CPU seconds (``getrusage``, all threads), the CPU seconds of the
 worker processes (``/proc/PID/stat``, children included), and what reached
 the S3 server: HTTP requests and response bytes counted by the delaying proxy
 in front of it (its ``--stats-file``), plus the workers' own UFS request
-counter. Peak RSS (VmHWM) is reported once per run.
+counter. When the filesystem has ``stats()`` with ``bytes_local`` and
+``bytes_remote`` (alluxiofs: bytes served through the same-node socket and
+over HTTP), their per-epoch deltas are reported too. Peak RSS (VmHWM) is
+reported once per run.
 """
 
 from __future__ import annotations
@@ -75,16 +83,35 @@ def _proc_cpu(pids: list[int]) -> float:
     return total
 
 
-def _proxy_stats(path: str | None) -> dict:
-    """The delaying proxy's counters (rewritten by it every 100 ms)."""
-    if not path:
+def _proxy_stats(paths: str | list[str] | None) -> dict:
+    """The delaying proxies' counters (each rewrites its file every 100 ms), summed:
+    the suite's proxy plus those of remote workers, each in front of the same S3."""
+    if not paths:
         return {}
-    time.sleep(0.25)  # let the proxy write its latest counters
+    time.sleep(0.25)  # let the proxies write their latest counters
+    total: dict = {}
+    for path in [paths] if isinstance(paths, str) else paths:
+        try:
+            with open(path) as f:
+                stats = json.load(f)
+        except (OSError, ValueError):
+            continue
+        for k, v in stats.items():
+            if isinstance(v, (int, float)):
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+def _local_stats(fs) -> dict:
+    """``bytes_local``/``bytes_remote`` of ``fs.stats()``, where it has them."""
+    stats = getattr(fs, "stats", None)
+    if stats is None:
+        return {}
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        s = stats()
+    except Exception:  # a probe must not fail the measurement
         return {}
+    return {k: s[k] for k in ("bytes_local", "bytes_remote") if isinstance(s.get(k), (int, float))}
 
 
 def _worker_ufs_requests(urls: list[str]) -> float:
@@ -188,9 +215,10 @@ class Reader:
             import fsspec
 
             w = cfg["workers"]
+            addrs = w.get("addrs") or [f"{h}:{w['port']}" for h in w["hosts"]]
             self.fs = fsspec.filesystem(
                 "alluxiofs",
-                worker_hosts=",".join(f"{h}:{w['port']}" for h in w["hosts"]),
+                worker_hosts=",".join(addrs),
                 target_protocol="s3",
                 target_options=_s3fs_options(s3),
                 skip_instance_cache=True,
@@ -265,6 +293,32 @@ def _timed(fn, *args) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def _cat_many(fs, batch: list[str]) -> int:
+    """``fs.cat(batch)``: one call for many paths, every one required."""
+    out = fs.cat(batch, on_error="raise")
+    if len(out) != len(batch):
+        raise RuntimeError(f"cat of {len(batch)} paths returned {len(out)}")
+    return sum(len(v) for v in out.values())
+
+
+def _prefetched(fs, order: list[str], cfg: dict) -> list[tuple[float, int]]:
+    """``fs.prefetch(order, depth=N)`` consumed as an iterator of (path, bytes), in order."""
+    pf = fs.prefetch(order, depth=cfg.get("prefetch_depth", 64))
+    out, seen = [], set()
+    it = iter(pf)
+    for _ in order:
+        t0 = time.perf_counter()
+        path, data = next(it)
+        out.append((time.perf_counter() - t0, len(data)))
+        seen.add(fs._strip_protocol(path))
+    close = getattr(pf, "close", None)
+    if close is not None:
+        close()
+    if seen != {fs._strip_protocol(p) for p in order}:
+        raise RuntimeError(f"prefetch gave {len(seen)} distinct paths of {len(order)}")
+    return out
+
+
 def _percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return 0.0
@@ -282,7 +336,17 @@ def run_epoch(cfg: dict, reader: Reader, pool: ThreadPoolExecutor, epoch: int) -
     if ds == "small":
         order = list(range(len(paths)))
         rng.shuffle(order)
-        results = list(pool.map(lambda i: _timed(reader.whole, paths[i]), order))
+        mode = cfg.get("mode", "files")
+        if mode == "files":
+            results = list(pool.map(lambda i: _timed(reader.whole, paths[i]), order))
+        elif mode == "batched":
+            n = cfg.get("batch", 64)
+            batches = [[paths[i] for i in order[j : j + n]] for j in range(0, len(order), n)]
+            results = list(pool.map(lambda b: _timed(_cat_many, reader.fs, b), batches))
+        elif mode == "prefetch":
+            results = _prefetched(reader.fs, [paths[i] for i in order], cfg)
+        else:
+            raise ValueError(f"unknown mode {mode}")
         lat = [t for t, _ in results]
         nbytes = sum(n for _, n in results)
         expect = sum(sizes)
@@ -337,9 +401,11 @@ def main() -> None:
         reader = Reader(cfg)
         with ThreadPoolExecutor(cfg.get("concurrency", 16)) as pool:
             for epoch in range(1, cfg.get("epochs", 1) + 1):
+                local0 = _local_stats(reader.fs)
                 before = probe.snap(before=True)
                 r = run_epoch(cfg, reader, pool, epoch)
                 after = probe.snap(before=False)
+                local1 = _local_stats(reader.fs)
                 wall = after["t"] - before["t"]
                 lat = r.pop("lat")
                 out["epochs"].append(
@@ -357,6 +423,7 @@ def main() -> None:
                         "ufs_bytes": after["ufs_bytes"] - before["ufs_bytes"],
                         "ufs_connections": after["ufs_conn"] - before["ufs_conn"],
                         "worker_ufs_requests": after["wufs"] - before["wufs"],
+                        **{k: local1[k] - local0.get(k, 0) for k in local1},
                     }
                 )
     except Exception as e:  # reported, not raised: the suite says where a reader fails

@@ -11,6 +11,12 @@ rewrites the generated part of ``docs/benchmarks.md`` (between the
 Every figure is the median over the samples of a (dataset, reader, phase) with
 the min-max spread: one sample per repeat for single-epoch readers and cold
 epochs, two per repeat for warm epochs (2 and 3) of alluxiofs.
+
+The targets table (``targets``) has one row per target of the issues that the
+run measured: ratios between readers of the same run, the link bandwidth from
+``--rate`` (tc units), UFS requests per file from the delay proxy's counts,
+CPU s/GB of client plus workers, and the Ray Data ratio from ``--ray``. A
+target whose reader failed is listed as not measured, with the error.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -34,6 +41,9 @@ LABELS = {
     "pypi-1w": "alluxiofs 1.0.3 (PyPI), 1 worker",
     "alluxiofs-1w": "alluxiofs, 1 worker",
     "alluxiofs-3w": "alluxiofs, 3 workers",
+    "alluxiofs-prefetch": "alluxiofs, 1 worker, prefetch",
+    "alluxiofs-remote": "alluxiofs, remote worker",
+    "alluxiofs-remote-batched": "alluxiofs, remote worker, batched",
 }
 DATASET_TITLES = {
     "small": "Small files (100 KiB each, shuffled, {c} threads)",
@@ -111,7 +121,17 @@ def summarize(results: dict) -> list[dict]:
             row["worker_cpu_s_per_gb"] = _stat([e["worker_cpu_s"] / (e["bytes"] / 1e9) for e in s])
             row["ufs_requests"] = _stat([e["ufs_requests"] for e in s])
             row["ufs_bytes"] = _stat([e["ufs_bytes"] for e in s])
+            row["total_cpu_s_per_gb"] = _stat(
+                [(e["client_cpu_s"] + e["worker_cpu_s"]) / (e["bytes"] / 1e9) for e in s]
+            )
+            row["ufs_requests_per_file"] = _stat([e["ufs_requests"] / e["files"] for e in s])
             row["peak_rss_mb"] = _stat(g["rss"])
+            local = [e for e in s if "bytes_local" in e and "bytes_remote" in e]
+            if local:
+                row["bytes_local"] = _stat([e["bytes_local"] for e in local])
+                row["local_share"] = _stat(
+                    [e["bytes_local"] / max(1, e["bytes_local"] + e["bytes_remote"]) for e in local]
+                )
         rows.append(row)
     for row in rows:
         if "mbps" not in row:
@@ -141,17 +161,156 @@ def _find(rows: list[dict], ds: str, rid: str, phase: str) -> dict | None:
     )
 
 
+_RATE_UNITS = {
+    "": 1,
+    "bit": 1,
+    "kbit": 1e3,
+    "mbit": 1e6,
+    "gbit": 1e9,
+    "tbit": 1e12,
+    "kibit": 2**10,
+    "mibit": 2**20,
+    "gibit": 2**30,
+    "tibit": 2**40,
+    "bps": 8,
+    "kbps": 8e3,
+    "mbps": 8e6,
+    "gbps": 8e9,
+    "tbps": 8e12,
+    "kibps": 8 * 2**10,
+    "mibps": 8 * 2**20,
+    "gibps": 8 * 2**30,
+    "tibps": 8 * 2**40,
+}
+
+
+def link_mb_per_s(rate: str | None) -> float | None:
+    """A ``tc`` rate (``1gbit``, ``500mbit``, ``100mbps`` = bytes) in MB/s; None if unknown."""
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+)([a-z]*)", (rate or "").strip().lower())
+    if not m or m.group(2) not in _RATE_UNITS:
+        return None
+    return float(m.group(1)) * _RATE_UNITS[m.group(2)] / 8 / 1e6
+
+
+def _error(rows: list[dict], ds: str, rid: str) -> str | None:
+    """Why ``rid`` has no numbers on ``ds``, if it ran and failed."""
+    return next(
+        (r["error"] for r in rows if (r["dataset"], r["reader"]) == (ds, rid) and r.get("error")),
+        None,
+    )
+
+
 def targets(results: dict) -> list[tuple[str, str, str]]:
-    """(target, measured, met?) for each target of the issue that this run measured."""
+    """(target, measured, met?) for each target of the issues that this run measured."""
     rows = results["summary"]
     out = []
+
+    def missing(what: str, ds: str, *rids: str) -> None:
+        errs = [(rid, _error(rows, ds, rid)) for rid in rids]
+        errs = [(rid, e) for rid, e in errs if e]
+        if errs:
+            rid, e = errs[0]
+            out.append((what, f"not measured: {LABELS.get(rid, rid)} fails ({e[:80]})", "**no**"))
 
     def ratio(ds: str, a: tuple, b: tuple, want: float, what: str) -> None:
         ra, rb = _find(rows, ds, *a), _find(rows, ds, *b)
         if ra and rb:
             x = ra["mbps"]["med"] / rb["mbps"]["med"]
             out.append((what, f"{x:.2f}x", "yes" if x >= want else "**no**"))
+        else:
+            missing(what, ds, a[0], b[0])
 
+    # Same node (issue 12): the short-circuit path against the raw local read.
+    ratio(
+        "large",
+        ("alluxiofs-1w", "warm"),
+        ("raw", "-"),
+        0.8,
+        "warm large files, same node, >= 0.8x raw local read",
+    )
+    ratio(
+        "large",
+        ("alluxiofs-1w", "warm"),
+        ("simplecache", "warm"),
+        1.0,
+        "warm large files, same node, >= simplecache::s3 warm",
+    )
+    r = _find(rows, "large", "alluxiofs-1w", "warm")
+    if r:
+        x = r["total_cpu_s_per_gb"]["med"]
+        out.append(
+            (
+                "warm large files, client + worker CPU <= 0.3 s/GB",
+                f"{x:.2f} s/GB",
+                "yes" if x <= 0.3 else "**no**",
+            )
+        )
+    ratio(
+        "small",
+        ("alluxiofs-1w", "warm"),
+        ("raw", "-"),
+        0.9,
+        "warm small files (16 threads), same node, >= 0.9x raw",
+    )
+    ratio(
+        "random",
+        ("alluxiofs-1w", "warm"),
+        ("raw", "-"),
+        1.5,
+        "warm random 4 KiB, same node, >= 1.5x raw",
+    )
+    # Another host: batched reads against today's per-file HTTP path.
+    ratio(
+        "small",
+        ("alluxiofs-remote-batched", "warm"),
+        ("alluxiofs-remote", "warm"),
+        2.0,
+        "warm small files, remote worker, batched >= 2x per-file HTTP reads",
+    )
+    for rid in ("alluxiofs-remote", "alluxiofs-remote-batched"):
+        r = _find(rows, "small", rid, "warm")
+        if r and "bytes_local" in r:
+            x = r["bytes_local"]["max"]
+            out.append(
+                (
+                    f"{LABELS[rid]}: no byte through the same-node socket (sanity)",
+                    f"bytes_local max {x:.0f}",
+                    "yes" if x == 0 else "**no**",
+                )
+            )
+    # Cold small files: one UFS request per file, obstore's speed, the link's bandwidth.
+    for rid in ("alluxiofs-1w", "alluxiofs-prefetch"):
+        r = _find(rows, "small", rid, "cold")
+        if r:
+            x = r["ufs_requests_per_file"]["med"]
+            out.append(
+                (
+                    f"cold small files, {LABELS[rid]}: <= 1 UFS request per file",
+                    f"{x:.2f}",
+                    "yes" if x <= 1.0 + 1e-9 else "**no**",
+                )
+            )
+    ratio(
+        "small",
+        ("alluxiofs-1w", "cold"),
+        ("obstore", "-"),
+        1.0,
+        "cold small files, alluxiofs, 1 worker >= 1x obstore",
+    )
+    link = link_mb_per_s(results["meta"].get("rate"))
+    r = _find(rows, "small", "alluxiofs-prefetch", "cold")
+    if r and link:
+        x = r["mbps"]["med"] / link
+        out.append(
+            (
+                f"cold small files with prefetch >= 0.8x the link ({link:.0f} MB/s)",
+                f"{x:.2f}x ({r['mbps']['med']:.0f} MB/s)",
+                "yes" if x >= 0.8 else "**no**",
+            )
+        )
+    elif r is None:
+        missing("cold small files with prefetch >= 0.8x the link", "small", "alluxiofs-prefetch")
+    # Kept from the first issue.
     ratio(
         "small",
         ("alluxiofs-1w", "warm"),
@@ -174,13 +333,6 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
             3,
             f"warm alluxiofs >= 3x PyPI client (warm, same worker), {ds}",
         )
-    ratio(
-        "large",
-        ("alluxiofs-1w", "warm"),
-        ("raw", "-"),
-        0.7,
-        "warm alluxiofs >= 0.7x raw local read, large files",
-    )
     warm = [
         r
         for r in rows
@@ -197,7 +349,7 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
         )
     dbytes = results["meta"]["dataset_bytes"]
     for ds in ("small", "large"):
-        for rid in ("alluxiofs-1w", "alluxiofs-3w"):
+        for rid in ("alluxiofs-1w", "alluxiofs-3w", "alluxiofs-prefetch"):
             r = _find(rows, ds, rid, "cold")
             if r:
                 x = r["ufs_bytes"]["med"] / dbytes[ds]
@@ -208,7 +360,27 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
                         "yes" if 0.98 <= x <= 1.05 else "**no**",
                     )
                 )
+    out.extend(ray_targets(results.get("ray")))
     return out
+
+
+def ray_targets(ray: dict | None) -> list[tuple[str, str, str]]:
+    """The Ray Data row: warm alluxiofs epochs against s3fs, small object store."""
+    if ray is None:
+        return []
+    what = "Ray Data warm epochs >= 5x s3fs, small object store (benches/ray, scale 1)"
+    if ray.get("error"):
+        return [(what, f"not measured: {ray['error'][:80]}", "**no**")]
+    rows = [
+        r
+        for r in ray.get("table", [])
+        if r["store"] == "pressure" and r["reader"] == "alluxiofs warm"
+    ]
+    if not rows:
+        return [(what, "not measured: no warm epochs in the Ray results", "**no**")]
+    worst = min(r["s3fs_over_this"] for r in rows)
+    measured = ", ".join(f"{r['dataset']} {r['s3fs_over_this']:.2f}x" for r in rows)
+    return [(what, measured, "yes" if worst >= 5 else "**no**")]
 
 
 def _fmt(stat: dict | None, digits: int = 0, scale: float = 1.0) -> str:
@@ -217,6 +389,11 @@ def _fmt(stat: dict | None, digits: int = 0, scale: float = 1.0) -> str:
     f = f"{{:.{digits}f}}"
     med, lo, hi = (f.format(stat[k] * scale) for k in ("med", "min", "max"))
     return med if lo == hi else f"{med} ({lo}-{hi})"
+
+
+def _pct(stat: dict | None) -> str:
+    """A share as a percentage with its spread; ``-`` when not measured."""
+    return f"{_fmt(stat, 0, 100)} %" if stat else "-"
 
 
 def _ratio(row: dict, key: str) -> str:
@@ -234,16 +411,20 @@ def markdown_tables(results: dict) -> str:
     for ds in [d for d in DATASET_TITLES if any(r["dataset"] == d for r in rows)]:
         title = DATASET_TITLES[ds].format(c=meta["concurrency"])
         ops = "reads/s" if ds == "random" else "files/s"
+        # The same-node share of the bytes the workers served, where fs.stats() has it.
+        local = any("local_share" in r for r in rows if r["dataset"] == ds)
         parts.append(f"#### {title}\n")
         parts.append(
             f"| reader | epoch | MB/s | {ops} | p50 ms | p99 ms | client CPU s/GB | "
             "worker CPU s/GB | peak RSS MB | UFS requests | UFS MB | vs s3fs | vs raw |"
+            + (" local share |" if local else "")
         )
-        parts.append("|" + "---|" * 13)
+        parts.append("|" + "---|" * (14 if local else 13))
         for r in (r for r in rows if r["dataset"] == ds):
             if "mbps" not in r:
+                err = r["error"][:120].replace("|", "/").replace("\n", " ")
                 parts.append(
-                    f"| {r['label']} | {r['phase']} | fails: {r['error'][:120]} |" + " |" * 10
+                    f"| {r['label']} | {r['phase']} | fails: {err} |" + " |" * (11 if local else 10)
                 )
                 continue
             ops_stat = r["ops"] if ds == "random" else r["files_per_s"]
@@ -255,6 +436,7 @@ def markdown_tables(results: dict) -> str:
                 f"{_fmt(r['peak_rss_mb'])} | {_fmt(r['ufs_requests'])} | "
                 f"{_fmt(r['ufs_bytes'], 1, 1e-6)} | "
                 f"{_ratio(r, 'vs_s3fs')} | {_ratio(r, 'vs_raw')} |"
+                + (f" {_pct(r.get('local_share'))} |" if local else "")
             )
         parts.append("")
     parts.append("#### Targets\n")

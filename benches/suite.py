@@ -2,6 +2,7 @@
 
     .bench-venv/bin/python benches/suite.py [--scale 0.25] [--repeat 3] [--rtt-ms 10]
                                             [--rate 1gbit] [--no-netns] [--quick]
+                                            [--datasets small,...] [--readers raw,...] [--ray]
 
 ``make bench`` and ``make bench-quick`` run it with a release build of
 alluxiofs installed in ``.bench-venv``. See ``benches/README.md`` and
@@ -22,9 +23,16 @@ What it does:
    ``--repeat`` times: raw local disk, s3fs, ``simplecache::s3`` and
    ``blockcache::s3`` (cold and warm epoch), obstore's fsspec adapter, the
    PyPI alluxiofs client 1.0.3 on our workers (in its own venv), and alluxiofs
-   with 1 and 3 workers (epoch 1 cold, epochs 2-3 warm). Workers restart with
-   empty caches for every repeat.
-4. results: ``benches/results/<date>-<host>.json`` (every epoch of every run
+   with 1 and 3 workers (epoch 1 cold, epochs 2-3 warm) on the reader's node
+   (the same-node socket is theirs to use). For ``small`` also: alluxiofs with
+   ``fs.prefetch`` (cold, warm), and alluxiofs on a *remote* worker (a network
+   namespace of its own whose socket the reader cannot see: ``env.RemoteCluster``)
+   read per file and with batched ``fs.cat``. Workers restart with empty caches
+   for every repeat. A reader whose API or setup is missing is reported as
+   failing, like any other failure, and the run goes on.
+4. ``--ray``: ``benches/ray/epochs.py`` at its default scale (its own Garage on
+   loopback), its results kept in the JSON for the Ray row of the targets.
+5. results: ``benches/results/<date>-<host>.json`` (every epoch of every run
    plus the summary), then ``benches/report.py`` writes the table into
    ``docs/benchmarks.md`` and the charts ``docs/img/bench-*.png``.
 """
@@ -32,6 +40,7 @@ What it does:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -59,16 +68,34 @@ BUCKET = "bench"
 # The PyPI client 1.0.3 with pyarrow, in its own venv (make bench-pypi-venv).
 COMPAT_PY = Path.home() / ".cache" / "alluxiofs" / "bench-pypi-1.0.3" / "bin" / "python"
 
-# (id, reader kind, epochs, workers): the readers of one run, in order.
+# (id, reader kind, epochs, workers, options): the readers of one run, in order.
+# Options: "datasets" (only these), "remote" (workers in namespaces of their own,
+# env.RemoteCluster), and what readers.py reads from the config ("mode", "batch",
+# "prefetch_depth").
 READERS = [
-    ("raw", "raw", 1, 0),
-    ("s3fs", "s3fs", 1, 0),
-    ("simplecache", "simplecache", 2, 0),
-    ("blockcache", "blockcache", 2, 0),
-    ("obstore", "obstore", 1, 0),
-    ("pypi-1w", "pypi", 3, 1),
-    ("alluxiofs-1w", "alluxiofs", 3, 1),
-    ("alluxiofs-3w", "alluxiofs", 3, 3),
+    ("raw", "raw", 1, 0, {}),
+    ("s3fs", "s3fs", 1, 0, {}),
+    ("simplecache", "simplecache", 2, 0, {}),
+    ("blockcache", "blockcache", 2, 0, {}),
+    ("obstore", "obstore", 1, 0, {}),
+    ("pypi-1w", "pypi", 3, 1, {}),
+    ("alluxiofs-1w", "alluxiofs", 3, 1, {}),
+    ("alluxiofs-3w", "alluxiofs", 3, 3, {}),
+    (
+        "alluxiofs-prefetch",
+        "alluxiofs",
+        2,
+        1,
+        {"datasets": ["small"], "mode": "prefetch", "prefetch_depth": 64},
+    ),
+    ("alluxiofs-remote", "alluxiofs", 3, 1, {"datasets": ["small"], "remote": True}),
+    (
+        "alluxiofs-remote-batched",
+        "alluxiofs",
+        3,
+        1,
+        {"datasets": ["small"], "remote": True, "mode": "batched", "batch": 64},
+    ),
 ]
 DATASETS = ["small", "large", "parquet", "random"]
 
@@ -89,7 +116,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="results JSON path")
     ap.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--no-doc", action="store_true", help="write the JSON only")
+    ap.add_argument(
+        "--ray", action="store_true", help="also run benches/ray/epochs.py (~5 min, needs ray)"
+    )
     return ap.parse_args(argv)
+
+
+def run_ray(timeout: float, scratch: Path) -> dict:
+    """``benches/ray/epochs.py`` at its default scale; its JSON (or an error)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return {"error": "ray is not installed in this venv (requirements-bench.txt)"}
+    out_json = scratch / "ray.json"
+    with contextlib.suppress(FileNotFoundError):
+        out_json.unlink()
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    try:
+        out = subprocess.run(
+            [sys.executable, str(HERE / "ray" / "epochs.py"), "--json", str(out_json)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=scratch,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s"}
+    if out.returncode != 0 or not out_json.exists():
+        return {"error": f"exit {out.returncode}: {out.stderr[-2000:]}"}
+    return json.loads(out_json.read_text())
 
 
 # -- datasets ----------------------------------------------------------------------
@@ -208,6 +264,16 @@ def run_reader(cfg: dict, python: str, timeout: float, scratch: Path) -> dict:
         return {"error": f"exit {out.returncode}: {out.stderr[-2000:]}", "epochs": []}
 
 
+def start_cluster(n: int, opts: dict, s3_env: dict, work: Path, target: str, rtt_ms: float):
+    """The workers of one measurement: on this node, or remote (``opts["remote"]``)."""
+    mount = f"s3://{BUCKET}"
+    if opts.get("remote"):
+        return env.RemoteCluster(
+            n, mount, s3_env, work / "workers", capacity="64GiB", target=target, rtt_ms=rtt_ms
+        )
+    return env.Cluster(n, mount, s3_env, work / "workers", capacity="64GiB")
+
+
 def _git(*args: str) -> str:
     out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
     return out.stdout.strip()
@@ -217,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     datasets = [d for d in args.datasets.split(",") if d]
+    unknown = set(args.readers.split(",")) - {r[0] for r in READERS}
+    if unknown:
+        print(f"bench: unknown readers {sorted(unknown)}", file=sys.stderr)
+        return 2
     readers = [r for r in READERS if r[0] in args.readers.split(",")]
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -231,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(garage_dir, ignore_errors=True)
         server = env.start_garage(net, garage_dir, BUCKET)
         upload(server, work / "data", files)
-        proxy = env.DelayProxy(server.endpoint_url.split("//", 1)[1], args.rtt_ms, work)
+        garage_addr = server.endpoint_url.split("//", 1)[1]
+        proxy = env.DelayProxy(garage_addr, args.rtt_ms, work)
         endpoint = f"http://{proxy.addr}"
         s3 = {
             "endpoint": endpoint,
@@ -244,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir(exist_ok=True)
         for ds in datasets:
             entries = files[ds]
-            for rid, kind, epochs, n_workers in readers:
+            for rid, kind, epochs, n_workers, opts in readers:
+                if ds not in opts.get("datasets", DATASETS):
+                    continue
                 if kind == "pypi" and not COMPAT_PY.exists():
                     runs.append(
                         {
@@ -275,18 +348,31 @@ def main(argv: list[str] | None = None) -> int:
                         "random_reads": spec["random"]["reads"],
                         "seed": rep,
                         "scratch": str(scratch),
-                        "probe": {"proxy_stats": str(proxy.stats_path)},
+                        "probe": {"proxy_stats": [str(proxy.stats_path)]},
+                        **{k: v for k, v in opts.items() if k not in ("datasets", "remote")},
                     }
-                    cluster = None
-                    if n_workers:
-                        cluster = env.Cluster(
-                            n_workers, f"s3://{BUCKET}", s3_env, work / "workers", capacity="64GiB"
-                        )
-                        cfg["workers"] = {"hosts": cluster.hosts, "port": cluster.port}
-                        cfg["probe"].update(worker_pids=cluster.pids(), worker_urls=cluster.urls())
                     python = str(COMPAT_PY) if kind == "pypi" else sys.executable
                     t0 = time.perf_counter()
+                    cluster = None
                     try:
+                        if n_workers:
+                            cluster = start_cluster(
+                                n_workers, opts, s3_env, work, garage_addr, args.rtt_ms
+                            )
+                            cfg["workers"] = {
+                                "hosts": cluster.hosts,
+                                "port": getattr(cluster, "port", 0),
+                                "addrs": cluster.addrs(),
+                            }
+                            cfg["probe"]["worker_pids"] = cluster.pids()
+                            cfg["probe"]["worker_urls"] = cluster.urls()
+                            if opts.get("remote"):
+                                cfg["probe"]["proxy_stats"] += cluster.proxy_stats_paths()
+                    except (OSError, RuntimeError, TimeoutError) as e:
+                        # e.g. no root for a remote worker's namespace: a failing reader
+                        res = {"error": f"workers did not start: {type(e).__name__}: {e}"[:2000]}
+                        res["epochs"] = []
+                    else:
                         res = run_reader(cfg, python, args.timeout, scratch)
                     finally:
                         if cluster is not None:
@@ -301,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                         for e in res.get("epochs", [])
                     )
                     print(
-                        f"bench: {ds:8s} {rid:13s} #{rep} {time.perf_counter() - t0:6.1f}s "
+                        f"bench: {ds:8s} {rid:24s} #{rep} {time.perf_counter() - t0:6.1f}s "
                         f"{line} {res.get('error', '')}",
                         file=sys.stderr,
                         flush=True,
@@ -311,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         net_note = net.note
         env._cleanup_all()
+    ray = None
+    if args.ray:
+        print("bench: Ray Data epochs (benches/ray/epochs.py)", file=sys.stderr, flush=True)
+        ray = run_ray(args.timeout * 2, work / "scratch")
+        print(f"bench: ray {ray.get('error', 'done')}", file=sys.stderr, flush=True)
 
     host = socket.gethostname()
     results = {
@@ -342,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "runs": runs,
     }
+    if ray is not None:
+        results["ray"] = ray
     results["summary"] = report.summarize(results)
     name = f"{started:%Y-%m-%d}-{host}{'-quick' if args.quick else ''}.json"
     out = args.out or HERE / "results" / name

@@ -2,6 +2,7 @@
 # Network emulation for the benchmarks: an S3 server "far away" from the client.
 #
 #   scripts/bench-net.sh up   [--name NS] [--rate 1gbit]   create the namespace, print its addresses
+#                                                          (--rate none: no tc qdisc, an unshaped link)
 #   scripts/bench-net.sh down [--name NS]                  remove it (and its veth pair)
 #   scripts/bench-net.sh run  [--rate 1gbit] [--no-netns] -- CMD...
 #                                                          up, run CMD with BENCH_NETNS,
@@ -16,6 +17,10 @@
 # kernels lack it): benches/suite.py puts crates/delay-proxy
 # (alluxiofs-delay-proxy, --rtt-ms) in the root namespace in front of the
 # server, and every client reaches the S3 server through that proxy.
+#
+# benches/env.py also uses `up --rate none` for a "remote" cache worker: a
+# worker in a namespace of its own (another host to the reader, reached over
+# the veth at BENCH_NS_IP), its link left unshaped like a fast cluster network.
 #
 # --no-netns (or no root / no `ip`): nothing is created, BENCH_NETNS stays
 # empty and the benchmark runs on loopback, which its results then say.
@@ -69,8 +74,10 @@ up() {
 	ip netns exec "$name" ip link set "$ns_if" up
 	ip netns exec "$name" ip link set lo up
 	# burst must hold a GSO packet (64 KiB) and a timer tick of traffic.
-	tc qdisc add dev "$host_if" root tbf rate "$rate" burst 1mb latency 50ms
-	ip netns exec "$name" tc qdisc add dev "$ns_if" root tbf rate "$rate" burst 1mb latency 50ms
+	if [ "$rate" != none ]; then
+		tc qdisc add dev "$host_if" root tbf rate "$rate" burst 1mb latency 50ms
+		ip netns exec "$name" tc qdisc add dev "$ns_if" root tbf rate "$rate" burst 1mb latency 50ms
+	fi
 	trap - ERR
 	echo "BENCH_NETNS=$name"
 	echo "BENCH_HOST_IP=$here"
@@ -101,7 +108,7 @@ run)
 	"$@"
 	;;
 *)
-	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 	exit 2
 	;;
 esac

@@ -10,6 +10,11 @@ epoch, rows/s and the ratios s3fs / alluxiofs.
 
     .venv/bin/python benches/ray/epochs.py                      # small scale, ~3 min
     .venv/bin/python benches/ray/epochs.py --parquet-files 16 --rows 400000 --images 2000
+    .venv/bin/python benches/ray/epochs.py --json out.json     # also the table as JSON
+
+``benches/suite.py --ray`` (part of ``make bench``) runs it at the default
+scale with ``--json`` and puts the table in the suite's results: the Ray
+row of the targets in docs/benchmarks.md comes from there.
 
 S3 is Garage on loopback (moto_server if Garage is missing): a near, fast
 S3. Against a remote store the cold and s3fs columns grow, the warm one
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import sys
 import tempfile
@@ -33,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # harness: the worker process launcher
 sys.path.insert(0, str(ROOT / "scripts"))
 
 MiB = 1 << 20
+EPOCH_KEYS = ("store", "dataset", "reader", "epoch", "s", "rows")  # of one result tuple
 
 
 def upload(server, args) -> dict[str, str]:
@@ -147,6 +154,7 @@ def main() -> None:
     ap.add_argument("--roomy-store", type=int, default=1024, help="MiB")
     ap.add_argument("--small-store", type=int, default=80, help="MiB (memory pressure)")
     ap.add_argument("--s3-server", choices=["garage", "moto"], default=None)
+    ap.add_argument("--json", type=Path, default=None, help="write the table here as JSON too")
     args = ap.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -162,6 +170,7 @@ def main() -> None:
     finally:
         server.stop()
 
+    table = []
     head = ("store", "dataset", "reader", "s/epoch", "rows/s", "s3fs/this")
     print("\n{:9s} {:13s} {:15s} {:>8s} {:>10s} {:>9s}".format(*head))
     for label in ("roomy", "pressure"):
@@ -177,6 +186,23 @@ def main() -> None:
                 n = rows[0][5]
                 ratio = s3_mean / mean
                 print(f"{label:9s} {kind:13s} {name:15s} {mean:8.3f} {n / mean:10.0f} {ratio:9.2f}")
+                table.append(
+                    {"store": label, "dataset": kind, "reader": name, "s_per_epoch": mean,
+                     "rows_per_s": n / mean, "s3fs_over_this": ratio, "epochs": len(secs)}
+                )  # fmt: skip
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "args": vars(args) | {"json": str(args.json)},
+                    "s3": server.kind,
+                    "store_mib": {"roomy": args.roomy_store, "pressure": args.small_store},
+                    "table": table,
+                    "epochs": [dict(zip(EPOCH_KEYS, r, strict=True)) for r in results],
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":
