@@ -252,19 +252,26 @@ impl NativeClient {
         Ok(out)
     }
 
-    /// Whole files, one request each where they fit in `max_chunk` (`cat`).
-    /// Returns one `bytes` or exception object per URL, in order; a file no
-    /// worker could serve at all is a `ConnectionError` (a
-    /// `WorkerTimeoutError`, also a `ConnectionError`, when the last worker
-    /// timed out) for the caller to read from the UFS.
-    #[pyo3(signature = (urls, fallback=None))]
+    /// Whole files (`cat`): one batch request per owner worker, each file's
+    /// first `max_chunk` bytes (with `batch=False`, one request per file, as
+    /// for workers without the batch route). Returns one `bytes` or
+    /// exception object per URL, in order; a file no worker could serve at
+    /// all is a `ConnectionError` (a `WorkerTimeoutError`, also a
+    /// `ConnectionError`, when the last worker timed out) for the caller to
+    /// read from the UFS.
+    #[pyo3(signature = (urls, fallback=None, batch=true))]
     fn read_files<'py>(
         &self,
         py: Python<'py>,
         urls: Vec<String>,
         fallback: Option<Bound<'py, PyAny>>,
+        batch: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let results = wait(py, || self.client.read_files(&urls))?;
+        let results = if batch {
+            wait(py, || self.client.read_files(&urls))?
+        } else {
+            wait(py, || self.client.read_files_per_file(&urls))?
+        };
         let out = PyList::empty(py);
         for (url, res) in urls.iter().zip(results) {
             match res {

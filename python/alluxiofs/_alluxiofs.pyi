@@ -68,7 +68,7 @@ class NativeClient:
         fallback: Fallback | None = None,
     ) -> list[bytes | Exception]: ...
     def read_files(
-        self, urls: list[str], fallback: Fallback | None = None
+        self, urls: list[str], fallback: Fallback | None = None, batch: bool = True
     ) -> list[bytes | Exception]: ...
     def open_reader(
         self, url: str, size: int, version: str | None = None, parquet_prefetch_depth: int = 0

@@ -481,7 +481,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         return self._client().read(url, s, e, None, self._fallback())
 
     def _read_whole(self, urls: list[str], on_error: str = "raise") -> list[bytes | Exception]:
-        """Whole files in one native call (one request per file up to ``max_chunk``).
+        """Whole files in one native call (one batch request per owner worker).
 
         A file no worker could serve is read from the UFS (when ``fallback``
         is on); other errors are raised (``on_error="raise"``) or returned.

@@ -6,7 +6,8 @@
 //! - [`placement`]: which workers hold a path (Alluxio ring or rendezvous).
 //! - [`pages`]: page math and range planning.
 //! - [`client`]: parallel range reads from cache workers; [`config`]: its settings.
-//! - [`protocol`]: the HTTP API constants worker and client share.
+//! - [`protocol`]: the HTTP API constants worker and client share; [`batch`]: the
+//!   wire format of many small files in one request.
 //! - [`discovery`]: worker discovery and watch through etcd.
 //! - [`reader`]: a sequential reader with readahead.
 //! - [`manage`]: pin, unpin, TTL and free on every worker.
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod discovery;

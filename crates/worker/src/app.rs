@@ -23,6 +23,7 @@ pub use alluxiofs_core::protocol::{FILE_SIZE_HEADER, VERSION_HEADER};
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(routes::data::router())
+        .merge(routes::batch::router())
         .merge(routes::meta::router())
         .merge(routes::health::router())
         .merge(routes::write::router())

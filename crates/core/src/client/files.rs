@@ -1,20 +1,27 @@
-//! Whole-file reads (fsspec `cat` of many paths) with one request per file
-//! where the file fits in `max_chunk`.
+//! Whole-file reads (fsspec `cat` of many paths): one request per owner
+//! worker carrying all of its files, else one request per file.
 //!
 //! Asking for the file's size first would cost a second round trip per
 //! file, and most files of a training set are small. So the first request
-//! asks for `[0, max_chunk)` and lets the worker cut it at the end of the
-//! file: its size and version headers say whether anything is left. The
-//! rest of a larger file goes through the chunked read (`read`) pinned to
-//! that version, so a file that changes in between fails
-//! ([`Error::ObjectChanged`]) rather than mixing two versions. The first
-//! request walks the preferred workers like any other (`failover`); when
-//! none answers, the whole file is left to the UFS and counted as one
-//! fallback.
+//! asks for `[0, max_chunk)` of each file and lets the worker cut it at the
+//! end of the file: the size and version it names say whether anything is
+//! left. The first requests of many files go as one batch per owner (the
+//! first preferred worker not marked down; `batch` is the per-owner
+//! dispatch); a file alone on its owner, a worker without the batch route
+//! and every file a batch did not serve go through the per-file path (one
+//! `GET /v1/range`, walking the preferred workers like any other request:
+//! `failover`); when no worker answers, the whole file is left to the UFS
+//! and counted as one fallback. The rest of a larger file goes through the
+//! chunked read (`read`) pinned to the version of its head, so a file that
+//! changes in between fails ([`Error::ObjectChanged`]) rather than mixing
+//! two versions.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use futures::stream::StreamExt;
 
+use super::batch::Head;
 use super::failover::{exhausted, Failover};
 use super::{Client, RangeResult, WorkerAddr};
 use crate::error::{Error, Result};
@@ -22,20 +29,83 @@ use crate::protocol::{FILE_SIZE_HEADER, VERSION_HEADER};
 
 impl Client {
     /// Read whole files (fsspec `cat` of many paths, `cat_file` without a
-    /// range) with one request per file where the file fits in `max_chunk`.
+    /// range): one batch request per owner worker for the files it owns
+    /// (each file's first `max_chunk` bytes), one request per file where
+    /// batching does not apply (see the module documentation).
     ///
-    /// The first request asks for `[0, max_chunk)`; the worker cuts it at the
-    /// end of the file and names the size and version it served, so a small
-    /// file costs one round trip and no metadata request. A larger file's
-    /// rest is read with [`Client::read_into`] pinned to that version (a
-    /// change in between is [`Error::ObjectChanged`], never a mix). Files are
-    /// read concurrently, at most `max_parallel` at once; one result per
-    /// input, in order. When no preferred worker answers the first request
-    /// the file's result is [`Error::WorkerUnavailable`], for the caller to
-    /// read it from the UFS; holes in the rest are reported as usual.
+    /// The worker cuts each file's head at the end of the file and names
+    /// the size and version it served, so a small file costs no request
+    /// of its own and no metadata request. A larger file's rest is read
+    /// with [`Client::read_into`] pinned to that version (a change in
+    /// between is [`Error::ObjectChanged`], never a mix). One result per
+    /// input, in order. A file that no preferred worker served is
+    /// [`Error::WorkerUnavailable`], for the caller to read it from the
+    /// UFS; holes in the rest are reported as usual.
     pub async fn read_files(&self, urls: &[String]) -> Vec<Result<RangeResult>> {
-        let mut pending = futures::stream::iter(urls.iter().enumerate())
-            .map(|(i, url)| async move { (i, self.read_file(url).await) })
+        let heads = self.batch_heads(urls).await;
+        self.finish_files(urls, heads).await
+    }
+
+    /// [`Client::read_files`] without batches: one request per file, as
+    /// for a worker without the batch route (for comparisons and tests).
+    pub async fn read_files_per_file(&self, urls: &[String]) -> Vec<Result<RangeResult>> {
+        let heads = urls.iter().map(|_| Head::Unserved).collect();
+        self.finish_files(urls, heads).await
+    }
+
+    /// The heads of `urls` from one batch per owner: the first preferred
+    /// worker not marked down, when it owns two files or more and has the
+    /// batch route. Every other file is [`Head::Unserved`].
+    async fn batch_heads(&self, urls: &[String]) -> Vec<Head> {
+        let mut heads: Vec<Head> = urls.iter().map(|_| Head::Unserved).collect();
+        let mut owners: Vec<(WorkerAddr, Vec<usize>)> = Vec::new();
+        let mut slot: HashMap<String, usize> = HashMap::new();
+        for (i, url) in urls.iter().enumerate() {
+            let prefs = self.workers_for(url);
+            let Some(w) = prefs.into_iter().find(|w| self.skip_fault(w).is_none()) else {
+                continue;
+            };
+            if self.lacks_batch(&w) {
+                continue;
+            }
+            let k = *slot.entry(w.addr()).or_insert_with(|| {
+                owners.push((w, Vec::new()));
+                owners.len() - 1
+            });
+            owners[k].1.push(i);
+        }
+        owners.retain(|(_, files)| files.len() > 1);
+        let mut pending = futures::stream::iter(owners)
+            .map(|(w, files)| async move {
+                let mine: Vec<&str> = files.iter().map(|&i| urls[i].as_str()).collect();
+                let got = self.fetch_heads(&w, &mine).await;
+                (files, got)
+            })
+            .buffer_unordered(self.config.max_parallel.max(1));
+        while let Some((files, got)) = pending.next().await {
+            for (i, h) in files.into_iter().zip(got) {
+                heads[i] = h;
+            }
+        }
+        heads
+    }
+
+    /// Finish each file from its head (the rest of a large one), the
+    /// per-file path for an unserved one; at most `max_parallel` at once.
+    async fn finish_files(&self, urls: &[String], heads: Vec<Head>) -> Vec<Result<RangeResult>> {
+        let mut pending = futures::stream::iter(urls.iter().zip(heads).enumerate())
+            .map(|(i, (url, head))| async move {
+                let r = match head {
+                    Head::Served {
+                        data,
+                        size,
+                        version,
+                    } => self.read_rest(url, data, size, version).await,
+                    Head::Failed(e) => Err(e),
+                    Head::Unserved => self.read_file(url).await,
+                };
+                (i, r)
+            })
             .buffer_unordered(self.config.max_parallel.max(1));
         let mut out: Vec<Option<Result<RangeResult>>> = (0..urls.len()).map(|_| None).collect();
         while let Some((i, r)) = pending.next().await {

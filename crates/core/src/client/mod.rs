@@ -9,7 +9,8 @@
 //!
 //! - `meta`, `read`, `files`, `ranges`: what callers ask for: metadata
 //!   (info, list, invalidate), chunked reads into a buffer, whole files in
-//!   one request each, and coalesced reads of many ranges.
+//!   one request per owner worker (`batch`: the per-owner dispatch), and
+//!   coalesced reads of many ranges.
 //! - `failover`: the one walk over a path's preferred workers (skip marks,
 //!   retries with backoff, the error when every worker failed) that all of
 //!   them use.
@@ -35,6 +36,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+mod batch;
 mod failover;
 mod files;
 mod health;
@@ -66,6 +68,7 @@ pub struct Client {
     health: Arc<HealthMap>,
     stats: Mutex<Stats>,
     local: local::LocalPlane,
+    batch: batch::BatchSupport,
 }
 
 impl std::fmt::Debug for Client {
@@ -108,6 +111,7 @@ impl Client {
             health: Arc::new(Mutex::new(HashMap::new())),
             stats: Mutex::new(Stats::default()),
             local: local::LocalPlane::new(local_reads),
+            batch: batch::BatchSupport::default(),
         })
     }
 

@@ -138,6 +138,12 @@ impl Answer<'_> {
         transport_error(self.w, e, self.connect_limit, self.request_limit)
     }
 
+    /// The next piece of the body as it arrives (`None` at its end).
+    pub(crate) async fn chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        let piece = self.resp.chunk().await;
+        piece.map_err(|e| self.fault(&e))
+    }
+
     /// The whole body as text.
     pub(crate) async fn text(self) -> Result<String> {
         let (w, connect_limit, request_limit) = (self.w, self.connect_limit, self.request_limit);

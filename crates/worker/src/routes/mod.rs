@@ -9,6 +9,7 @@
 //! data headers. Errors are [`crate::error::WorkerError`]s, whose
 //! `status()` is the one table from error to HTTP status.
 
+pub mod batch;
 pub mod data;
 pub mod health;
 pub mod load;
