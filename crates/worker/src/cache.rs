@@ -33,7 +33,7 @@ use crate::error::{Result, WorkerError};
 use crate::meta::{CachedInfo, MetaCache, Seen};
 use crate::metrics::Metrics;
 use crate::read::{share, PageReader, SharedErr};
-use crate::store::{DirSpec, PageStore, StoreOptions};
+use crate::store::{DirSpec, PageKey, PageStore, StoreOptions};
 use crate::ufs::{ObjectVersion, Ufs};
 use alluxiofs_core::info::FileInfo;
 use bytes::Bytes;
@@ -43,6 +43,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A metadata lookup in flight, awaited by every request that needs it.
 type SharedInfo = Shared<BoxFuture<'static, std::result::Result<CachedInfo, SharedErr>>>;
+
+/// A lookup in flight and how many requests joined it.
+type InflightInfo = (SharedInfo, Arc<AtomicU64>);
 
 /// The page store options of `config`: policy, pin quota, and the mount
 /// quotas normalized and checked to lie inside the mounts.
@@ -82,7 +86,7 @@ pub struct ReadThrough {
     meta: MetaCache,
     metrics: Arc<Metrics>,
     pages: Arc<PageReader>,
-    meta_inflight: Mutex<HashMap<String, SharedInfo>>,
+    meta_inflight: Mutex<HashMap<String, InflightInfo>>,
     spool_dir: PathBuf,
 }
 
@@ -189,7 +193,7 @@ impl ReadThrough {
     ) -> Result<CachedInfo> {
         if fresh {
             Metrics::add(&self.metrics.metadata_misses, 1);
-            return self.fetch_info(url, want).await;
+            return Ok(self.fetch_info(url, want).await?.0);
         }
         if let Some(c) = self.meta.info(url) {
             Metrics::add(&self.metrics.metadata_hits, 1);
@@ -199,10 +203,15 @@ impl ReadThrough {
         let lookup = {
             let mut inflight = self.meta_inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(url) {
-                Some(f) => f.clone(),
+                Some((f, joined)) => {
+                    joined.fetch_add(1, Ordering::Relaxed);
+                    f.clone()
+                }
                 None => {
                     let cache = self.clone();
                     let u = url.to_string();
+                    let joined = Arc::new(AtomicU64::new(0));
+                    let waiters = joined.clone();
                     let f = async move {
                         let r = cache.fetch_info(&u, want).await;
                         cache
@@ -210,11 +219,19 @@ impl ReadThrough {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&u);
-                        r.map_err(Arc::new)
+                        // Nobody joins any more: the joiners serve the pages
+                        // this lookup stored as coalesced, not as hits.
+                        r.map(|(cached, keys)| {
+                            cache
+                                .pages
+                                .owe_coalesced(&keys, waiters.load(Ordering::Relaxed));
+                            cached
+                        })
+                        .map_err(Arc::new)
                     }
                     .boxed()
                     .shared();
-                    inflight.insert(url.to_string(), f.clone());
+                    inflight.insert(url.to_string(), (f.clone(), joined));
                     f
                 }
             }
@@ -242,7 +259,11 @@ impl ReadThrough {
         }
         let start = first.checked_mul(p)?;
         let max_pages = (MAX_RUN_BYTES / p).max(1);
-        let pages = want.end.div_ceil(p).saturating_sub(first).clamp(1, max_pages);
+        let pages = want
+            .end
+            .div_ceil(p)
+            .saturating_sub(first)
+            .clamp(1, max_pages);
         Some(start..start.saturating_add(pages.saturating_mul(p)))
     }
 
@@ -250,13 +271,23 @@ impl ReadThrough {
     /// drops the pages of older ones. For a cold read of `want` (see
     /// [`Self::cold_range`]) the lookup is one GET whose bytes are stored
     /// as pages of the version it found before the metadata is cached.
-    async fn fetch_info(&self, url: &str, want: Option<Range<u64>>) -> Result<CachedInfo> {
+    /// Returns the keys of the pages stored so.
+    async fn fetch_info(
+        &self,
+        url: &str,
+        want: Option<Range<u64>>,
+    ) -> Result<(CachedInfo, Vec<PageKey>)> {
+        let mut keys = Vec::new();
         let (info, version) = match self.cold_range(url, want) {
             Some(range) => {
                 let (info, version, data) = self.ufs.info_and_read(url, range.clone()).await?;
                 if let Some(v) = &version {
-                    let n = self.pages.store_fetched(v, range.start, &data).await;
-                    tracing::debug!(url, pages = n, "cold read: metadata and pages from one GET");
+                    keys = self.pages.store_fetched(v, range.start, &data).await;
+                    tracing::debug!(
+                        url,
+                        pages = keys.len(),
+                        "cold read: metadata and pages from one GET"
+                    );
                 }
                 (info, version)
             }
@@ -275,7 +306,7 @@ impl ReadThrough {
         }
         let cached = CachedInfo { info, version };
         self.meta.put_info(url, cached.clone());
-        Ok(cached)
+        Ok((cached, keys))
     }
 
     /// The version of `url` to read: `pinned` when given (412 when the
@@ -542,11 +573,22 @@ mod tests {
         assert_eq!(requests(&cache), (1, 0), "one GET, no HEAD");
         let m = cache.metrics();
         let counts = || (Metrics::get(&m.cache_misses), Metrics::get(&m.cache_hits));
-        assert_eq!(counts(), (3, 0), "each page from the UFS is a miss, not a hit");
-        assert_eq!(cache.ufs().head(&a).await.unwrap().unwrap().version, version);
+        assert_eq!(
+            counts(),
+            (3, 0),
+            "each page from the UFS is a miss, not a hit"
+        );
+        assert_eq!(
+            cache.ufs().head(&a).await.unwrap().unwrap().version,
+            version
+        );
         let (_, again) = read_all(&cache, &a).await.unwrap();
         assert_eq!(again, data);
-        assert_eq!(requests(&cache), (1, 1), "warm: no UFS request (one HEAD above)");
+        assert_eq!(
+            requests(&cache),
+            (1, 1),
+            "warm: no UFS request (one HEAD above)"
+        );
         assert_eq!(counts(), (3, 3));
 
         let readers: Vec<_> = (0..16)
@@ -558,7 +600,16 @@ mod tests {
         for r in readers {
             assert_eq!(r.await.unwrap(), &data[..10]);
         }
-        assert_eq!(requests(&cache), (2, 1), "16 concurrent cold readers, one GET");
+        assert_eq!(
+            requests(&cache),
+            (2, 1),
+            "16 concurrent cold readers, one GET"
+        );
+        // One miss; each other reader either waited on the lookup
+        // (coalesced) or came after it (a hit): never a second miss.
+        let (misses, hits) = counts();
+        let coalesced = Metrics::get(&m.coalesced_pages);
+        assert_eq!((misses, hits + coalesced), (4, 3 + 15));
     }
 
     #[tokio::test]
@@ -584,7 +635,11 @@ mod tests {
         // Rewritten behind the cache's back: seen once the TTL is over.
         std::fs::write(ufs.join("f"), b"the second version").unwrap();
         let (stale, got) = read_all(&cache, &f).await.unwrap();
-        assert_eq!((&stale, &got[..]), (&v1, &b"first version"[..]), "within the TTL");
+        assert_eq!(
+            (&stale, &got[..]),
+            (&v1, &b"first version"[..]),
+            "within the TTL"
+        );
         tokio::time::sleep(Duration::from_millis(80)).await;
         let (v2, got) = read_all(&cache, &f).await.unwrap();
         assert_ne!(v2, v1);

@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(m.seen("s3://b/d/x"), Seen::Version("\"e\"".into()));
         m.note_pages("s3://b/d/x");
         assert_eq!(m.seen("s3://b/d/x"), Seen::Version("\"e\"".into()));
-        assert!(m.info("s3://b/d/x").is_none(), "still nothing served at TTL 0");
+        assert!(
+            m.info("s3://b/d/x").is_none(),
+            "still nothing served at TTL 0"
+        );
         m.put_info(
             "s3://b/d/x",
             CachedInfo {

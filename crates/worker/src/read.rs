@@ -33,7 +33,7 @@ use crate::ufs::{ObjectVersion, Ufs};
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, BoxStream, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -70,15 +70,24 @@ pub struct PageReader {
     metrics: Arc<Metrics>,
     page_size: u64,
     inflight: Mutex<HashMap<PageKey, SharedPage>>,
-    /// Pages stored by a cold lookup and not served yet: their first
-    /// serving counts as a miss, not a hit (each page read from the UFS is
-    /// one miss, whichever path read it). Bounded by [`MAX_OWED_MISSES`].
-    owed_misses: Mutex<HashSet<PageKey>>,
+    /// How the next servings of pages a cold lookup stored are counted
+    /// (see [`Owed`]). Bounded by [`MAX_OWED`].
+    owed: Mutex<HashMap<PageKey, Owed>>,
 }
 
-/// Bound of [`PageReader`]'s owed misses (pages stored but never served,
-/// say evicted first, would otherwise pile up); past it the set is cleared.
-const MAX_OWED_MISSES: usize = 100_000;
+/// The counting owed for a page a cold lookup stored: it was read from the
+/// UFS once (its first serving is that miss, not a hit), and the requests
+/// that waited on that lookup serve it as coalesced, as if they had waited
+/// on a page fetch. Later servings are hits.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    miss: bool,
+    coalesced: u64,
+}
+
+/// Bound of [`PageReader`]'s owed counts (pages stored but never served,
+/// say evicted first, would otherwise pile up); past it they are cleared.
+const MAX_OWED: usize = 100_000;
 
 impl PageReader {
     /// A reader over `store`, fetching misses from `ufs`.
@@ -89,7 +98,7 @@ impl PageReader {
             store,
             metrics,
             inflight: Mutex::new(HashMap::new()),
-            owed_misses: Mutex::new(HashSet::new()),
+            owed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -233,14 +242,27 @@ impl PageReader {
     fn counted(&self, v: &ObjectVersion, i: u64, key: &PageKey, b: Bytes) -> Result<Bytes> {
         let expected = self.page_len(v, i);
         if b.len() as u64 == expected {
-            let cold = {
-                let mut owed = self.owed_misses.lock().unwrap_or_else(|p| p.into_inner());
-                !owed.is_empty() && owed.remove(key)
-            };
-            let counter = if cold {
-                &self.metrics.cache_misses
-            } else {
-                &self.metrics.cache_hits
+            let m = &self.metrics;
+            let counter = {
+                let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+                match owed.get_mut(key) {
+                    None => &m.cache_hits,
+                    Some(o) => {
+                        let counter = if o.miss {
+                            o.miss = false;
+                            &m.cache_misses
+                        } else if o.coalesced > 0 {
+                            o.coalesced -= 1;
+                            &m.coalesced_pages
+                        } else {
+                            &m.cache_hits
+                        };
+                        if !o.miss && o.coalesced == 0 {
+                            owed.remove(key);
+                        }
+                        counter
+                    }
+                }
             };
             Metrics::add(counter, 1);
             Ok(b)
@@ -385,15 +407,15 @@ impl PageReader {
 
     /// Store bytes of `v` that a metadata lookup already fetched (the cold
     /// GET of [`Ufs::info_and_read`]): `data` starts at byte `start`, a page
-    /// boundary. Pages not whole are dropped. Returns how many were stored.
+    /// boundary. Pages not whole are dropped. Returns the keys stored.
     ///
     /// The read that follows finds them cached; so that each page from the
     /// UFS still counts as one miss and no hit, the first serving of each
-    /// stored page is counted as the miss (`owed_misses`).
-    pub async fn store_fetched(&self, v: &ObjectVersion, start: u64, data: &Bytes) -> usize {
+    /// stored page is counted as the miss ([`Owed`]).
+    pub async fn store_fetched(&self, v: &ObjectVersion, start: u64, data: &Bytes) -> Vec<PageKey> {
         let p = self.page_size;
         if data.is_empty() || start % p != 0 {
-            return 0;
+            return Vec::new();
         }
         let first = start / p;
         let pages = self.cut(v, first, data);
@@ -402,11 +424,15 @@ impl PageReader {
             .collect();
         {
             // Before the pages are visible, so no serving is missed.
-            let mut owed = self.owed_misses.lock().unwrap_or_else(|p| p.into_inner());
-            if owed.len() + keys.len() > MAX_OWED_MISSES {
+            let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+            if owed.len() + keys.len() > MAX_OWED {
                 owed.clear();
             }
-            owed.extend(keys.iter().cloned());
+            let first_miss = Owed {
+                miss: true,
+                coalesced: 0,
+            };
+            owed.extend(keys.iter().map(|k| (k.clone(), first_miss)));
         }
         let store = self.store.clone();
         let all = keys.clone();
@@ -430,12 +456,26 @@ impl PageReader {
         });
         // A page not stored (refused, or there already) was still read
         // from the UFS: its miss is counted now, not at a serving.
-        let mut owed = self.owed_misses.lock().unwrap_or_else(|p| p.into_inner());
+        let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
         for k in &refused {
             owed.remove(k);
         }
         Metrics::add(&self.metrics.cache_misses, refused.len() as u64);
-        all.len() - refused.len()
+        all.into_iter().filter(|k| !refused.contains(k)).collect()
+    }
+
+    /// `waiters` requests waited on the cold lookup that stored `keys`:
+    /// each serving of these pages by one of them counts as coalesced.
+    pub fn owe_coalesced(&self, keys: &[PageKey], waiters: u64) {
+        if waiters == 0 {
+            return;
+        }
+        let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(o) = owed.get_mut(k) {
+                o.coalesced += waiters;
+            }
+        }
     }
 
     /// Plan `range` (non-empty, inside the file) as segments, building each

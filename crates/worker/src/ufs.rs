@@ -623,7 +623,10 @@ mod tests {
         let v = v.unwrap();
         assert_eq!(&data[..], b"hello world");
         assert_eq!((v.size, info.length), (11, 11));
-        assert_eq!((m.ufs_requests(UfsOp::Get), m.ufs_requests(UfsOp::Head)), (1, 0));
+        assert_eq!(
+            (m.ufs_requests(UfsOp::Get), m.ufs_requests(UfsOp::Head)),
+            (1, 0)
+        );
         assert_eq!(ufs.head(&file).await.unwrap().unwrap(), v);
         assert_eq!(info, v.file_info());
         // Inside the file.
