@@ -414,7 +414,7 @@ impl PageReader {
     /// stored page is counted as the miss ([`Owed`]).
     pub async fn store_fetched(&self, v: &ObjectVersion, start: u64, data: &Bytes) -> Vec<PageKey> {
         let p = self.page_size;
-        if data.is_empty() || start % p != 0 {
+        if data.is_empty() || !start.is_multiple_of(p) {
             return Vec::new();
         }
         let first = start / p;
