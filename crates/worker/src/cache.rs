@@ -11,6 +11,16 @@
 //! - **Versions.** Every read names an [`ObjectVersion`]. Metadata comes
 //!   from the metadata cache unless expired; concurrent misses of one URL
 //!   share one UFS lookup, and a new version drops the pages of older ones.
+//! - **One UFS request per cold read.** A read that says which bytes it
+//!   wants ([`ReadThrough::with_version_at`]) and misses the metadata of a
+//!   file the worker has no pages of makes its lookup a ranged GET of those
+//!   pages ([`Ufs::info_and_read`]) instead of a HEAD: version and size
+//!   come from the GET's answer, the pages are stored under that version
+//!   before the lookup resolves, and the read then finds them cached. Where
+//!   pages are probably cached (the last version seen, kept past the TTL by
+//!   [`MetaCache::seen`], has the first wanted page, or pages were on disk
+//!   at start) the lookup stays a HEAD, so an expired TTL never re-fetches
+//!   cached bytes. Concurrent cold reads of one URL share the one lookup.
 //! - **One retry on change.** When the UFS answers that the object is no
 //!   longer the version being read, [`ReadThrough::with_version`] refreshes
 //!   the metadata and tries once more with the new version (or answers 412
@@ -20,10 +30,10 @@
 
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
-use crate::meta::{CachedInfo, MetaCache};
+use crate::meta::{CachedInfo, MetaCache, Seen};
 use crate::metrics::Metrics;
 use crate::read::{share, PageReader, SharedErr};
-use crate::store::{DirSpec, PageStore, StoreOptions};
+use crate::store::{DirSpec, PageKey, PageStore, StoreOptions};
 use crate::ufs::{ObjectVersion, Ufs};
 use alluxiofs_core::info::FileInfo;
 use bytes::Bytes;
@@ -33,6 +43,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,6 +54,9 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// A metadata lookup in flight, awaited by every request that needs it.
 type SharedInfo = Shared<BoxFuture<'static, std::result::Result<CachedInfo, SharedErr>>>;
+
+/// A lookup in flight and how many requests joined it.
+type InflightInfo = (SharedInfo, Arc<AtomicU64>);
 
 /// The page store options of `config`: policy, pin quota, and the mount
 /// quotas normalized and checked to lie inside the mounts.
@@ -72,7 +86,7 @@ pub struct ReadThrough {
     meta: MetaCache,
     metrics: Arc<Metrics>,
     pages: Arc<PageReader>,
-    meta_inflight: Mutex<HashMap<String, SharedInfo>>,
+    meta_inflight: Mutex<HashMap<String, InflightInfo>>,
     spool_dir: PathBuf,
 }
 
@@ -102,6 +116,7 @@ impl ReadThrough {
         let meta = MetaCache::new(config.metadata_ttl);
         for url in store.urls() {
             meta.remember(&url);
+            meta.note_pages(&url);
         }
         let spool_dir = config
             .cache_dirs
@@ -164,9 +179,21 @@ impl ReadThrough {
     /// Concurrent misses of one URL share one UFS lookup (a `fresh` lookup,
     /// made after a change was detected, never joins an older one).
     pub async fn lookup_info(self: &Arc<Self>, url: &str, fresh: bool) -> Result<CachedInfo> {
+        self.lookup(url, fresh, None).await
+    }
+
+    /// [`Self::lookup_info`] for a read of bytes `want` (`None`: no bytes
+    /// wanted), which a miss may answer with one GET bringing the pages too
+    /// (see [`Self::cold_range`]).
+    async fn lookup(
+        self: &Arc<Self>,
+        url: &str,
+        fresh: bool,
+        want: Option<Range<u64>>,
+    ) -> Result<CachedInfo> {
         if fresh {
             Metrics::add(&self.metrics.metadata_misses, 1);
-            return self.fetch_info(url).await;
+            return Ok(self.fetch_info(url, want).await?.0);
         }
         if let Some(c) = self.meta.info(url) {
             Metrics::add(&self.metrics.metadata_hits, 1);
@@ -176,22 +203,35 @@ impl ReadThrough {
         let lookup = {
             let mut inflight = self.meta_inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.get(url) {
-                Some(f) => f.clone(),
+                Some((f, joined)) => {
+                    joined.fetch_add(1, Ordering::Relaxed);
+                    f.clone()
+                }
                 None => {
                     let cache = self.clone();
                     let u = url.to_string();
+                    let joined = Arc::new(AtomicU64::new(0));
+                    let waiters = joined.clone();
                     let f = async move {
-                        let r = cache.fetch_info(&u).await;
+                        let r = cache.fetch_info(&u, want).await;
                         cache
                             .meta_inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&u);
-                        r.map_err(Arc::new)
+                        // Nobody joins any more: the joiners serve the pages
+                        // this lookup stored as coalesced, not as hits.
+                        r.map(|(cached, keys)| {
+                            cache
+                                .pages
+                                .owe_coalesced(&keys, waiters.load(Ordering::Relaxed));
+                            cached
+                        })
+                        .map_err(Arc::new)
                     }
                     .boxed()
                     .shared();
-                    inflight.insert(url.to_string(), f.clone());
+                    inflight.insert(url.to_string(), (f.clone(), joined));
                     f
                 }
             }
@@ -199,10 +239,60 @@ impl ReadThrough {
         lookup.await.map_err(share)
     }
 
+    /// The page-aligned bytes a lookup of `url` for a read of `want` should
+    /// GET (at most [`MAX_RUN_BYTES`], one page at least), or `None` when a
+    /// HEAD is the better lookup: nothing wanted, or pages of `url` are
+    /// probably cached (the first wanted page of the last version seen, or
+    /// pages of an unknown version found on disk at start).
+    fn cold_range(&self, url: &str, want: Option<Range<u64>>) -> Option<Range<u64>> {
+        let want = want.filter(|w| !w.is_empty())?;
+        let p = self.page_size();
+        let first = want.start / p;
+        match self.meta.seen(url) {
+            Seen::Never => {}
+            Seen::Pages => return None,
+            Seen::Version(v) => {
+                if self.store.contains(&self.store.key(url, v, first)) {
+                    return None;
+                }
+            }
+        }
+        let start = first.checked_mul(p)?;
+        let max_pages = (MAX_RUN_BYTES / p).max(1);
+        let pages = want
+            .end
+            .div_ceil(p)
+            .saturating_sub(first)
+            .clamp(1, max_pages);
+        Some(start..start.saturating_add(pages.saturating_mul(p)))
+    }
+
     /// Ask the UFS for the metadata of `url` and cache it. A new version
-    /// drops the pages of older ones.
-    async fn fetch_info(&self, url: &str) -> Result<CachedInfo> {
-        let (info, version) = self.ufs.info(url).await?;
+    /// drops the pages of older ones. For a cold read of `want` (see
+    /// [`Self::cold_range`]) the lookup is one GET whose bytes are stored
+    /// as pages of the version it found before the metadata is cached.
+    /// Returns the keys of the pages stored so.
+    async fn fetch_info(
+        &self,
+        url: &str,
+        want: Option<Range<u64>>,
+    ) -> Result<(CachedInfo, Vec<PageKey>)> {
+        let mut keys = Vec::new();
+        let (info, version) = match self.cold_range(url, want) {
+            Some(range) => {
+                let (info, version, data) = self.ufs.info_and_read(url, range.clone()).await?;
+                if let Some(v) = &version {
+                    keys = self.pages.store_fetched(v, range.start, &data).await;
+                    tracing::debug!(
+                        url,
+                        pages = keys.len(),
+                        "cold read: metadata and pages from one GET"
+                    );
+                }
+                (info, version)
+            }
+            None => self.ufs.info(url).await?,
+        };
         if let Some(v) = &version {
             let store = self.store.clone();
             let (u, keep) = (v.url.clone(), v.version.clone());
@@ -216,7 +306,7 @@ impl ReadThrough {
         }
         let cached = CachedInfo { info, version };
         self.meta.put_info(url, cached.clone());
-        Ok(cached)
+        Ok((cached, keys))
     }
 
     /// The version of `url` to read: `pinned` when given (412 when the
@@ -226,10 +316,20 @@ impl ReadThrough {
         url: &str,
         pinned: Option<&str>,
     ) -> Result<ObjectVersion> {
-        let mut cached = self.lookup_info(url, false).await?;
+        self.file_version_at(url, pinned, None).await
+    }
+
+    /// [`Self::file_version`] for a read of bytes `want`.
+    async fn file_version_at(
+        self: &Arc<Self>,
+        url: &str,
+        pinned: Option<&str>,
+        want: Option<Range<u64>>,
+    ) -> Result<ObjectVersion> {
+        let mut cached = self.lookup(url, false, want.clone()).await?;
         if let Some(p) = pinned {
             if cached.version.as_ref().is_some_and(|v| v.version != p) {
-                cached = self.lookup_info(url, true).await?;
+                cached = self.lookup(url, true, want).await?;
             }
         }
         let v = cached.version.ok_or_else(|| WorkerError::IsADirectory {
@@ -255,9 +355,21 @@ impl ReadThrough {
         pinned: Option<&str>,
         err: WorkerError,
     ) -> Result<ObjectVersion> {
+        self.refresh_at(url, pinned, None, err).await
+    }
+
+    /// [`Self::refresh_after_change`] for a read of bytes `want` (the
+    /// refresh may then bring the new version's pages in the same GET).
+    async fn refresh_at(
+        self: &Arc<Self>,
+        url: &str,
+        pinned: Option<&str>,
+        want: Option<Range<u64>>,
+        err: WorkerError,
+    ) -> Result<ObjectVersion> {
         tracing::info!(url, "object changed while reading: {err}");
         self.meta.invalidate(url, false);
-        let cached = self.lookup_info(url, true).await?;
+        let cached = self.lookup(url, true, want).await?;
         let v = cached.version.ok_or_else(|| WorkerError::not_found(url))?;
         match pinned {
             Some(p) if v.version != p => Err(WorkerError::Changed {
@@ -277,20 +389,39 @@ impl ReadThrough {
         self: &Arc<Self>,
         url: &str,
         pinned: Option<&str>,
+        read: F,
+    ) -> Result<(ObjectVersion, T)>
+    where
+        F: FnMut(ObjectVersion) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.with_version_at(url, pinned, None, read).await
+    }
+
+    /// [`Self::with_version`] for a read of bytes `want` (cut to the file
+    /// by `read` itself; `u64::MAX` as the end means "to the end"): a
+    /// metadata miss on a cold file is then one GET that also brings the
+    /// first pages of `want` (see [`Self::cold_range`]), so a cold read of
+    /// a small file costs one UFS request.
+    pub async fn with_version_at<T, F, Fut>(
+        self: &Arc<Self>,
+        url: &str,
+        pinned: Option<&str>,
+        want: Option<Range<u64>>,
         mut read: F,
     ) -> Result<(ObjectVersion, T)>
     where
         F: FnMut(ObjectVersion) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let mut v = self.file_version(url, pinned).await?;
+        let mut v = self.file_version_at(url, pinned, want.clone()).await?;
         let mut retried = false;
         loop {
             match read(v.clone()).await {
                 Ok(t) => return Ok((v, t)),
                 Err(e) if e.is_changed() && !retried => {
                     retried = true;
-                    v = self.refresh_after_change(url, pinned, e).await?;
+                    v = self.refresh_at(url, pinned, want.clone(), e).await?;
                 }
                 Err(e) => return Err(e),
             }
@@ -381,5 +512,163 @@ impl ReadThrough {
         let store = self.store.clone();
         let u = url.to_string();
         let _ = tokio::task::spawn_blocking(move || store.remove_url(&u, keep.as_deref())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheDirConfig;
+    use crate::metrics::UfsOp;
+    use alluxiofs_core::error::ErrorKind;
+    use futures::StreamExt;
+
+    const PAGE: u64 = 4096;
+
+    fn open(ufs: &Path, cache: &Path, ttl: Duration) -> Arc<ReadThrough> {
+        let config = WorkerConfig {
+            cache_dirs: vec![CacheDirConfig::new(cache)],
+            page_size: PAGE,
+            metadata_ttl: ttl,
+            port: 0,
+            ..WorkerConfig::with_mounts([ufs.to_str().unwrap()])
+        };
+        config.validate().unwrap();
+        ReadThrough::open(&config).unwrap()
+    }
+
+    /// A whole-file read as `/v1/range` makes it: bytes wanted `[0, ∞)`.
+    async fn read_all(cache: &Arc<ReadThrough>, url: &str) -> Result<(String, Vec<u8>)> {
+        let (v, mut stream) = cache
+            .with_version_at(url, None, Some(0..u64::MAX), |v| async move {
+                cache.read_range(&v, 0..v.size).await
+            })
+            .await?;
+        let mut out = Vec::new();
+        while let Some(piece) = stream.next().await {
+            out.extend_from_slice(&piece?);
+        }
+        Ok((v.version, out))
+    }
+
+    fn requests(cache: &ReadThrough) -> (u64, u64) {
+        let m = cache.metrics();
+        (m.ufs_requests(UfsOp::Get), m.ufs_requests(UfsOp::Head))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cold_read_is_one_get_shared_by_concurrent_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ufs, cache_dir) = (dir.path().join("ufs"), dir.path().join("cache"));
+        std::fs::create_dir_all(&ufs).unwrap();
+        let cache = open(&ufs, &cache_dir, Duration::from_secs(60));
+        let data: Vec<u8> = (0..(2 * PAGE + 100)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(ufs.join("a.bin"), &data).unwrap();
+        std::fs::write(ufs.join("b.bin"), &data[..10]).unwrap();
+        let base = cache.confine(ufs.to_str().unwrap()).unwrap();
+        let (a, b) = (format!("{base}/a.bin"), format!("{base}/b.bin"));
+
+        let (version, got) = read_all(&cache, &a).await.unwrap();
+        assert_eq!(got, data);
+        assert_eq!(requests(&cache), (1, 0), "one GET, no HEAD");
+        let m = cache.metrics();
+        let counts = || (Metrics::get(&m.cache_misses), Metrics::get(&m.cache_hits));
+        assert_eq!(
+            counts(),
+            (3, 0),
+            "each page from the UFS is a miss, not a hit"
+        );
+        assert_eq!(
+            cache.ufs().head(&a).await.unwrap().unwrap().version,
+            version
+        );
+        let (_, again) = read_all(&cache, &a).await.unwrap();
+        assert_eq!(again, data);
+        assert_eq!(
+            requests(&cache),
+            (1, 1),
+            "warm: no UFS request (one HEAD above)"
+        );
+        assert_eq!(counts(), (3, 3));
+
+        let readers: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, b) = (cache.clone(), b.clone());
+                tokio::spawn(async move { read_all(&cache, &b).await.unwrap().1 })
+            })
+            .collect();
+        for r in readers {
+            assert_eq!(r.await.unwrap(), &data[..10]);
+        }
+        assert_eq!(
+            requests(&cache),
+            (2, 1),
+            "16 concurrent cold readers, one GET"
+        );
+        // One miss; each other reader either waited on the lookup
+        // (coalesced) or came after it (a hit): never a second miss.
+        let (misses, hits) = counts();
+        let coalesced = Metrics::get(&m.coalesced_pages);
+        assert_eq!((misses, hits + coalesced), (4, 3 + 15));
+    }
+
+    #[tokio::test]
+    async fn after_the_ttl_a_head_revalidates_and_a_change_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ufs, cache_dir) = (dir.path().join("ufs"), dir.path().join("cache"));
+        std::fs::create_dir_all(&ufs).unwrap();
+        let cache = open(&ufs, &cache_dir, Duration::from_millis(50));
+        std::fs::write(ufs.join("f"), b"first version").unwrap();
+        let base = cache.confine(ufs.to_str().unwrap()).unwrap();
+        let f = format!("{base}/f");
+        let (v1, got) = read_all(&cache, &f).await.unwrap();
+        assert_eq!(&got[..], b"first version");
+        assert_eq!(requests(&cache), (1, 0));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (again, got) = read_all(&cache, &f).await.unwrap();
+        assert_eq!((&again, &got[..]), (&v1, &b"first version"[..]));
+        assert_eq!(
+            requests(&cache),
+            (1, 1),
+            "expired metadata: a HEAD, and the pages of the cold GET match it"
+        );
+        // Rewritten behind the cache's back: seen once the TTL is over.
+        std::fs::write(ufs.join("f"), b"the second version").unwrap();
+        let (stale, got) = read_all(&cache, &f).await.unwrap();
+        assert_eq!(
+            (&stale, &got[..]),
+            (&v1, &b"first version"[..]),
+            "within the TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (v2, got) = read_all(&cache, &f).await.unwrap();
+        assert_ne!(v2, v1);
+        assert_eq!(&got[..], b"the second version");
+        // A pinned old version is refused, whatever the lookup.
+        let err = cache
+            .with_version_at(&f, Some(&v1), Some(0..u64::MAX), |_| async { Ok(()) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().as_u16(), 412, "{err}");
+    }
+
+    #[tokio::test]
+    async fn empty_missing_and_directory_answer_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ufs, cache_dir) = (dir.path().join("ufs"), dir.path().join("cache"));
+        std::fs::create_dir_all(ufs.join("sub")).unwrap();
+        std::fs::write(ufs.join("sub/x"), b"x").unwrap();
+        std::fs::write(ufs.join("empty"), b"").unwrap();
+        let cache = open(&ufs, &cache_dir, Duration::from_secs(60));
+        let base = cache.confine(ufs.to_str().unwrap()).unwrap();
+        let (_, got) = read_all(&cache, &format!("{base}/empty")).await.unwrap();
+        assert!(got.is_empty());
+        let kind = |r: Result<(String, Vec<u8>)>| r.unwrap_err().kind();
+        let missing = read_all(&cache, &format!("{base}/missing")).await;
+        assert_eq!(kind(missing), ErrorKind::NotFound);
+        let through = read_all(&cache, &format!("{base}/sub/x/y")).await;
+        assert_eq!(kind(through), ErrorKind::NotFound, "a path through a file");
+        let sub = read_all(&cache, &format!("{base}/sub")).await;
+        assert_eq!(kind(sub), ErrorKind::IsADirectory);
     }
 }

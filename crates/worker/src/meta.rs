@@ -10,6 +10,12 @@
 //! of the pages found on disk, so it survives a restart for cached files.
 //! Both maps are bounded: past [`MAX_ENTRIES`] expired entries are dropped,
 //! then everything.
+//!
+//! The last version seen of each URL is also kept past the TTL (and at TTL
+//! zero), in a third bounded map. It is never served as metadata: it only
+//! tells a read whose metadata is missing whether its pages are probably
+//! cached (then a HEAD revalidates them) or the file is cold (then one GET
+//! brings metadata and bytes together, see [`crate::cache`]).
 
 use crate::ufs::ObjectVersion;
 use alluxiofs_core::info::FileInfo;
@@ -34,6 +40,20 @@ pub struct CachedInfo {
 struct Maps {
     infos: HashMap<String, (Instant, CachedInfo)>,
     lists: HashMap<String, (Instant, Vec<FileInfo>)>,
+    /// URL -> last version seen (`None`: pages found on disk at start, of
+    /// a version not known yet). Kept past the TTL.
+    seen: HashMap<String, Option<String>>,
+}
+
+/// What the worker saw of a URL before, whatever the TTL: a hint only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// Never looked up (since the start, or since it was invalidated).
+    Never,
+    /// Pages of it were on disk at start; their version is not known yet.
+    Pages,
+    /// This version was seen last.
+    Version(String),
 }
 
 /// Metadata cache of one worker.
@@ -51,6 +71,13 @@ fn bound<V>(map: &mut HashMap<String, (Instant, V)>, ttl: Duration) {
             map.clear();
         }
     }
+}
+
+fn note_seen(seen: &mut HashMap<String, Option<String>>, url: &str, version: Option<String>) {
+    if seen.len() >= MAX_ENTRIES && !seen.contains_key(url) {
+        seen.clear();
+    }
+    seen.insert(url.to_string(), version);
 }
 
 impl MetaCache {
@@ -80,10 +107,16 @@ impl MetaCache {
     /// Remember the info of `url`.
     pub fn put_info(&self, url: &str, cached: CachedInfo) {
         self.remember(url);
+        let mut maps = self.maps();
+        match &cached.version {
+            Some(v) => note_seen(&mut maps.seen, url, Some(v.version.clone())),
+            None => {
+                maps.seen.remove(url);
+            }
+        }
         if self.ttl.is_zero() {
             return;
         }
-        let mut maps = self.maps();
         bound(&mut maps.infos, self.ttl);
         maps.infos.insert(url.to_string(), (Instant::now(), cached));
     }
@@ -103,11 +136,15 @@ impl MetaCache {
         for c in children {
             self.remember(&c.ufs_path);
         }
+        let now = Instant::now();
+        let mut maps = self.maps();
+        for c in children.iter().filter(|c| !c.is_dir()) {
+            let version = ObjectVersion::from_info(c).version;
+            note_seen(&mut maps.seen, &c.ufs_path, Some(version));
+        }
         if self.ttl.is_zero() {
             return;
         }
-        let now = Instant::now();
-        let mut maps = self.maps();
         bound(&mut maps.lists, self.ttl);
         bound(&mut maps.infos, self.ttl);
         for c in children.iter().filter(|c| !c.is_dir()) {
@@ -134,10 +171,30 @@ impl MetaCache {
         let hit = |k: &String| k == url || (recursive && is_under(k, url));
         maps.infos.retain(|k, _| !hit(k));
         maps.lists.retain(|k, _| !hit(k));
+        maps.seen.retain(|k, _| !hit(k));
         if let Some((parent, _)) = url.rsplit_once('/') {
             maps.lists.remove(parent);
         }
         before - (maps.infos.len() + maps.lists.len())
+    }
+
+    /// What was seen of `url` before, expired or not (a hint, never
+    /// metadata to serve).
+    pub fn seen(&self, url: &str) -> Seen {
+        match self.maps().seen.get(url) {
+            None => Seen::Never,
+            Some(None) => Seen::Pages,
+            Some(Some(v)) => Seen::Version(v.clone()),
+        }
+    }
+
+    /// Record that pages of `url` were found on disk (at start), version
+    /// unknown. A version seen already is kept.
+    pub fn note_pages(&self, url: &str) {
+        let mut maps = self.maps();
+        if !maps.seen.contains_key(url) {
+            note_seen(&mut maps.seen, url, None);
+        }
     }
 
     /// Record the `path_id` of `url`; returns it.
@@ -209,6 +266,33 @@ mod tests {
         assert!(m.info("s3://b/d/x").is_none());
         assert!(m.list("s3://b/d").is_none());
         assert!(m.url_of(&path_id("s3://b/d/x")).is_some());
+    }
+
+    #[test]
+    fn seen_outlives_the_ttl() {
+        let m = MetaCache::new(Duration::ZERO);
+        assert_eq!(m.seen("s3://b/d/x"), Seen::Never);
+        m.note_pages("s3://b/d/x");
+        assert_eq!(m.seen("s3://b/d/x"), Seen::Pages);
+        m.put_list("s3://b/d", &[file("s3://b/d/x")]);
+        assert_eq!(m.seen("s3://b/d/x"), Seen::Version("\"e\"".into()));
+        m.note_pages("s3://b/d/x");
+        assert_eq!(m.seen("s3://b/d/x"), Seen::Version("\"e\"".into()));
+        assert!(
+            m.info("s3://b/d/x").is_none(),
+            "still nothing served at TTL 0"
+        );
+        m.put_info(
+            "s3://b/d/x",
+            CachedInfo {
+                info: file("s3://b/d/x"),
+                version: None,
+            },
+        );
+        assert_eq!(m.seen("s3://b/d/x"), Seen::Never, "a directory now");
+        m.put_list("s3://b/d", &[file("s3://b/d/x")]);
+        m.invalidate("s3://b", true);
+        assert_eq!(m.seen("s3://b/d/x"), Seen::Never, "invalidation forgets it");
     }
 
     #[test]

@@ -50,8 +50,8 @@ type SharedPage = Shared<BoxFuture<'static, std::result::Result<Bytes, SharedErr
 /// One piece of a range plan.
 #[derive(Debug, Clone)]
 enum Segment {
-    /// Page `.0`, taken from the memory tier while planning.
-    Ready(u64, Bytes),
+    /// Page `.0` (key `.1`), taken from the memory tier while planning.
+    Ready(u64, PageKey, Bytes),
     /// Page `.0`, held on disk.
     Cached(u64, PageKey),
     /// Pages not in the cache, with their keys.
@@ -70,7 +70,24 @@ pub struct PageReader {
     metrics: Arc<Metrics>,
     page_size: u64,
     inflight: Mutex<HashMap<PageKey, SharedPage>>,
+    /// How the next servings of pages a cold lookup stored are counted
+    /// (see [`Owed`]). Bounded by [`MAX_OWED`].
+    owed: Mutex<HashMap<PageKey, Owed>>,
 }
+
+/// The counting owed for a page a cold lookup stored: it was read from the
+/// UFS once (its first serving is that miss, not a hit), and the requests
+/// that waited on that lookup serve it as coalesced, as if they had waited
+/// on a page fetch. Later servings are hits.
+#[derive(Debug, Clone, Copy)]
+struct Owed {
+    miss: bool,
+    coalesced: u64,
+}
+
+/// Bound of [`PageReader`]'s owed counts (pages stored but never served,
+/// say evicted first, would otherwise pile up); past it they are cleared.
+const MAX_OWED: usize = 100_000;
 
 impl PageReader {
     /// A reader over `store`, fetching misses from `ufs`.
@@ -81,6 +98,7 @@ impl PageReader {
             store,
             metrics,
             inflight: Mutex::new(HashMap::new()),
+            owed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,7 +136,7 @@ impl PageReader {
 
     async fn load_segment(self: &Arc<Self>, v: &ObjectVersion, seg: Segment) -> Result<Vec<Bytes>> {
         match seg {
-            Segment::Ready(i, b) => Ok(vec![self.counted(v, i, b)?]),
+            Segment::Ready(i, key, b) => Ok(vec![self.counted(v, i, &key, b)?]),
             Segment::Cached(i, key) => match self.get_disk(v, i, &key).await? {
                 Some(b) => Ok(vec![b]),
                 None => self.fetch_pages(v, i, vec![key]).await,
@@ -202,7 +220,7 @@ impl PageReader {
     /// verified), counting a hit.
     async fn get_cached(&self, v: &ObjectVersion, i: u64, key: &PageKey) -> Result<Option<Bytes>> {
         match self.store.get_memory(key) {
-            Some(b) => self.counted(v, i, b).map(Some),
+            Some(b) => self.counted(v, i, key, b).map(Some),
             None => self.get_disk(v, i, key).await,
         }
     }
@@ -211,19 +229,42 @@ impl PageReader {
     /// was tried already, `get` looks there again first), counting a hit.
     async fn get_disk(&self, v: &ObjectVersion, i: u64, key: &PageKey) -> Result<Option<Bytes>> {
         let store = self.store.clone();
-        let key = key.clone();
-        let got = tokio::task::spawn_blocking(move || store.get(&key))
+        let owned = key.clone();
+        let got = tokio::task::spawn_blocking(move || store.get(&owned))
             .await
             .map_err(|e| WorkerError::Internal(format!("page read task: {e}")))?;
-        got.map(|b| self.counted(v, i, b)).transpose()
+        got.map(|b| self.counted(v, i, key, b)).transpose()
     }
 
-    /// A cached page `b` of page `i` of `v`, checked for its length and
-    /// counted as a hit.
-    fn counted(&self, v: &ObjectVersion, i: u64, b: Bytes) -> Result<Bytes> {
+    /// A cached page `b` of page `i` of `v` (key `key`), checked for its
+    /// length and counted as a hit; the first serving of a page a cold
+    /// lookup stored counts as the miss it is (see [`Self::store_fetched`]).
+    fn counted(&self, v: &ObjectVersion, i: u64, key: &PageKey, b: Bytes) -> Result<Bytes> {
         let expected = self.page_len(v, i);
         if b.len() as u64 == expected {
-            Metrics::add(&self.metrics.cache_hits, 1);
+            let m = &self.metrics;
+            let counter = {
+                let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+                match owed.get_mut(key) {
+                    None => &m.cache_hits,
+                    Some(o) => {
+                        let counter = if o.miss {
+                            o.miss = false;
+                            &m.cache_misses
+                        } else if o.coalesced > 0 {
+                            o.coalesced -= 1;
+                            &m.coalesced_pages
+                        } else {
+                            &m.cache_hits
+                        };
+                        if !o.miss && o.coalesced == 0 {
+                            owed.remove(key);
+                        }
+                        counter
+                    }
+                }
+            };
+            Metrics::add(counter, 1);
             Ok(b)
         } else {
             Err(WorkerError::Internal(format!(
@@ -314,20 +355,45 @@ impl PageReader {
         }
         tracing::debug!(url = %v.url, pages = ?run, bytes = end - start, "UFS read");
         let data = self.ufs.read(v, start..end).await?;
-        let n = run.end - run.start;
-        Metrics::add(&self.metrics.cache_misses, n);
-        let pages: Vec<Bytes> = (0..n)
-            .map(|k| {
-                let s = (k * p) as usize;
-                let e = ((k + 1) * p).min(end - start) as usize;
-                data.slice(s..e)
-            })
-            .collect();
+        let pages = self.cut(v, run.start, &data);
+        if pages.len() as u64 != run.end - run.start {
+            return Err(WorkerError::Internal(format!(
+                "{}: read of pages {run:?} cut into {} pages",
+                v.url,
+                pages.len()
+            )));
+        }
+        self.put_pages(keys.to_vec(), pages.clone()).await;
+        Ok(pages)
+    }
+
+    /// Cut `data`, the bytes of `v` from the start of page `first`, into
+    /// pages: whole pages, and a short last one only where it ends the file
+    /// (a partial page elsewhere is dropped, never stored).
+    fn cut(&self, v: &ObjectVersion, first: u64, data: &Bytes) -> Vec<Bytes> {
+        let mut pages = Vec::new();
+        let mut at = 0u64;
+        let mut index = first;
+        while at < data.len() as u64 {
+            let len = self.page_len(v, index);
+            if len == 0 || at + len > data.len() as u64 {
+                break;
+            }
+            pages.push(data.slice(at as usize..(at + len) as usize));
+            at += len;
+            index += 1;
+        }
+        pages
+    }
+
+    /// Store `pages` under `keys` on the blocking pool, counting them as
+    /// misses (each came from the UFS). Best effort: a page the store
+    /// refuses is only read again later.
+    async fn put_pages(&self, keys: Vec<PageKey>, pages: Vec<Bytes>) {
+        Metrics::add(&self.metrics.cache_misses, pages.len() as u64);
         let store = self.store.clone();
-        let keys = keys.to_vec();
-        let to_store = pages.clone();
         let stored = tokio::task::spawn_blocking(move || {
-            for (k, d) in keys.iter().zip(&to_store) {
+            for (k, d) in keys.iter().zip(&pages) {
                 if let Err(e) = store.put(k, d) {
                     tracing::warn!("page not cached: {e}");
                 }
@@ -337,7 +403,79 @@ impl PageReader {
         if let Err(e) = stored {
             tracing::warn!("page store task failed: {e}");
         }
-        Ok(pages)
+    }
+
+    /// Store bytes of `v` that a metadata lookup already fetched (the cold
+    /// GET of [`Ufs::info_and_read`]): `data` starts at byte `start`, a page
+    /// boundary. Pages not whole are dropped. Returns the keys stored.
+    ///
+    /// The read that follows finds them cached; so that each page from the
+    /// UFS still counts as one miss and no hit, the first serving of each
+    /// stored page is counted as the miss ([`Owed`]).
+    pub async fn store_fetched(&self, v: &ObjectVersion, start: u64, data: &Bytes) -> Vec<PageKey> {
+        let p = self.page_size;
+        if data.is_empty() || !start.is_multiple_of(p) {
+            return Vec::new();
+        }
+        let first = start / p;
+        let pages = self.cut(v, first, data);
+        let keys: Vec<PageKey> = (first..first + pages.len() as u64)
+            .map(|i| self.key(v, i))
+            .collect();
+        {
+            // Before the pages are visible, so no serving is missed.
+            let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+            if owed.len() + keys.len() > MAX_OWED {
+                owed.clear();
+            }
+            let first_miss = Owed {
+                miss: true,
+                coalesced: 0,
+            };
+            owed.extend(keys.iter().map(|k| (k.clone(), first_miss)));
+        }
+        let store = self.store.clone();
+        let all = keys.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .zip(&pages)
+                .filter(|(k, d)| match store.put(k, d) {
+                    Ok(stored) => !stored,
+                    Err(e) => {
+                        tracing::warn!("page not cached: {e}");
+                        true
+                    }
+                })
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let refused = stored.unwrap_or_else(|e| {
+            tracing::warn!("page store task failed: {e}");
+            all.clone()
+        });
+        // A page not stored (refused, or there already) was still read
+        // from the UFS: its miss is counted now, not at a serving.
+        let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &refused {
+            owed.remove(k);
+        }
+        Metrics::add(&self.metrics.cache_misses, refused.len() as u64);
+        all.into_iter().filter(|k| !refused.contains(k)).collect()
+    }
+
+    /// `waiters` requests waited on the cold lookup that stored `keys`:
+    /// each serving of these pages by one of them counts as coalesced.
+    pub fn owe_coalesced(&self, keys: &[PageKey], waiters: u64) {
+        if waiters == 0 {
+            return;
+        }
+        let mut owed = self.owed.lock().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if let Some(o) = owed.get_mut(k) {
+                o.coalesced += waiters;
+            }
+        }
     }
 
     /// Plan `range` (non-empty, inside the file) as segments, building each
@@ -352,7 +490,7 @@ impl PageReader {
         for i in first..=last {
             let key = self.key(v, i);
             let held = match self.store.get_memory(&key) {
-                Some(b) => Some(Segment::Ready(i, b)),
+                Some(b) => Some(Segment::Ready(i, key, b)),
                 None if self.store.contains(&key) => Some(Segment::Cached(i, key)),
                 None => {
                     match run.take() {
@@ -401,7 +539,7 @@ impl PageReader {
                 let reader = reader.clone();
                 let version = version.clone();
                 let first = match &seg {
-                    Segment::Ready(i, _) | Segment::Cached(i, _) => *i,
+                    Segment::Ready(i, _, _) | Segment::Cached(i, _) => *i,
                     Segment::Missing(r, _) => r.start,
                 };
                 async move { (first, reader.load_segment(&version, seg).await) }

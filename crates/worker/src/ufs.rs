@@ -15,6 +15,12 @@
 //!   else `<mtime_ms>-<size>`. A read names the version it expects: with an
 //!   ETag the GET carries `If-Match`; in every case the version of the
 //!   answer is compared, so bytes always belong to the expected version.
+//! - **A cold read is one GET.** [`Ufs::info_and_read`] answers what
+//!   [`Ufs::info`] answers plus the bytes of a range, from one ranged GET
+//!   with no condition: the version and size are read off the GET's answer
+//!   (ETag, Last-Modified, Content-Range), which carries what a HEAD does.
+//!   It falls back to a HEAD only when the GET could not say (an empty
+//!   object's 416, a range past the end, an error).
 
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
@@ -380,14 +386,89 @@ impl Ufs {
         if let Some(v) = self.head(url).await? {
             return Ok((v.file_info(), Some(v)));
         }
+        Ok((self.info_not_file(url).await?, None))
+    }
+
+    /// The info of `url` once the UFS said no object is there: a directory
+    /// when anything lies under it (or a local directory), else not found.
+    async fn info_not_file(&self, url: &str) -> Result<FileInfo> {
         if split_url(url).key.is_empty() || Self::local_dir_exists(url).await {
-            return Ok((dir_info(url), None));
+            return Ok(dir_info(url));
         }
         let (children, marker) = self.list_children(url).await?;
         if marker || !children.is_empty() {
-            return Ok((dir_info(url), None));
+            return Ok(dir_info(url));
         }
         Err(WorkerError::not_found(url))
+    }
+
+    /// The info of `url` as [`Self::info`] answers it, plus the bytes of
+    /// `range` (page-aligned by the caller) when `url` is a file, from ONE
+    /// unconditional ranged GET: the version and the size come from the
+    /// GET's own answer (ETag, Last-Modified, the total of Content-Range),
+    /// so they are exactly what a HEAD gives.
+    ///
+    /// The bytes start at `range.start` and are cut at the end of the
+    /// object; they are empty when nothing of `range` lies inside it. No
+    /// object there (404): the directory / not-found answer of
+    /// [`Self::info`], with no HEAD. A GET that fails otherwise (a range
+    /// starting at or past the end, as for an empty object: S3's 416, the
+    /// local store's invalid range; or any other error) falls back to
+    /// [`Self::info`], and its answer is returned without bytes: the reader
+    /// then reads through the usual version-checked [`Self::read`]. The
+    /// failed GET counts as a UFS error only when the HEAD shows the range
+    /// was satisfiable.
+    pub async fn info_and_read(
+        &self,
+        url: &str,
+        range: Range<u64>,
+    ) -> Result<(FileInfo, Option<ObjectVersion>, Bytes)> {
+        if range.is_empty() || split_url(url).key.is_empty() {
+            let (info, v) = self.info(url).await?;
+            return Ok((info, v, Bytes::new()));
+        }
+        let (store, path) = self.locate(url)?;
+        self.metrics.ufs_request(UfsOp::Get);
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            ..Default::default()
+        };
+        let err = match store.get_opts(&path, opts).await {
+            Ok(result) => {
+                let v = ObjectVersion::from_meta(url, &result.meta);
+                let got = result.range.clone();
+                let data = match result.bytes().await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        // The version is known; the bytes are read again
+                        // through the checked path.
+                        let e = self.ufs_err(UfsOp::Get, url, e);
+                        tracing::debug!(url, "cold GET body failed: {e}");
+                        return Ok((v.file_info(), Some(v), Bytes::new()));
+                    }
+                };
+                Metrics::add(&self.metrics.ufs_bytes, data.len() as u64);
+                let expected = range.start..range.end.min(v.size);
+                if got != expected || data.len() as u64 != got.end - got.start {
+                    tracing::debug!(url, ?got, ?expected, len = data.len(), "odd cold GET");
+                    return Ok((v.file_info(), Some(v), Bytes::new()));
+                }
+                return Ok((v.file_info(), Some(v), data));
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                return Ok((self.info_not_file(url).await?, None, Bytes::new()));
+            }
+            Err(e) => e,
+        };
+        let (info, v) = self.info(url).await?;
+        match &v {
+            Some(found) if found.size > range.start => {
+                let e = self.ufs_err(UfsOp::Get, url, err);
+                tracing::info!(url, "cold GET failed, reading after a HEAD: {e}");
+            }
+            _ => tracing::debug!(url, "cold GET past the end of the object: {err}"),
+        }
+        Ok((info, v, Bytes::new()))
     }
 
     /// The direct children of `url`; a file lists as itself.
@@ -522,5 +603,65 @@ mod tests {
         std::fs::write(dir.path().join("a.bin"), b"HELLO WORLD!").unwrap();
         let err = ufs.read(&v, 0..5).await.unwrap_err();
         assert!(err.is_changed(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn one_get_gives_the_version_a_head_gives_and_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/x"), b"x").unwrap();
+        std::fs::write(dir.path().join("a.bin"), b"hello world").unwrap();
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        let root = dir.path().to_str().unwrap().to_string();
+        let ufs = ufs_for(&[&root]);
+        let m = ufs.metrics.clone();
+        let base = ufs.confine(&root).unwrap();
+        let file = format!("{base}/a.bin");
+
+        // Wider than the file: cut at its end, the version of a HEAD.
+        let (info, v, data) = ufs.info_and_read(&file, 0..4096).await.unwrap();
+        let v = v.unwrap();
+        assert_eq!(&data[..], b"hello world");
+        assert_eq!((v.size, info.length), (11, 11));
+        assert_eq!(
+            (m.ufs_requests(UfsOp::Get), m.ufs_requests(UfsOp::Head)),
+            (1, 0)
+        );
+        assert_eq!(ufs.head(&file).await.unwrap().unwrap(), v);
+        assert_eq!(info, v.file_info());
+        // Inside the file.
+        let (_, _, data) = ufs.info_and_read(&file, 6..9).await.unwrap();
+        assert_eq!(&data[..], b"wor");
+
+        // Past the end (and an empty file): the HEAD answers, no bytes, no error.
+        let before = (m.ufs_requests(UfsOp::Get), m.ufs_requests(UfsOp::Head));
+        let (_, past, data) = ufs.info_and_read(&file, 4096..8192).await.unwrap();
+        assert_eq!((past.unwrap().size, data.len()), (11, 0));
+        let empty = format!("{base}/empty");
+        let (info, ev, data) = ufs.info_and_read(&empty, 0..4096).await.unwrap();
+        assert_eq!((info.length, ev.unwrap().size, data.len()), (0, 0, 0));
+        assert_eq!(
+            (m.ufs_requests(UfsOp::Get), m.ufs_requests(UfsOp::Head)),
+            (before.0 + 2, before.1 + 2),
+            "an unsatisfiable range falls back to a HEAD"
+        );
+        assert_eq!(m.ufs_errors(UfsOp::Get), 0, "not counted as errors");
+
+        // A directory and a missing path answer as `info` does, with no HEAD.
+        let heads = m.ufs_requests(UfsOp::Head);
+        let (info, none, data) = ufs
+            .info_and_read(&format!("{base}/sub"), 0..4096)
+            .await
+            .unwrap();
+        assert!(info.is_dir() && none.is_none() && data.is_empty());
+        let err = ufs
+            .info_and_read(&format!("{base}/missing"), 0..4096)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status().as_u16(), 404, "{err}");
+        assert_eq!(m.ufs_requests(UfsOp::Head), heads);
+
+        // Bytes read later under the version the cold GET gave.
+        assert_eq!(&ufs.read(&v, 0..5).await.unwrap()[..], b"hello");
     }
 }

@@ -85,8 +85,12 @@ async fn page(
             "offset {offset} is outside the page (page size {page_size})"
         )));
     }
+    // The page's bytes: a cold file's lookup GETs them with its metadata.
+    let want = index
+        .checked_mul(page_size)
+        .map(|s| s..s.saturating_add(page_size));
     let (v, data) = cache
-        .with_version(&url, q.str("version"), |v| async move {
+        .with_version_at(&url, q.str("version"), want, |v| async move {
             cache.read_page(&v, index).await
         })
         .await?;
@@ -111,8 +115,11 @@ async fn range(
     let offset = q.u64("offset")?.unwrap_or(0);
     let length = q.u64("length")?;
     let cache = &state.cache;
+    // The bytes wanted (cut to the file once its size is known): a cold
+    // file's lookup GETs their first pages with its metadata.
+    let want = offset..length.map_or(u64::MAX, |l| offset.saturating_add(l));
     let (v, (len, stream)) = cache
-        .with_version(&url, q.str("version"), |v| async move {
+        .with_version_at(&url, q.str("version"), Some(want), |v| async move {
             let end = match length {
                 Some(l) => offset.saturating_add(l).min(v.size),
                 None => v.size,
