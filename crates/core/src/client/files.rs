@@ -1,6 +1,9 @@
 //! Whole-file reads (fsspec `cat` of many paths): one request per owner
 //! worker carrying all of its files, else one request per file.
 //!
+//! A file whose owner is on this node and has the file's head in page
+//! files on disk is read from them (`local`), with no HTTP request.
+//!
 //! Asking for the file's size first would cost a second round trip per
 //! file, and most files of a training set are small. So the first request
 //! asks for `[0, max_chunk)` of each file and lets the worker cut it at the
@@ -73,6 +76,23 @@ impl Client {
                 owners.len() - 1
             });
             owners[k].1.push(i);
+        }
+        // Same-node owners first: a file whose first `max_chunk` bytes are
+        // all in page files on disk is read from them; the rest go on below.
+        for (w, files) in owners.iter_mut() {
+            let Some(ch) = self.local_channel(w).await else {
+                continue;
+            };
+            let mine: Vec<&str> = files.iter().map(|&i| urls[i].as_str()).collect();
+            let got = self.local_heads(w, &ch, &mine);
+            let mut left = Vec::new();
+            for (i, h) in files.iter().copied().zip(got) {
+                match h {
+                    Head::Unserved => left.push(i),
+                    served => heads[i] = served,
+                }
+            }
+            *files = left;
         }
         owners.retain(|(_, files)| files.len() > 1);
         let mut pending = futures::stream::iter(owners)

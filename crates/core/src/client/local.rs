@@ -18,6 +18,10 @@
 //!   on disk, only in the worker's memory tier, a miss of its metadata)
 //!   goes over HTTP pinned to the same version. A page that fails its check
 //!   is reported to the worker, which deletes it, and read over HTTP.
+//! - **Many files.** Whole-file reads (`cat` of many paths, `cat_file`)
+//!   ask for the heads of up to [`LOCAL_BATCH`] files in one request
+//!   ([`Client::local_heads`]); a file not wholly on disk goes to the HTTP
+//!   batch of its owner.
 //! - **Blocking.** The socket round trip and the `pread`s are blocking
 //!   calls on the calling thread: the binding runs a read on the Python
 //!   thread that asked for it (`block_on`), which is where the copy belongs,
@@ -32,6 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::batch::Head;
 use super::{Client, WorkerAddr};
 use crate::local::{self as proto, FilePages, FileRange, Reply, Request};
 use crate::page_file;
@@ -39,6 +44,10 @@ use crate::page_file;
 /// How long a worker found not local (or whose socket failed) is left to
 /// HTTP before it is probed again.
 pub(super) const REPROBE: Duration = Duration::from_secs(30);
+
+/// Files per same-node request of whole-file reads (small files need one
+/// descriptor each; the worker passes at most `MAX_FDS` per reply).
+const LOCAL_BATCH: usize = 64;
 
 /// Idle connections kept per worker.
 const IDLE_CONNECTIONS: usize = 16;
@@ -382,6 +391,47 @@ impl Client {
             version: Some(f.version),
             file_size: Some(f.size),
         }
+    }
+}
+
+impl Client {
+    /// The heads (first `max_chunk` bytes) of whole-file reads of `urls`
+    /// from `w`'s page files, [`LOCAL_BATCH`] files per request: one
+    /// [`Head`] per URL, in order, [`Head::Unserved`] for a file whose head
+    /// is not wholly on disk (or failed its check), to be read over HTTP.
+    pub(super) fn local_heads(&self, w: &WorkerAddr, ch: &Channel, urls: &[&str]) -> Vec<Head> {
+        let max = self.config.max_chunk;
+        let ps = ch.page_size;
+        let mut out: Vec<Head> = urls.iter().map(|_| Head::Unserved).collect();
+        for (g, group) in urls.chunks(LOCAL_BATCH).enumerate() {
+            let files = group
+                .iter()
+                .map(|u| FileRange {
+                    url: u.to_string(),
+                    version: None,
+                    start: 0,
+                    end: max,
+                })
+                .collect();
+            let Some(answers) = self.local_pages(w, ch, files) else {
+                break;
+            };
+            for (k, (f, fds)) in answers.into_iter().enumerate() {
+                let want = f.size.min(max);
+                if f.status != "ok" || f.first_page != 0 || u64::from(f.pages) < want.div_ceil(ps) {
+                    continue;
+                }
+                let mut data = vec![0u8; want as usize];
+                if self.copy_pages(ch, &f, fds, 0, want, &mut data) == want {
+                    out[g * LOCAL_BATCH + k] = Head::Served {
+                        data,
+                        size: Some(f.size),
+                        version: Some(f.version),
+                    };
+                }
+            }
+        }
+        out
     }
 }
 

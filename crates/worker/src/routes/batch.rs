@@ -128,7 +128,8 @@ async fn head(
     let cache = &state.cache;
     let url = cache.confine(&file.path)?;
     let (v, pieces) = cache
-        .with_version(&url, file.version.as_deref(), |v| async move {
+        // A cold file's head is then one UFS GET that also names its version.
+        .with_version_at(&url, file.version.as_deref(), Some(0..limit), |v| async move {
             let end = v.size.min(limit);
             let mut stream = cache.read_range(&v, 0..end).await?;
             let mut pieces = Vec::new();
