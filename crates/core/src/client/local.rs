@@ -18,6 +18,10 @@
 //!   on disk, only in the worker's memory tier, a miss of its metadata)
 //!   goes over HTTP pinned to the same version. A page that fails its check
 //!   is reported to the worker, which deletes it, and read over HTTP.
+//! - **Small slices go over HTTP.** Every page touched is read and
+//!   verified whole, so a read of less than a quarter of the page data it
+//!   touches (a 4 KiB random read) is left to HTTP, where the worker answers
+//!   from its memory tier of verified pages ([`worth_verifying`]).
 //! - **Many files.** Whole-file reads (`cat` of many paths, `cat_file`)
 //!   ask for the heads of up to [`LOCAL_BATCH`] files in one request
 //!   ([`Client::local_heads`]); a file not wholly on disk goes to the HTTP
@@ -385,6 +389,11 @@ impl Client {
         if f.status != "ok" || version.is_some_and(|v| v != f.version) {
             return LocalRead::default();
         }
+        if !worth_verifying(ch.page_size, f.size, start, end) {
+            // A small slice of a page: verifying the whole page here costs
+            // more than the worker's answer from its verified memory tier.
+            return LocalRead::default();
+        }
         let written = self.copy_pages(ch, &f, fds, start, end, dst);
         LocalRead {
             written,
@@ -435,6 +444,22 @@ impl Client {
     }
 }
 
+/// Whether reading `[start, end)` of a file of `size` from page files pays:
+/// every page touched is read and verified whole, so the bytes wanted must
+/// be at least a quarter of the page data touched (a 4 KiB random read of a
+/// 1 MiB page goes over HTTP; a whole small file, or a large read that is
+/// not page aligned, is read locally).
+fn worth_verifying(page_size: u64, size: u64, start: u64, end: u64) -> bool {
+    let end = end.min(size);
+    if start >= end {
+        return true;
+    }
+    let first = start / page_size * page_size;
+    let last = ((end - 1) / page_size + 1) * page_size;
+    let touched = last.min(size) - first;
+    4 * (end - start) >= touched
+}
+
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -482,4 +507,20 @@ fn read_page(
         dst.copy_from_slice(&page[want.start as usize..want.end as usize]);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_verifying;
+
+    #[test]
+    fn small_slices_of_pages_are_not_worth_verifying() {
+        let p = 1 << 20;
+        assert!(!worth_verifying(p, 100 << 20, 5 << 20, (5 << 20) + 4096));
+        assert!(worth_verifying(p, 100 << 10, 0, 8 << 20), "a whole small file");
+        assert!(worth_verifying(p, 100 << 20, 12345, 12345 + (8 << 20)), "a large unaligned read");
+        assert!(worth_verifying(p, 100 << 20, 0, p / 4));
+        assert!(!worth_verifying(p, 100 << 20, 0, p / 4 - 1));
+        assert!(worth_verifying(p, 10, 20, 30), "past the end");
+    }
 }
