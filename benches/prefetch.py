@@ -1,7 +1,7 @@
 """Known-order prefetch (``fs.prefetch``): a cold and a warm epoch of small files,
 read in order without prefetch and with it, per way of keeping ``depth`` reads
 in flight (a thread per read, or fewer threads handing batches to the native
-``read_files``): wall time, and the client process's CPU time (Python and the
+``read_ranges``): wall time, and the client process's CPU time (Python and the
 native client's I/O threads together, from ``getrusage``).
 
 The UFS is the local S3 server (Garage, else moto) behind

@@ -498,6 +498,24 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                 raise out[i]  # type: ignore[misc]
         return out
 
+    def _read_heads(self, urls: list[str], limits: list[int]) -> list[bytes | Exception]:
+        """The first ``limits[i]`` bytes of each file (all of a smaller one), one
+        request each up to ``max_chunk``: the prefetch's read of files of unknown size.
+
+        The worker cuts each answer at the end of its file, so a result shorter
+        than its limit is the whole file. Errors are returned, and a file no
+        worker could serve is read from the UFS, as :meth:`_read_whole` does.
+        """
+        out = self._client().read_ranges(urls, [0] * len(urls), limits, self._fallback())
+        for i, r in enumerate(out):
+            if isinstance(r, ConnectionError) and self.options.fallback:
+                data = self.target_fs.cat_file(self._target_path(urls[i]), start=0, end=limits[i])
+                self.counters.add("ufs_fallback_reads")
+                self.counters.add("ufs_fallback_bytes", len(data))
+                self._log_new_fallbacks()
+                out[i] = data
+        return out
+
     def cat_ranges(
         self,
         paths: list[str],

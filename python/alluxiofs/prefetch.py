@@ -9,17 +9,27 @@ bandwidth, not one UFS round trip after another.
 Design notes
 ------------
 * **Window.** Each path of the order is an entry. At most ``depth`` entries
-  are *active* (being sized, being read, or read and waiting for the
-  consumer), and the bytes of the entries being read or held never exceed
-  ``max_bytes``: an entry's size is asked of the workers (``info``, one small
-  request the worker needs anyway to key its pages) before its bytes are
-  reserved. Reservations are made strictly in order, so the bytes held always
-  belong to files the consumer reads before the one waiting for budget; a
-  file bigger than ``max_bytes`` is not held (the consumer reads it as usual).
+  are *active* (waiting for budget, being read, or read and waiting for the
+  consumer), and the bytes held or reserved for reads in flight never exceed
+  ``max_bytes``. No size is asked first (an ``info`` of a cold file costs the
+  worker a UFS HEAD before the GET): a file's first read asks for its first
+  ``L`` bytes and reserves ``L``, a little more than the largest recent file
+  (:meth:`Prefetch._probe_limit`, at most ``max_chunk``: one request). The
+  worker cuts the answer at the end of the file, so a file shorter than ``L``
+  arrives whole (one worker request, one UFS GET when cold) and its
+  reservation settles to its size; a read never brings more than it
+  reserved, so the bound holds exactly. A file at least ``L`` long gives its
+  bytes back, is sized (``info``: the worker has its metadata from the read)
+  and read whole when its size fits, before any later file's first read.
+  Reservations are made strictly in order, so the bytes held always belong
+  to files the consumer reads before the one waiting for budget; a file
+  bigger than ``max_bytes`` is not held (the consumer reads it as usual).
+  What ``open()`` needs of a prefetched file (name, size, type) comes from
+  the bytes and the path.
 * **Consumption.** ``fs.cat_file(path)`` (whole file) and ``fs.open(path)``
   take the first unconsumed entry of ``path``: a read entry is returned from
-  memory and released; one being sized or read is waited for (one sized and
-  within budget is sent at once, ahead of its turn); one the window has not
+  memory and released; one being read or sized is waited for (one waiting
+  whose read fits the budget is sent at once, ahead of its turn); one the window has not
   reached, or that the budget holds back, is a *miss* (the caller reads it as
   usual, and the entry leaves the order). Ranged reads are never served
   from here (they leave the entry for the whole-file read that follows).
@@ -27,17 +37,17 @@ Design notes
   + 1`` that is still waiting (counted ``wasted`` if it was read): files
   consumed out of order within ``depth`` are still hits, files skipped or
   never consumed cannot wedge the window.
-* **Errors** are not raised in the background. A file whose size cannot be
-  asked is left to the consumer's own read, which raises what ``cat_file``
-  raises; a read that fails keeps its exception, raised when that file is
-  consumed. Both are what ``cat_file`` of that file raises, because the
-  fetch *is* the filesystem's whole-file read (``_read_whole``: the native
-  ``read_files`` with the UFS fallback).
+* **Errors** are not raised in the background. A read that fails (a missing
+  path, a directory) keeps its exception, raised when that file is consumed;
+  it is what ``cat_file`` of that file raises, because the first read goes
+  the same way through the workers (``_read_heads``: the native
+  ``read_ranges`` with the UFS fallback of ``_read_whole``). A big file whose
+  size cannot be asked is left to the consumer's own read.
 * **Threads.** A pool of ``threads`` (default ``depth``) threads runs the
-  ``info`` and read calls; the native client releases the GIL, so ``depth``
-  requests are in flight with the Python threads asleep in the binding.
-  ``batch > 1`` hands up to ``batch`` consecutive files to one native
-  ``read_files`` call instead (fewer Python threads, the binding's own
+  reads (and the rare ``info``); the native client releases the GIL, so
+  ``depth`` requests are in flight with the Python threads asleep in the
+  binding. ``batch > 1`` hands up to ``batch`` consecutive first reads to one
+  native ``read_ranges`` call instead (fewer Python threads, the binding's own
   concurrency); ``benches/prefetch.py`` measures both.
 * **Processes.** A prefetch belongs to the process that started it: a forked
   child (a ``DataLoader`` worker) sees none of its parent's prefetches (their
@@ -50,6 +60,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -62,9 +73,17 @@ if TYPE_CHECKING:
 DEFAULT_DEPTH = 8
 DEFAULT_MAX_BYTES = 256 << 20
 
-# Entry states. Active (in the window): SIZING, SIZED, READING, DONE.
-_NEW, _SIZING, _SIZED, _READING, _DONE, _PASS, _TAKEN, _GONE = range(8)
-_ACTIVE = (_SIZING, _SIZED, _READING, _DONE)
+# The first read of a file is for at most this many bytes before any size was seen.
+FIRST_GUESS = 256 << 10
+# The smallest first read (unless max_bytes / depth is smaller).
+_MIN_PROBE = 64 << 10
+# First reads are sized from the largest of this many recent files.
+_RECENT = 32
+
+# Entry states. Active (in the window): WAIT, PROBING, SIZING, SIZED, READING, DONE.
+_NEW, _WAIT, _PROBING, _SIZING, _SIZED, _READING, _DONE, _PASS, _TAKEN, _GONE = range(10)
+_ACTIVE = (_WAIT, _PROBING, _SIZING, _SIZED, _READING, _DONE)
+_IN_FLIGHT = (_PROBING, _SIZING, _READING)
 
 _COUNTERS = (
     "files_prefetched",  # read into memory (or failed and kept its error)
@@ -73,21 +92,24 @@ _COUNTERS = (
     "hit_bytes",
     "misses",  # consumed before its read started: read as usual
     "errors",  # reads that failed; raised when consumed
-    "skipped",  # not held: bigger than max_bytes, a directory, or info failed
+    "skipped",  # not held: bigger than max_bytes, or its info failed
+    "sized_files",  # bigger than their first read: sized (info) and read again
     "wasted_files",  # read, never consumed (skipped over, or closed)
     "wasted_bytes",
 )
 
 
 class _Entry:
-    __slots__ = ("data", "error", "index", "info", "path", "size", "state", "url", "zombie")
+    __slots__ = ("data", "error", "held", "index", "info", "path", "size", "state", "url",
+                 "zombie")  # fmt: skip
 
     def __init__(self, index: int, path: str, url: str) -> None:
         self.index = index
         self.path = path
         self.url = url
         self.state = _NEW
-        self.size = 0
+        self.size = 0  # the file's size, once known
+        self.held = 0  # bytes of the budget this entry holds (reserved or read)
         self.info: dict[str, Any] | None = None
         self.data: bytes | None = None
         self.error: BaseException | None = None
@@ -209,6 +231,9 @@ class Prefetch:
         self._max_held_files = 0
         self._max_held_bytes = 0
         self._counts = dict.fromkeys(_COUNTERS, 0)
+        self._recent: deque[int] = deque(maxlen=_RECENT)  # sizes of the last files read
+        self._sized: list[_Entry] = []  # entries SIZED, waiting for budget, in order
+        self._max_chunk = max(1, int(fs.options.max_chunk))
         nthreads = max(1, int(threads) if threads is not None else depth)
         self._pool = ThreadPoolExecutor(nthreads, thread_name_prefix="alluxiofs-prefetch")
         st = _state(fs, create=True)
@@ -329,22 +354,27 @@ class Prefetch:
         self._passed(e.index)
         self._pump()  # what the consumer passed made room: ``e`` may be admitted now
         while not self._closed:
-            if e.state == _SIZED and self._held_bytes + e.size <= self.max_bytes:
-                self._start_read(e)  # wanted now: it goes before the files ahead of it
-            if e.state not in (_SIZING, _READING):
+            # Wanted now: it goes before the files ahead of it, if the budget has room.
+            if e.state == _WAIT:
+                limit = self._probe_limit()
+                if self._held_bytes + limit <= self.max_bytes:
+                    self._send(e, limit, first=True)
+            elif e.state == _SIZED and self._held_bytes + e.size <= self.max_bytes:
+                self._send(e, e.size, first=False)
+            if e.state not in _IN_FLIGHT:
                 break
             self._cond.wait()
         if e.state == _DONE:
             self._leave(e, _TAKEN)
-            self._release(e.size)
+            self._release(e)
             if e.error is None:
                 self._counts["hits"] += 1
                 self._counts["hit_bytes"] += e.size
             served: _Entry | None = e
-        elif e.state == _READING:
+        elif e.state in (_PROBING, _READING):
             served = None  # closed while it was read: the read's return drops it
         else:
-            if e.state in (_NEW, _SIZING, _SIZED):
+            if e.state in (_NEW, _WAIT, _SIZING, _SIZED):
                 self._counts["misses"] += 1
             self._leave(e, _TAKEN)
             served = None
@@ -373,17 +403,36 @@ class Prefetch:
             if e.error is None:
                 self._counts["wasted_files"] += 1
                 self._counts["wasted_bytes"] += e.size
-            self._release(e.size)
+            self._release(e)
             e.data = e.error = None
             self._leave(e, _GONE)
-        elif e.state == _READING:
+        elif e.state in (_PROBING, _READING):
             e.zombie = True  # still counted (window, bytes) until its read returns
         elif e.state not in (_TAKEN, _GONE):
             self._leave(e, _GONE)
 
-    def _release(self, n: int) -> None:
+    def _hold(self, e: _Entry, n: int) -> None:
+        """``e`` holds ``n`` bytes of the budget from now on (lock held)."""
+        self._held_bytes += n - e.held
+        e.held = n
+        self._max_held_bytes = max(self._max_held_bytes, self._held_bytes)
+
+    def _release(self, e: _Entry) -> None:
         self._held_files -= 1
-        self._held_bytes -= n
+        self._held_bytes -= e.held
+        e.held = 0
+
+    def _probe_limit(self) -> int:
+        """How many bytes a file's first read asks for (and reserves): a little
+        more than the largest recent file, so that nearly every file is read
+        whole by it; never more than ``max_chunk`` (one request) or ``max_bytes``."""
+        if self._recent:
+            biggest = max(self._recent)
+            limit = biggest + biggest // 8 + 1
+        else:
+            limit = FIRST_GUESS
+        limit = max(limit, min(_MIN_PROBE, max(1, self.max_bytes // self.depth)))
+        return max(1, min(limit, self._max_chunk, self.max_bytes))
 
     def _pump(self) -> None:
         """Admit entries into the window, reserve bytes in order, send reads (lock held)."""
@@ -394,42 +443,47 @@ class Prefetch:
             e = entries[self._next]
             self._next += 1
             if e.state == _NEW:
-                e.state = _SIZING
+                e.state = _WAIT
                 self._active += 1
-                self._pool.submit(self._size, e)
-        batch: list[_Entry] = []
-        while self._rnext < self._next:
-            e = entries[self._rnext]
-            if e.state == _SIZING:
-                break  # its size is not known yet: later files wait, in order
-            if e.state == _SIZED:
-                if e.size > self.max_bytes:
-                    self._counts["skipped"] += 1
-                    self._leave(e, _PASS)
-                elif self._held_bytes + e.size > self.max_bytes:
-                    break  # the budget frees as the files before it are consumed
-                else:
-                    self._reserve(e)
+        # Files found bigger than their first read go first: they are before
+        # every file still waiting for its first read.
+        self._sized = [e for e in self._sized if e.state == _SIZED]
+        while self._sized:
+            e = self._sized[0]
+            if self._held_bytes + e.size > self.max_bytes:
+                break
+            self._sized.pop(0)
+            self._send(e, e.size, first=False)
+        if not self._sized:
+            batch: list[_Entry] = []
+            while self._rnext < self._next:
+                e = entries[self._rnext]
+                if e.state == _WAIT:
+                    limit = self._probe_limit()
+                    if self._held_bytes + limit > self.max_bytes:
+                        break  # the budget frees as the files before it are consumed
+                    self._reserve(e, limit, _PROBING)
                     batch.append(e)
                     if len(batch) >= self.batch:
-                        self._pool.submit(self._read, batch)
+                        self._pool.submit(self._probe, batch)
                         batch = []
-            self._rnext += 1
-        if batch:
-            self._pool.submit(self._read, batch)
+                self._rnext += 1
+            if batch:
+                self._pool.submit(self._probe, batch)
         if self._next >= len(entries) and self._active == 0:
             self._finish()
 
-    def _reserve(self, e: _Entry) -> None:
-        e.state = _READING
+    def _reserve(self, e: _Entry, n: int, state: int) -> None:
+        e.state = state
         self._held_files += 1
-        self._held_bytes += e.size
+        self._hold(e, n)
         self._max_held_files = max(self._max_held_files, self._held_files)
-        self._max_held_bytes = max(self._max_held_bytes, self._held_bytes)
 
-    def _start_read(self, e: _Entry) -> None:
-        self._reserve(e)
-        self._pool.submit(self._read, [e])
+    def _send(self, e: _Entry, n: int, first: bool) -> None:
+        """Reserve ``n`` bytes for ``e`` and send its read alone: its first read
+        (``first``) or the whole read of a file whose size is known."""
+        self._reserve(e, n, _PROBING if first else _READING)
+        self._pool.submit(self._probe if first else self._read, [e])
 
     def _finish(self) -> None:
         """Nothing held, nothing left to send: let the threads and the fs go (lock held)."""
@@ -448,7 +502,60 @@ class Prefetch:
             st.max_held_files = max(st.max_held_files, self._max_held_files)
             st.max_held_bytes = max(st.max_held_bytes, self._max_held_bytes)
 
+    def _returned(self) -> None:
+        """After a read's results are in (lock held)."""
+        self._cond.notify_all()
+        if self._closed:
+            self._finish()
+        else:
+            self._pump()
+
+    def _done(self, e: _Entry, r: Any, info: dict[str, Any] | None) -> None:
+        """``e``'s read returned ``r`` (bytes or an exception; lock held)."""
+        if isinstance(r, BaseException):
+            e.error = r
+            self._hold(e, 0)
+            self._counts["errors"] += 1
+        else:
+            e.data = r
+            e.size = len(r)
+            self._hold(e, len(r))  # settle the reservation to what was read
+            e.info = info if info is not None else {
+                "name": self._fs._name(e.url), "size": len(r), "type": "file", "ufs_path": e.url,
+            }  # fmt: skip
+            if len(r) <= self.max_bytes:
+                self._recent.append(len(r))
+            self._counts["files_prefetched"] += 1
+            self._counts["bytes_prefetched"] += len(r)
+        e.state = _DONE
+        if e.zombie or self._closed:
+            self._drop(e)
+
     # ----------------------------------------------------------- pool threads
+
+    def _probe(self, batch: Sequence[_Entry]) -> None:
+        """First reads: each file's first ``held`` bytes, the whole file when it is smaller."""
+        limits = [e.held for e in batch]
+        try:
+            results: list[Any] = self._fs._read_heads([e.url for e in batch], limits)
+        except BaseException as err:
+            results = [err] * len(batch)
+        with self._cond:
+            for e, r, limit in zip(batch, results, limits, strict=True):
+                if e.state != _PROBING:
+                    continue  # cannot happen: only this read moves an entry on from PROBING
+                if isinstance(r, BaseException) or len(r) < limit:
+                    self._done(e, r, None)
+                    continue
+                # Bigger than its first read (or exactly as big): size it, read it whole.
+                self._release(e)
+                if e.zombie or self._closed:
+                    self._leave(e, _GONE)
+                    continue
+                e.state = _SIZING
+                self._counts["sized_files"] += 1
+                self._pool.submit(self._size, e)
+            self._returned()
 
     def _size(self, e: _Entry) -> None:
         fs = self._fs
@@ -459,16 +566,20 @@ class Prefetch:
         with self._cond:
             if e.state != _SIZING:
                 return
-            if info is None or info.get("type") != "file":
+            if info is None or info.get("type") != "file" or int(info["size"]) > self.max_bytes:
                 self._counts["skipped"] += 1
                 self._leave(e, _PASS)
             else:
                 e.info = info
                 e.size = int(info["size"])
                 e.state = _SIZED
+                self._sized.append(e)
+                self._sized.sort(key=lambda x: x.index)
+            self._cond.notify_all()
             self._pump()
 
     def _read(self, batch: Sequence[_Entry]) -> None:
+        """Whole reads of files whose size is known (bigger than their first read)."""
         try:
             results: list[Any] = self._fs._read_whole([e.url for e in batch], on_error="return")
         except BaseException as err:
@@ -477,25 +588,10 @@ class Prefetch:
             for e, r in zip(batch, results, strict=True):
                 if e.state != _READING:
                     continue  # cannot happen: only this read moves an entry on from READING
-                if isinstance(r, BaseException):
-                    e.error = r
-                    self._counts["errors"] += 1
-                else:
-                    e.data = r
-                    # The file changed size since its info: hold what was read.
-                    self._held_bytes += len(r) - e.size
-                    self._max_held_bytes = max(self._max_held_bytes, self._held_bytes)
-                    e.size = len(r)
-                    self._counts["files_prefetched"] += 1
-                    self._counts["bytes_prefetched"] += len(r)
-                e.state = _DONE
-                if e.zombie or self._closed:
-                    self._drop(e)
-            self._cond.notify_all()
-            if self._closed:
-                self._finish()
-            else:
-                self._pump()
+                # A file that changed size since its info: what was read is held.
+                self._done(e, r, None if isinstance(r, BaseException) else
+                           dict(e.info or {}, size=len(r)))  # fmt: skip
+            self._returned()
 
 
 class PrefetchedFile(AbstractBufferedFile):
