@@ -227,7 +227,9 @@ impl Client {
     }
 
     async fn find_local(&self, w: &WorkerAddr) -> Option<Channel> {
-        let body = self.get_text(w, "/healthz").await.ok()?;
+        // Not a read request: the probe is not counted in the stats.
+        let req = super::Req::get("/healthz", "/healthz").uncounted();
+        let body = self.send_text(w, req).await.ok()?;
         let health: serde_json::Value = serde_json::from_str(&body).ok()?;
         let socket = health.get("local_socket")?.as_str()?.to_string();
         let boot = health.get("boot_id")?.as_str()?;

@@ -260,7 +260,7 @@ YAML > default.",
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
 _MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
 _ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
-_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH.\n\
+_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH, _LOCAL_SOCKET, _LOCAL_UIDS.\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
     )]
     pub struct Cli;
@@ -373,7 +373,7 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         yaml: local_socket,
         check: |_, v: String| crate::config::LocalSocket::parse(&v),
         set: |c, v| c.local_socket = v,
-        default: "auto",
+        default: "`auto`",
     }
     local_uids: String {
         flag: "Uids besides the worker's own that may read through the local socket, comma separated (a client with the auth token may too)."
