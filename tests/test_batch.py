@@ -53,7 +53,9 @@ def test_cat_of_many_files_is_one_request_per_owner(
     make_fs, start_worker, bucket_mount, small_files, n_workers
 ):
     workers = [start_worker(bucket_mount) for _ in range(n_workers)]
-    fs = make_fs(workers, max_chunk=MAX_CHUNK)
+    # The HTTP batch (a worker on this node is otherwise read from its page files
+    # once warm: tests/test_local_reads.py).
+    fs = make_fs(workers, max_chunk=MAX_CHUNK, local_reads=False)
     paths = sorted(small_files)
     big = next(p for p in paths if p.endswith("big.bin"))
     missing = paths[0].rsplit("/", 1)[0] + "/missing.bin"
@@ -157,7 +159,7 @@ def test_a_worker_killed_mid_batch_still_gives_every_file(
 ):
     env = {"AWS_ENDPOINT": slow_s3, "AWS_ENDPOINT_URL": slow_s3}
     workers = [start_worker(bucket_mount, env=env) for _ in range(2)]
-    fs = make_fs(workers, replicas=2)
+    fs = make_fs(workers, replicas=2, local_reads=False)
     paths = sorted(p for p in small_files if "/small/" in p)[:400]
     victim = workers[0]
     mine = [p for p in paths if fs.workers_for(p)[0] == victim.addr]
@@ -203,7 +205,7 @@ def test_warm_cat_batched_vs_per_file(make_fs, start_worker, bucket_mount, small
     """A sanity ratio (debug build, shared CPUs): warm whole-file reads of 1,000 small
     files, batched vs the per-file path, in the same run on the same worker."""
     workers = [start_worker(bucket_mount)]
-    fs = make_fs(workers)
+    fs = make_fs(workers, local_reads=False)
     paths = sorted(p for p in small_files if "/small/" in p)
     urls = [fs._resolve(p)[0] for p in paths]
     client = fs._client()

@@ -77,8 +77,9 @@ def test_workers_on_three_addresses(three_hosts, tmp_path):
             ready = tmp_path / f"w{i}.json"
             sock_dir = tmp_path / f"s{i}"
             sock_dir.mkdir()
-            cmd = ["ip", "netns", "exec", ns, "sh", "-c", 'mount -t tmpfs tmpfs "$0" && shift && exec "$@"',
-                   str(sock_dir), "--", *worker_command(), "--host", addr, "--port", "0",
+            hide = 'mount -t tmpfs tmpfs "$0" && shift && exec "$@"'
+            cmd = ["ip", "netns", "exec", ns, "sh", "-c", hide, str(sock_dir), "--",
+                   *worker_command(), "--host", addr, "--port", "0",
                    "--mount", f"file://{data_dir}", "--cache-dir", str(tmp_path / f"c{i}"),
                    "--local-socket", str(sock_dir / "w.sock"),
                    "--ready-file", str(ready)]  # fmt: skip

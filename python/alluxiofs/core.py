@@ -708,7 +708,8 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
     def stats(self) -> dict[str, Any]:
         """Counters of this process's client: bytes and requests served by the
         workers (``bytes_read``, of which ``bytes_local`` were read from the page
-        files of a worker on this node and ``bytes_remote`` came over HTTP), retries, fallbacks to the UFS per worker, UFS fallback bytes;
+        files of a worker on this node and ``bytes_remote`` came over HTTP), retries,
+        fallbacks to the UFS per worker, UFS fallback bytes;
         write-throughs (``writes``, ``write_bytes``, ``write_pages_cached``,
         ``write_fallbacks`` per worker); and what the workers saved the UFS since
         this filesystem was made (``ufs_requests_saved``, ``bytes_saved``, details

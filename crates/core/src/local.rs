@@ -217,7 +217,7 @@ pub fn send<T: Serialize>(
 pub fn recv<T: for<'de> Deserialize<'de>>(
     sock: &UnixStream,
 ) -> std::io::Result<Option<(T, Vec<OwnedFd>)>> {
-    let mut first = vec![0u8; 64 * 1024];
+    let mut first = vec![0u8; 8 * 1024];
     let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let got = rustix::net::recvmsg(

@@ -203,7 +203,10 @@ async fn registers_in_the_alluxio_layout_and_keeps_the_lease_alive() {
         "WorkerNetAddress": {
             "Host": "127.0.0.1", "ContainerHost": "", "RpcPort": 29999, "DataPort": 29997,
             "SecureRpcPort": 0, "NettyDataPort": 29997, "WebPort": 30000,
-            "DomainSocketPath": "", "HttpServerPort": port
+            // The same-node read socket (an alluxiofs addition in Alluxio's field).
+            "DomainSocketPath": alluxiofs_worker::config::LocalSocket::Auto
+                .resolve("127.0.0.1", port).unwrap().display().to_string(),
+            "HttpServerPort": port
         },
         "State": "AUTHORIZED",
         "GenerationNumber": -1,

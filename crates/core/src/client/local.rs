@@ -519,8 +519,14 @@ mod tests {
     fn small_slices_of_pages_are_not_worth_verifying() {
         let p = 1 << 20;
         assert!(!worth_verifying(p, 100 << 20, 5 << 20, (5 << 20) + 4096));
-        assert!(worth_verifying(p, 100 << 10, 0, 8 << 20), "a whole small file");
-        assert!(worth_verifying(p, 100 << 20, 12345, 12345 + (8 << 20)), "a large unaligned read");
+        assert!(
+            worth_verifying(p, 100 << 10, 0, 8 << 20),
+            "a whole small file"
+        );
+        assert!(
+            worth_verifying(p, 100 << 20, 12345, 12345 + (8 << 20)),
+            "a large unaligned read"
+        );
         assert!(worth_verifying(p, 100 << 20, 0, p / 4));
         assert!(!worth_verifying(p, 100 << 20, 0, p / 4 - 1));
         assert!(worth_verifying(p, 10, 20, 30), "past the end");

@@ -129,15 +129,20 @@ async fn head(
     let url = cache.confine(&file.path)?;
     let (v, pieces) = cache
         // A cold file's head is then one UFS GET that also names its version.
-        .with_version_at(&url, file.version.as_deref(), Some(0..limit), |v| async move {
-            let end = v.size.min(limit);
-            let mut stream = cache.read_range(&v, 0..end).await?;
-            let mut pieces = Vec::new();
-            while let Some(piece) = stream.next().await {
-                pieces.push(piece?);
-            }
-            Ok(pieces)
-        })
+        .with_version_at(
+            &url,
+            file.version.as_deref(),
+            Some(0..limit),
+            |v| async move {
+                let end = v.size.min(limit);
+                let mut stream = cache.read_range(&v, 0..end).await?;
+                let mut pieces = Vec::new();
+                while let Some(piece) = stream.next().await {
+                    pieces.push(piece?);
+                }
+                Ok(pieces)
+            },
+        )
         .await?;
     Ok((v.size, v.version, pieces))
 }
