@@ -401,7 +401,7 @@ impl ReadThrough {
     /// [`Self::with_version`] for a read of bytes `want` (cut to the file
     /// by `read` itself; `u64::MAX` as the end means "to the end"): a
     /// metadata miss on a cold file is then one GET that also brings the
-    /// first pages of `want` (see [`Self::cold_range`]), so a cold read of
+    /// first pages of `want` (see `cold_range`), so a cold read of
     /// a small file costs one UFS request.
     pub async fn with_version_at<T, F, Fut>(
         self: &Arc<Self>,

@@ -411,7 +411,7 @@ impl PageReader {
     ///
     /// The read that follows finds them cached; so that each page from the
     /// UFS still counts as one miss and no hit, the first serving of each
-    /// stored page is counted as the miss ([`Owed`]).
+    /// stored page is counted as the miss (`Owed`).
     pub async fn store_fetched(&self, v: &ObjectVersion, start: u64, data: &Bytes) -> Vec<PageKey> {
         let p = self.page_size;
         if data.is_empty() || !start.is_multiple_of(p) {
