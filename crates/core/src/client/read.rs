@@ -227,7 +227,16 @@ impl Client {
         let mut pinned = version.map(str::to_string);
         let mut walk = Walk::new(self, prefs, deadline);
         while let Some(w) = walk.worker() {
-            if let Some(ch) = self.local_channel(w).await {
+            let small_slice =
+                range.end - cur < self.config.page_size / 4 && cur % self.config.page_size != 0;
+            // A small slice inside a page would be sent to HTTP after the
+            // socket's answer anyway (`worth_verifying`): skip the round trip.
+            let ch = if small_slice {
+                None
+            } else {
+                self.local_channel(w).await
+            };
+            if let Some(ch) = ch {
                 let at = (cur - range.start) as usize;
                 let got = self.read_local(
                     w,
