@@ -162,24 +162,14 @@ pub(super) fn read_and_touch(path: &Path) -> std::io::Result<Vec<u8>> {
     let meta = f.metadata()?;
     let mut raw = Vec::with_capacity(meta.len() as usize);
     f.read_to_end(&mut raw)?;
-    let now = std::time::SystemTime::now();
-    let stale = meta
-        .modified()
-        .ok()
-        .and_then(|m| now.duration_since(m).ok())
-        .is_some_and(|age| age > TOUCH_AFTER);
-    if stale {
-        let _ = f.set_modified(now);
-    }
+    touch_if_stale(&f, &meta);
     Ok(raw)
 }
 
-/// Open a page file read-only (to pass its descriptor to a same-node
-/// reader); refresh its mtime as [`read_and_touch`] does (the owner may set
-/// the times of a file it opened read-only).
-pub(super) fn open_and_touch(path: &Path) -> std::io::Result<std::fs::File> {
-    let f = std::fs::File::open(path)?;
-    let meta = f.metadata()?;
+/// Refresh the mtime of the open page file `f` when it is older than
+/// [`TOUCH_AFTER`] (best effort; the owner may set the times of a file it
+/// opened read-only).
+fn touch_if_stale(f: &std::fs::File, meta: &std::fs::Metadata) {
     let now = std::time::SystemTime::now();
     let stale = meta
         .modified()
@@ -189,6 +179,13 @@ pub(super) fn open_and_touch(path: &Path) -> std::io::Result<std::fs::File> {
     if stale {
         let _ = f.set_modified(now);
     }
+}
+
+/// Open a page file read-only (to pass its descriptor to a same-node
+/// reader); refresh its mtime as [`read_and_touch`] does.
+pub(super) fn open_and_touch(path: &Path) -> std::io::Result<std::fs::File> {
+    let f = std::fs::File::open(path)?;
+    touch_if_stale(&f, &f.metadata()?);
     Ok(f)
 }
 

@@ -228,16 +228,7 @@ impl PageStore {
             lock(&self.index).touch(id);
             return Some(b);
         }
-        let dir = {
-            let mut idx = lock(&self.index);
-            let e = idx.entries.get(&id)?;
-            if e.pending {
-                return None;
-            }
-            let dir = e.dir;
-            idx.touch(id);
-            dir
-        };
+        let dir = self.touch_on_disk(id)?;
         let path = self.page_path(dir, id);
         let raw = match read_and_touch(&path) {
             Ok(raw) => raw,
@@ -279,16 +270,7 @@ impl PageStore {
         if self.expired(id, key.url(), true) {
             return None;
         }
-        let dir = {
-            let mut idx = lock(&self.index);
-            let e = idx.entries.get(&id)?;
-            if e.pending {
-                return None;
-            }
-            let dir = e.dir;
-            idx.touch(id);
-            dir
-        };
+        let dir = self.touch_on_disk(id)?;
         let path = self.page_path(dir, id);
         match open_and_touch(&path) {
             Ok(f) => Some(f),
@@ -317,6 +299,19 @@ impl PageStore {
         self.metrics.evicted(EvictReason::Corrupt, 1);
         self.drop_entry(id, dir, &path);
         true
+    }
+
+    /// The directory of the settled disk page `id`, touched for eviction
+    /// as a read; `None` when it is not indexed or still being written.
+    fn touch_on_disk(&self, id: PageId) -> Option<usize> {
+        let mut idx = lock(&self.index);
+        let e = idx.entries.get(&id)?;
+        if e.pending {
+            return None;
+        }
+        let dir = e.dir;
+        idx.touch(id);
+        Some(dir)
     }
 
     fn drop_entry(&self, id: PageId, dir: usize, path: &Path) {
