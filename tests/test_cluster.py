@@ -102,8 +102,13 @@ def test_worker_killed_and_restarted(make_fs, start_worker, bucket_mount, etcd_s
     for p in owned:
         assert fs.workers_for(p) == [victim.addr]
         assert fs.cat_file(p) == dataset.small[p]
-    # Its pages were on disk: no data GET from the UFS since the restart.
-    assert victim.metric("alluxiofs_ufs_requests_total", op="get") == 0
+    # Its pages were on disk: no data read from the UFS since the restart. (An
+    # empty file it owns has no page on disk: its cold lookup is one GET, answered
+    # 416 with no bytes, then a HEAD.)
+    assert victim.metric("alluxiofs_ufs_bytes_total") == 0
+    empty_owned = [p for p in dataset.small if not dataset.small[p]
+                   and fs.workers_for(p) == [victim.addr]]  # fmt: skip
+    assert victim.metric("alluxiofs_ufs_requests_total", op="get") <= len(empty_owned)
     assert victim.metrics()["alluxiofs_bytes_served_total"] >= sum(
         len(dataset.small[p]) for p in owned
     )

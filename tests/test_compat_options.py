@@ -203,7 +203,7 @@ def test_client_defaults_are_declared_once_in_rust():
         "page_size": 1 << 20, "vnodes": 5, "replicas": 1, "connect_timeout": 2.0,
         "request_timeout": 30.0, "retries": 2, "max_chunk": 8 << 20, "max_parallel": 16,
         "coalesce_gap": 1 << 20, "auth_token": None, "readahead_initial": 1 << 20,
-        "readahead_max": 64 << 20, "placement": None,
+        "readahead_max": 64 << 20, "local_reads": True, "placement": None,
     }  # fmt: skip
     assert ClientOptions().native_options() == defaults
     with pytest.raises(ValueError, match=r"pagesize.*page_size, vnodes"):

@@ -306,7 +306,7 @@ impl Metrics {
         );
         counter(
             "alluxiofs_bytes_served_total",
-            "Body bytes of range and page answers.",
+            "Body bytes of range and page answers, and data bytes of pages passed to same-node readers.",
             Self::get(&self.bytes_served),
         );
         counter(
