@@ -178,6 +178,154 @@ pub fn verify(
     Ok(data)
 }
 
+/// The id naming page `index` of (`url`, `version`) in a store of
+/// `page_size`: xxh3-128 of page size, index, URL length (little endian
+/// u64 each), URL and version. A packed record carries it, so whoever
+/// reads the record checks it is the page asked for. This hash input is an
+/// on-disk contract: it must not change.
+pub fn page_id(page_size: u64, url: &str, version: &str, index: u64) -> u128 {
+    let mut buf = Vec::with_capacity(24 + url.len() + version.len());
+    buf.extend_from_slice(&page_size.to_le_bytes());
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(&(url.len() as u64).to_le_bytes());
+    buf.extend_from_slice(url.as_bytes());
+    buf.extend_from_slice(version.as_bytes());
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
+/// The hash of a normalized URL that a store indexes pages by.
+pub fn url_hash(url: &str) -> u64 {
+    xxh3_64(url.as_bytes())
+}
+
+/// The 32-bit hash of an object version that a store keeps per page.
+pub fn version_hash(version: &str) -> u32 {
+    xxh3_64(version.as_bytes()) as u32
+}
+
+// ---------------------------------------------------------------------
+// Packed records (format 2): small pages side by side in segment files.
+// ---------------------------------------------------------------------
+
+/// Magic of a packed record.
+const RECORD_MAGIC: &[u8; 4] = b"AXR2";
+/// Bytes of a packed record's header: magic, data length (u32), URL hash
+/// (u64), page index (u32), version hash (u32), page id (u128), xxh3-64
+/// of the data (u64); little endian.
+pub const RECORD_HEADER: usize = 4 + 4 + 8 + 4 + 4 + 16 + 8;
+/// Records start at multiples of this in a segment file.
+pub const RECORD_ALIGN: usize = 8;
+
+/// Bytes a record of `data_len` bytes of data takes in a segment file
+/// (header, data, padding to [`RECORD_ALIGN`]).
+pub fn record_len(data_len: usize) -> usize {
+    (RECORD_HEADER + data_len).div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+/// A decoded packed-record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Bytes of data after the header.
+    pub data_len: u32,
+    /// [`url_hash`] of the page's URL.
+    pub url_hash: u64,
+    /// The page index (pages past `u32::MAX` are never packed).
+    pub index: u32,
+    /// [`version_hash`] of the page's version.
+    pub version_hash: u32,
+    /// [`page_id`] of the page.
+    pub id: u128,
+    /// xxh3-64 of the data.
+    pub checksum: u64,
+}
+
+/// The packed record of `data` as page `index` (at most `u32::MAX`) of
+/// (`url`, `version`) in a store of `page_size`, padded to
+/// [`record_len`].
+pub fn encode_record(page_size: u64, url: &str, version: &str, index: u64, data: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(record_len(data.len()));
+    r.extend_from_slice(RECORD_MAGIC);
+    r.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    r.extend_from_slice(&url_hash(url).to_le_bytes());
+    r.extend_from_slice(&(index as u32).to_le_bytes());
+    r.extend_from_slice(&version_hash(version).to_le_bytes());
+    r.extend_from_slice(&page_id(page_size, url, version, index).to_le_bytes());
+    r.extend_from_slice(&checksum(data).to_le_bytes());
+    r.extend_from_slice(data);
+    r.resize(record_len(data.len()), 0);
+    r
+}
+
+/// Decode the record header at the start of `b`.
+pub fn decode_record_header(b: &[u8]) -> std::result::Result<RecordHeader, String> {
+    if b.len() < RECORD_HEADER {
+        return Err("shorter than a record header".into());
+    }
+    if &b[..4] != RECORD_MAGIC {
+        return Err("bad record magic".into());
+    }
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&b[24..40]);
+    Ok(RecordHeader {
+        data_len: u32_at(b, 4),
+        url_hash: u64_at(b, 8),
+        index: u32_at(b, 16),
+        version_hash: u32_at(b, 20),
+        id: u128::from_le_bytes(id),
+        checksum: u64_at(b, 40),
+    })
+}
+
+/// Whether `raw` starts with a packed record rather than a page file.
+pub fn is_record(raw: &[u8]) -> bool {
+    raw.len() >= 4 && &raw[..4] == RECORD_MAGIC
+}
+
+/// The data of the packed record `raw` (header, data, optional padding),
+/// if it is page `index` of (`url`, `version`) of a store of `page_size`
+/// and its checksum holds; else why not.
+pub fn verify_record(
+    page_size: u64,
+    url: &str,
+    version: &str,
+    index: u64,
+    raw: Bytes,
+) -> std::result::Result<Bytes, String> {
+    let h = decode_record_header(&raw)?;
+    check_record(&h, page_size, url, version, index)?;
+    let end = RECORD_HEADER + h.data_len as usize;
+    if raw.len() < end {
+        return Err("record shorter than its header says".into());
+    }
+    let data = raw.slice(RECORD_HEADER..end);
+    if checksum(&data) != h.checksum {
+        return Err("checksum mismatch".into());
+    }
+    Ok(data)
+}
+
+/// Whether `h` is the record header of page `index` of (`url`, `version`)
+/// in a store of `page_size` (the data checksum is checked separately).
+pub fn check_record(
+    h: &RecordHeader,
+    page_size: u64,
+    url: &str,
+    version: &str,
+    index: u64,
+) -> std::result::Result<(), String> {
+    if h.id != page_id(page_size, url, version, index)
+        || h.url_hash != url_hash(url)
+        || u64::from(h.index) != index
+        || h.version_hash != version_hash(version)
+    {
+        return Err("record is not the page asked for".into());
+    }
+    if u64::from(h.data_len) > page_size {
+        return Err("data length exceeds the page size".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +347,30 @@ mod tests {
         let last = raw.len() - 1;
         raw[last] ^= 1;
         assert_eq!(ok(4096, "e", 7, &raw).unwrap_err(), "checksum mismatch");
+    }
+    #[test]
+    fn a_record_roundtrips_and_verifies() {
+        let data = b"small page";
+        let raw = encode_record(4096, "s3://b/x", "e", 7, data);
+        assert_eq!(raw.len(), record_len(data.len()));
+        assert_eq!(raw.len() % RECORD_ALIGN, 0);
+        assert!(is_record(&raw));
+        let h = decode_record_header(&raw).unwrap();
+        assert_eq!((h.data_len, h.index), (10, 7));
+        assert_eq!(h.url_hash, url_hash("s3://b/x"));
+        assert_eq!(h.version_hash, version_hash("e"));
+        let ok = |ps, v: &str, i, raw: &Vec<u8>| {
+            verify_record(ps, "s3://b/x", v, i, Bytes::from(raw.clone()))
+        };
+        assert_eq!(&ok(4096, "e", 7, &raw).unwrap()[..], data);
+        assert!(ok(8192, "e", 7, &raw).is_err(), "page size");
+        assert!(ok(4096, "e", 8, &raw).is_err(), "index");
+        assert!(ok(4096, "f", 7, &raw).is_err(), "version");
+        let mut bad = raw.clone();
+        bad[RECORD_HEADER + 3] ^= 1;
+        assert_eq!(ok(4096, "e", 7, &bad).unwrap_err(), "checksum mismatch");
+        let mut short = raw.clone();
+        short.truncate(RECORD_HEADER + 2);
+        assert!(ok(4096, "e", 7, &short).is_err(), "truncated");
     }
 }
