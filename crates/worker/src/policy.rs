@@ -6,27 +6,33 @@
 //!   victim; pages being written (pending) and pinned pages are never handed
 //!   to it, so they can never be chosen. A victim may be restricted by a
 //!   predicate (per-mount quotas evict only pages of their mount).
-//! - [`Lru`]: least recently used first. Every hit moves the page to the
-//!   front. A loop over data larger than the cache evicts each page just
-//!   before it is needed again: 0% hits from the second epoch on.
-//! - [`S3Fifo`] (Yang et al., SOSP 2023): a small FIFO (10% of the bytes)
-//!   that new pages enter, a main FIFO, and a ghost FIFO that remembers the
-//!   keys (not data) recently dropped from the small one. A hit only bumps
-//!   a 2-bit counter (no reordering). A page leaving the small FIFO moves to
-//!   main if it was hit while there, else it is dropped and remembered as a
-//!   ghost; a miss on a ghost key enters main directly. Main is a CLOCK:
-//!   a page with a non-zero counter is reinserted with the counter
-//!   decremented. Pages read once are thus filtered out by the small FIFO
-//!   while a working set that recurs (multi-epoch training) settles in
+//! - [`PolicyKind::Lru`]: least recently used first. Every hit moves the
+//!   page to the back. A loop over data larger than the cache evicts each
+//!   page just before it is needed again: 0% hits from the second epoch on.
+//! - [`PolicyKind::S3Fifo`] (Yang et al., SOSP 2023): a small FIFO (10% of
+//!   the bytes) that new pages enter, a main FIFO, and a ghost FIFO that
+//!   remembers the keys (not data) recently dropped from the small one. A
+//!   hit only bumps a 2-bit counter (no reordering). A page leaving the
+//!   small FIFO moves to main if it was hit while there, else it is dropped
+//!   and remembered as a ghost; a miss on a ghost key enters main directly.
+//!   Main is a CLOCK: a page with a non-zero counter is reinserted with the
+//!   counter decremented. Pages read once are thus filtered out by the small
+//!   FIFO while a working set that recurs (multi-epoch training) settles in
 //!   main, so a loop over 1.5x the cache keeps most of main instead of
 //!   thrashing. It was chosen over ARC and 2Q because it is the simplest
 //!   scan-resistant policy (two FIFOs and a set), needs no list reordering
 //!   on hits, and matches or beats both on published traces.
 //!
-//! Both keep their order in `BTreeMap`s keyed by a sequence number, so a
-//! removal from the middle (free, TTL, invalidation, pin) is O(log n).
+//! **Memory.** A store holds tens of millions of pages, so a policy keeps
+//! no map of its own: its queues are doubly linked lists threaded through
+//! the store's page slots ([`Nodes`]: two `u32` links, a 2-bit queue tag
+//! and a 2-bit counter per page), and every operation, a removal from the
+//! middle included, is O(1). The ghost FIFO keeps 32-bit fingerprints of
+//! keys, not keys, for at most 90% as many pages as the policy tracks (a
+//! ring of 4 bytes and a table of 5 to 11 bytes per ghost; nothing until
+//! pages are evicted); a fingerprint collision only lets a new page skip
+//! the small FIFO.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 
 /// Which eviction policy a worker uses (`eviction_policy`).
@@ -49,11 +55,8 @@ impl PolicyKind {
     }
 
     /// A fresh policy of this kind for a directory of `capacity` bytes.
-    pub fn build(self, capacity: u64) -> Box<dyn Policy> {
-        match self {
-            PolicyKind::Lru => Box::new(Lru::default()),
-            PolicyKind::S3Fifo => Box::new(S3Fifo::new(capacity)),
-        }
+    pub fn build(self, capacity: u64) -> Policy {
+        Policy::new(self, capacity)
     }
 }
 
@@ -81,121 +84,232 @@ impl std::str::FromStr for PolicyKind {
     }
 }
 
-/// An eviction order over the evictable pages of one directory, named by
-/// their key hash.
-pub trait Policy: Send + Sync + fmt::Debug {
-    /// A page became evictable (written, or unpinned). Inserting a page
-    /// already tracked is a no-op.
-    fn insert(&mut self, hash: u128, size: u64);
-    /// A tracked page was read.
-    fn hit(&mut self, hash: u128);
-    /// A page left for another reason (removed, pinned); untracked is a no-op.
-    fn remove(&mut self, hash: u128);
-    /// Choose a victim among the tracked pages for which `eligible` holds,
-    /// and stop tracking it. `None` when there is none.
-    fn victim(&mut self, eligible: &dyn Fn(u128) -> bool) -> Option<u128>;
-    /// Pages tracked.
-    fn len(&self) -> usize;
-    /// Whether no page is tracked.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// No page: the end of a list.
+pub const NIL: u32 = u32::MAX;
+
+/// The per-page state a policy threads its queues through, kept by the
+/// store in its page slots (see the module note).
+pub trait Nodes {
+    /// The previous page in the page's queue.
+    fn prev(&self, i: u32) -> u32;
+    /// The next page in the page's queue.
+    fn next(&self, i: u32) -> u32;
+    /// Set both links.
+    fn set_links(&mut self, i: u32, prev: u32, next: u32);
+    /// The page's queue tag (0: in none).
+    fn queue(&self, i: u32) -> u8;
+    /// Set the queue tag.
+    fn set_queue(&mut self, i: u32, q: u8);
+    /// The page's access counter (0-3).
+    fn freq(&self, i: u32) -> u8;
+    /// Set the access counter.
+    fn set_freq(&mut self, i: u32, f: u8);
+    /// The page's bytes.
+    fn size(&self, i: u32) -> u64;
+    /// A key naming the page for the ghost filter.
+    fn ghost_key(&self, i: u32) -> u64;
 }
 
-/// Least recently used.
-#[derive(Debug, Default)]
-pub struct Lru {
-    seq: u64,
-    order: BTreeMap<u64, u128>,
-    pos: HashMap<u128, u64>,
-}
-
-impl Lru {
-    fn bump(&mut self, hash: u128) {
-        self.seq += 1;
-        if let Some(old) = self.pos.insert(hash, self.seq) {
-            self.order.remove(&old);
-        }
-        self.order.insert(self.seq, hash);
-    }
-}
-
-impl Policy for Lru {
-    fn insert(&mut self, hash: u128, _size: u64) {
-        if !self.pos.contains_key(&hash) {
-            self.bump(hash);
-        }
-    }
-
-    fn hit(&mut self, hash: u128) {
-        if self.pos.contains_key(&hash) {
-            self.bump(hash);
-        }
-    }
-
-    fn remove(&mut self, hash: u128) {
-        if let Some(s) = self.pos.remove(&hash) {
-            self.order.remove(&s);
-        }
-    }
-
-    fn victim(&mut self, eligible: &dyn Fn(u128) -> bool) -> Option<u128> {
-        let (&s, &h) = self.order.iter().find(|(_, h)| eligible(**h))?;
-        self.order.remove(&s);
-        self.pos.remove(&h);
-        Some(h)
-    }
-
-    fn len(&self) -> usize {
-        self.pos.len()
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Queue {
-    Small,
-    Main,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Node {
-    queue: Queue,
-    seq: u64,
-    freq: u8,
-    size: u64,
-}
+const SMALL: u8 = 1;
+const MAIN: u8 = 2;
 
 /// Highest value of the access counter (2 bits).
-const MAX_FREQ: u8 = 3;
+pub const MAX_FREQ: u8 = 3;
 
-/// S3-FIFO: small FIFO, main CLOCK-like FIFO, ghost FIFO of keys.
-#[derive(Debug)]
-pub struct S3Fifo {
-    capacity: u64,
-    seq: u64,
-    nodes: HashMap<u128, Node>,
-    small: BTreeMap<u64, u128>,
-    main: BTreeMap<u64, u128>,
-    small_bytes: u64,
-    ghost: VecDeque<(u64, u128, u64)>,
-    ghost_pos: HashMap<u128, u64>,
-    ghost_bytes: u64,
+/// A doubly linked list through [`Nodes`]: oldest at the head.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+    len: usize,
 }
 
-impl S3Fifo {
-    /// A policy for a directory of `capacity` bytes (the small FIFO targets
-    /// a tenth of it, the ghost FIFO remembers the rest's worth of keys).
-    pub fn new(capacity: u64) -> Self {
-        S3Fifo {
+impl Default for List {
+    fn default() -> Self {
+        List {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+impl List {
+    fn push_back<N: Nodes + ?Sized>(&mut self, n: &mut N, i: u32) {
+        n.set_links(i, self.tail, NIL);
+        if self.tail == NIL {
+            self.head = i;
+        } else {
+            let p = n.prev(self.tail);
+            n.set_links(self.tail, p, i);
+        }
+        self.tail = i;
+        self.len += 1;
+    }
+
+    fn unlink<N: Nodes + ?Sized>(&mut self, n: &mut N, i: u32) {
+        let (p, x) = (n.prev(i), n.next(i));
+        if p == NIL {
+            self.head = x;
+        } else {
+            let pp = n.prev(p);
+            n.set_links(p, pp, x);
+        }
+        if x == NIL {
+            self.tail = p;
+        } else {
+            let xn = n.next(x);
+            n.set_links(x, p, xn);
+        }
+        n.set_links(i, NIL, NIL);
+        self.len -= 1;
+    }
+}
+
+/// The ghost FIFO: 32-bit fingerprints of recently dropped keys, in
+/// insertion order (a ring) and in a linear-probing table for lookups. It
+/// remembers at most `GHOST_SHARE` of the pages the policy tracks; a hit
+/// removes the fingerprint (the page re-enters through main once).
+#[derive(Debug, Default)]
+struct Ghost {
+    ring: std::collections::VecDeque<u32>,
+    table: Vec<u32>,
+    len: usize,
+}
+
+/// The ghost remembers this share of the tracked pages (the S3-FIFO paper
+/// keeps as many ghosts as main holds, 90% of the pages; with half as many
+/// the loop test below keeps nothing: a page's reuse distance there is the
+/// whole loop).
+const GHOST_SHARE: f64 = 0.9;
+
+fn fingerprint(key: u64) -> u32 {
+    ((key ^ (key >> 32)) as u32) | 1
+}
+
+impl Ghost {
+    fn home(&self, fp: u32) -> usize {
+        (fp.wrapping_mul(0x9E37_79B9) as usize) & (self.table.len() - 1)
+    }
+
+    fn find(&self, fp: u32) -> Option<usize> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut at = self.home(fp);
+        loop {
+            match self.table[at] {
+                0 => return None,
+                x if x == fp => return Some(at),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    /// Whether `key` is a ghost; a hit forgets it.
+    fn take(&mut self, key: u64) -> bool {
+        let fp = fingerprint(key);
+        match self.find(fp) {
+            Some(at) => {
+                self.delete_at(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn delete_at(&mut self, mut at: usize) {
+        // Backward-shift deletion keeps probe sequences unbroken.
+        let mask = self.table.len() - 1;
+        self.table[at] = 0;
+        self.len -= 1;
+        let mut next = (at + 1) & mask;
+        while self.table[next] != 0 {
+            let fp = self.table[next];
+            let home = self.home(fp);
+            // Move it back when its home is not within (at, next].
+            let dist_next = next.wrapping_sub(home) & mask;
+            let dist_at = at.wrapping_sub(home) & mask;
+            if dist_at < dist_next {
+                self.table[at] = fp;
+                self.table[next] = 0;
+                at = next;
+            }
+            next = (next + 1) & mask;
+        }
+    }
+
+    fn insert_fp(&mut self, fp: u32) {
+        let mask = self.table.len() - 1;
+        let mut at = self.home(fp);
+        while self.table[at] != 0 {
+            if self.table[at] == fp {
+                return;
+            }
+            at = (at + 1) & mask;
+        }
+        self.table[at] = fp;
+        self.len += 1;
+    }
+
+    /// Remember `key`, forgetting the oldest ghosts beyond `GHOST_SHARE` of
+    /// `tracked`.
+    fn add(&mut self, key: u64, tracked: usize) {
+        let limit = ((tracked as f64 * GHOST_SHARE) as usize).max(8);
+        let want = (limit * 4 / 3 + 1).next_power_of_two();
+        if self.table.len() < want || self.table.len() > 4 * want {
+            // Resize (rare: the tracked count moves slowly).
+            let old = std::mem::take(&mut self.table);
+            self.table = vec![0; want];
+            self.len = 0;
+            for fp in old.into_iter().filter(|f| *f != 0) {
+                self.insert_fp(fp);
+            }
+        }
+        while self.ring.len() >= limit {
+            let Some(old) = self.ring.pop_front() else {
+                break;
+            };
+            if let Some(at) = self.find(old) {
+                self.delete_at(at);
+            }
+        }
+        let fp = fingerprint(key);
+        self.ring.push_back(fp);
+        self.insert_fp(fp);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        (self.ring.capacity() + self.table.capacity()) * 4
+    }
+}
+
+/// An eviction order over the evictable pages of one directory (see the
+/// module note). Pages are the store's slot numbers; their links live in
+/// the store's [`Nodes`].
+#[derive(Debug)]
+pub struct Policy {
+    kind: PolicyKind,
+    capacity: u64,
+    /// LRU: the only list (least recent at the head). S3-FIFO: main.
+    main: List,
+    small: List,
+    small_bytes: u64,
+    ghost: Ghost,
+}
+
+impl Policy {
+    /// An empty policy of `kind` for a directory of `capacity` bytes (the
+    /// small FIFO of S3-FIFO targets a tenth of it).
+    pub fn new(kind: PolicyKind, capacity: u64) -> Self {
+        Policy {
+            kind,
             capacity,
-            seq: 0,
-            nodes: HashMap::new(),
-            small: BTreeMap::new(),
-            main: BTreeMap::new(),
+            main: List::default(),
+            small: List::default(),
             small_bytes: 0,
-            ghost: VecDeque::new(),
-            ghost_pos: HashMap::new(),
-            ghost_bytes: 0,
+            ghost: Ghost::default(),
         }
     }
 
@@ -203,60 +317,101 @@ impl S3Fifo {
         (self.capacity / 10).max(1)
     }
 
-    fn next_seq(&mut self) -> u64 {
-        self.seq += 1;
-        self.seq
+    /// Pages tracked.
+    pub fn len(&self) -> usize {
+        self.main.len + self.small.len
     }
 
-    fn push(&mut self, hash: u128, queue: Queue, freq: u8, size: u64) {
-        let seq = self.next_seq();
-        match queue {
-            Queue::Small => {
-                self.small.insert(seq, hash);
-                self.small_bytes += size;
+    /// Whether no page is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes of the policy's own state (the ghost filter).
+    pub fn heap_bytes(&self) -> usize {
+        self.ghost.heap_bytes()
+    }
+
+    /// Page `i` became evictable (written, or unpinned). A page already
+    /// tracked is left as it is.
+    pub fn insert<N: Nodes + ?Sized>(&mut self, n: &mut N, i: u32) {
+        if n.queue(i) != 0 {
+            return;
+        }
+        n.set_freq(i, 0);
+        match self.kind {
+            PolicyKind::Lru => {
+                n.set_queue(i, MAIN);
+                self.main.push_back(n, i);
             }
-            Queue::Main => {
-                self.main.insert(seq, hash);
+            PolicyKind::S3Fifo => {
+                if self.ghost.take(n.ghost_key(i)) {
+                    n.set_queue(i, MAIN);
+                    self.main.push_back(n, i);
+                } else {
+                    n.set_queue(i, SMALL);
+                    self.small.push_back(n, i);
+                    self.small_bytes += n.size(i);
+                }
             }
         }
-        self.nodes.insert(
-            hash,
-            Node {
-                queue,
-                seq,
-                freq,
-                size,
-            },
-        );
     }
 
-    fn unlink(&mut self, hash: u128) -> Option<Node> {
-        let n = self.nodes.remove(&hash)?;
-        match n.queue {
-            Queue::Small => {
-                self.small.remove(&n.seq);
-                self.small_bytes -= n.size;
-            }
-            Queue::Main => {
-                self.main.remove(&n.seq);
-            }
+    /// Page `i` was read.
+    pub fn hit<N: Nodes + ?Sized>(&mut self, n: &mut N, i: u32) {
+        if n.queue(i) == 0 {
+            return;
         }
-        Some(n)
+        match self.kind {
+            PolicyKind::Lru => {
+                self.main.unlink(n, i);
+                self.main.push_back(n, i);
+            }
+            PolicyKind::S3Fifo => n.set_freq(i, (n.freq(i) + 1).min(MAX_FREQ)),
+        }
     }
 
-    fn remember_ghost(&mut self, hash: u128, size: u64) {
-        let seq = self.next_seq();
-        self.ghost.push_back((seq, hash, size));
-        self.ghost_pos.insert(hash, seq);
-        self.ghost_bytes += size;
-        let limit = self.capacity.saturating_sub(self.small_target());
-        while self.ghost_bytes > limit {
-            let Some((s, h, sz)) = self.ghost.pop_front() else {
-                break;
-            };
-            self.ghost_bytes -= sz;
-            if self.ghost_pos.get(&h) == Some(&s) {
-                self.ghost_pos.remove(&h);
+    /// Page `i` left for another reason (removed, pinned); untracked is a
+    /// no-op.
+    pub fn remove<N: Nodes + ?Sized>(&mut self, n: &mut N, i: u32) {
+        match n.queue(i) {
+            SMALL => {
+                self.small.unlink(n, i);
+                self.small_bytes -= n.size(i);
+            }
+            MAIN => self.main.unlink(n, i),
+            _ => return,
+        }
+        n.set_queue(i, 0);
+    }
+
+    /// Choose a victim among the tracked pages for which `eligible` holds,
+    /// and stop tracking it. `None` when there is none.
+    pub fn victim<N: Nodes + ?Sized>(
+        &mut self,
+        n: &mut N,
+        eligible: &dyn Fn(&N, u32) -> bool,
+    ) -> Option<u32> {
+        match self.kind {
+            PolicyKind::Lru => {
+                let mut c = self.main.head;
+                while c != NIL {
+                    if eligible(n, c) {
+                        self.remove(n, c);
+                        return Some(c);
+                    }
+                    c = n.next(c);
+                }
+                None
+            }
+            PolicyKind::S3Fifo => {
+                if self.small_bytes >= self.small_target() || self.main.len == 0 {
+                    self.victim_small(n, eligible)
+                        .or_else(|| self.victim_main(n, eligible))
+                } else {
+                    self.victim_main(n, eligible)
+                        .or_else(|| self.victim_small(n, eligible))
+                }
             }
         }
     }
@@ -264,115 +419,147 @@ impl S3Fifo {
     /// Walk the small FIFO oldest first: eligible pages hit while there
     /// move to main; the first eligible page never hit is the victim (and
     /// becomes a ghost).
-    fn victim_small(&mut self, eligible: &dyn Fn(u128) -> bool) -> Option<u128> {
-        let mut cursor = 0;
-        loop {
-            let (&seq, &hash) = self.small.range(cursor..).next()?;
-            cursor = seq + 1;
-            if !eligible(hash) {
-                continue;
+    fn victim_small<N: Nodes + ?Sized>(
+        &mut self,
+        n: &mut N,
+        eligible: &dyn Fn(&N, u32) -> bool,
+    ) -> Option<u32> {
+        let mut c = self.small.head;
+        while c != NIL {
+            let next = n.next(c);
+            if eligible(n, c) {
+                self.remove(n, c);
+                if n.freq(c) >= 1 {
+                    n.set_freq(c, 0);
+                    n.set_queue(c, MAIN);
+                    self.main.push_back(n, c);
+                } else {
+                    let tracked = self.len();
+                    self.ghost.add(n.ghost_key(c), tracked);
+                    return Some(c);
+                }
             }
-            let node = self.unlink(hash)?;
-            if node.freq >= 1 {
-                self.push(hash, Queue::Main, 0, node.size);
-            } else {
-                self.remember_ghost(hash, node.size);
-                return Some(hash);
-            }
+            c = next;
         }
+        None
     }
 
     /// Walk main oldest first: an eligible page with a non-zero counter is
     /// reinserted with the counter decremented; the first at zero is the
     /// victim. Terminates: each reinsertion lowers a counter.
-    fn victim_main(&mut self, eligible: &dyn Fn(u128) -> bool) -> Option<u128> {
-        let mut cursor = 0;
-        loop {
-            let (&seq, &hash) = self.main.range(cursor..).next()?;
-            cursor = seq + 1;
-            if !eligible(hash) {
-                continue;
+    fn victim_main<N: Nodes + ?Sized>(
+        &mut self,
+        n: &mut N,
+        eligible: &dyn Fn(&N, u32) -> bool,
+    ) -> Option<u32> {
+        let mut c = self.main.head;
+        // Pages reinserted behind the walk are met again; stop after a
+        // full round with nothing eligible.
+        let mut budget = self.main.len * (MAX_FREQ as usize + 1) + 1;
+        while c != NIL && budget > 0 {
+            budget -= 1;
+            let next = n.next(c);
+            if eligible(n, c) {
+                let f = n.freq(c);
+                if f > 0 {
+                    self.main.unlink(n, c);
+                    n.set_freq(c, f - 1);
+                    self.main.push_back(n, c);
+                    // The walk goes on from `next`; the reinserted page is
+                    // now at the tail and is met again (at once, when it
+                    // was the tail).
+                    c = if next == NIL { c } else { next };
+                    continue;
+                }
+                self.remove(n, c);
+                return Some(c);
             }
-            let node = self.unlink(hash)?;
-            if node.freq > 0 {
-                self.push(hash, Queue::Main, node.freq - 1, node.size);
-            } else {
-                return Some(hash);
-            }
+            c = next;
         }
-    }
-}
-
-impl Policy for S3Fifo {
-    fn insert(&mut self, hash: u128, size: u64) {
-        if self.nodes.contains_key(&hash) {
-            return;
-        }
-        if self.ghost_pos.remove(&hash).is_some() {
-            self.push(hash, Queue::Main, 0, size);
-        } else {
-            self.push(hash, Queue::Small, 0, size);
-        }
-    }
-
-    fn hit(&mut self, hash: u128) {
-        if let Some(n) = self.nodes.get_mut(&hash) {
-            n.freq = (n.freq + 1).min(MAX_FREQ);
-        }
-    }
-
-    fn remove(&mut self, hash: u128) {
-        self.unlink(hash);
-    }
-
-    fn victim(&mut self, eligible: &dyn Fn(u128) -> bool) -> Option<u128> {
-        if self.small_bytes >= self.small_target() || self.main.is_empty() {
-            if let Some(h) = self.victim_small(eligible) {
-                return Some(h);
-            }
-            self.victim_main(eligible)
-        } else {
-            if let Some(h) = self.victim_main(eligible) {
-                return Some(h);
-            }
-            self.victim_small(eligible)
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.nodes.len()
+        None
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Nodes in a plain vector, for testing policies alone.
+    #[derive(Debug, Default)]
+    pub(crate) struct VecNodes {
+        pub(crate) links: Vec<(u32, u32, u8, u8)>,
+    }
+
+    impl VecNodes {
+        pub(crate) fn with(n: usize) -> Self {
+            VecNodes {
+                links: vec![(NIL, NIL, 0, 0); n],
+            }
+        }
+    }
+
+    impl Nodes for VecNodes {
+        fn prev(&self, i: u32) -> u32 {
+            self.links[i as usize].0
+        }
+        fn next(&self, i: u32) -> u32 {
+            self.links[i as usize].1
+        }
+        fn set_links(&mut self, i: u32, prev: u32, next: u32) {
+            let l = &mut self.links[i as usize];
+            l.0 = prev;
+            l.1 = next;
+        }
+        fn queue(&self, i: u32) -> u8 {
+            self.links[i as usize].2
+        }
+        fn set_queue(&mut self, i: u32, q: u8) {
+            self.links[i as usize].2 = q;
+        }
+        fn freq(&self, i: u32) -> u8 {
+            self.links[i as usize].3
+        }
+        fn set_freq(&mut self, i: u32, f: u8) {
+            self.links[i as usize].3 = f;
+        }
+        fn size(&self, _i: u32) -> u64 {
+            1
+        }
+        fn ghost_key(&self, i: u32) -> u64 {
+            (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        }
+    }
+
+    fn all(_: &VecNodes, _: u32) -> bool {
+        true
+    }
+
     /// Simulate a cache of `cap` unit pages under `kind` over `trace`;
     /// returns hits.
-    fn simulate(kind: PolicyKind, cap: u64, trace: &[u128]) -> usize {
+    fn simulate(kind: PolicyKind, cap: u64, trace: &[u32]) -> usize {
         let mut p = kind.build(cap);
+        let mut n = VecNodes::with(trace.iter().max().map_or(0, |m| *m as usize + 1));
         let mut cached = std::collections::HashSet::new();
         let mut hits = 0;
         for &k in trace {
             if cached.contains(&k) {
                 hits += 1;
-                p.hit(k);
+                p.hit(&mut n, k);
                 continue;
             }
             if cached.len() as u64 >= cap {
-                let v = p.victim(&|_| true).expect("a victim");
+                let v = p.victim(&mut n, &all).expect("a victim");
                 assert!(cached.remove(&v));
             }
-            p.insert(k, 1);
+            p.insert(&mut n, k);
             cached.insert(k);
             assert_eq!(p.len(), cached.len());
         }
         hits
     }
 
-    fn epochs(n_pages: u128, epochs: usize) -> Vec<u128> {
+    fn epochs(n_pages: u32, epochs: usize) -> Vec<u32> {
         (0..epochs).flat_map(|_| 0..n_pages).collect()
     }
 
@@ -386,16 +573,18 @@ mod tests {
 
     #[test]
     fn lru_evicts_least_recent_and_respects_eligibility() {
-        let mut p = Lru::default();
+        let mut p = Policy::new(PolicyKind::Lru, 100);
+        let mut n = VecNodes::with(4);
         for h in 0..4 {
-            p.insert(h, 1);
+            p.insert(&mut n, h);
         }
-        p.hit(0);
-        assert_eq!(p.victim(&|_| true), Some(1));
-        assert_eq!(p.victim(&|h| h != 2), Some(3));
-        p.remove(2);
-        assert_eq!(p.victim(&|_| true), Some(0));
-        assert_eq!(p.victim(&|_| true), None);
+        p.hit(&mut n, 0);
+        assert_eq!(p.victim(&mut n, &all), Some(1));
+        assert_eq!(p.victim(&mut n, &|_, h| h != 2), Some(3));
+        p.remove(&mut n, 2);
+        assert_eq!(p.victim(&mut n, &all), Some(0));
+        assert_eq!(p.victim(&mut n, &all), None);
+        assert!(p.is_empty());
     }
 
     #[test]
@@ -414,18 +603,19 @@ mod tests {
 
     #[test]
     fn s3fifo_one_hit_wonders_do_not_flush_the_hot_set() {
-        let mut p = S3Fifo::new(10);
+        let mut p = Policy::new(PolicyKind::S3Fifo, 10);
+        let mut n = VecNodes::with(200);
         let mut cached = std::collections::HashSet::new();
-        let mut access = |p: &mut S3Fifo, k: u128| -> bool {
+        let mut access = |p: &mut Policy, n: &mut VecNodes, k: u32| -> bool {
             if cached.contains(&k) {
-                p.hit(k);
+                p.hit(n, k);
                 return true;
             }
             if cached.len() >= 10 {
-                let v = p.victim(&|_| true).unwrap();
+                let v = p.victim(n, &all).unwrap();
                 cached.remove(&v);
             }
-            p.insert(k, 1);
+            p.insert(n, k);
             cached.insert(k);
             false
         };
@@ -433,15 +623,15 @@ mod tests {
         // interleaved with the hot set.
         for _ in 0..3 {
             for k in 0..5 {
-                access(&mut p, k);
+                access(&mut p, &mut n, k);
             }
         }
         let mut hot_hits = 0;
         for s in 100..200 {
-            access(&mut p, s);
+            access(&mut p, &mut n, s);
             if s % 10 == 0 {
                 for k in 0..5 {
-                    hot_hits += access(&mut p, k) as usize;
+                    hot_hits += access(&mut p, &mut n, k) as usize;
                 }
             }
         }
@@ -450,34 +640,53 @@ mod tests {
 
     #[test]
     fn s3fifo_ghost_hits_enter_main() {
-        let mut p = S3Fifo::new(10);
+        let mut p = Policy::new(PolicyKind::S3Fifo, 10);
+        let mut n = VecNodes::with(10);
         for h in 0..10 {
-            p.insert(h, 1);
+            p.insert(&mut n, h);
         }
-        assert_eq!(p.victim(&|_| true), Some(0));
-        p.insert(0, 1);
-        assert_eq!(p.nodes[&0].queue, Queue::Main);
-        p.remove(0);
+        assert_eq!(p.victim(&mut n, &all), Some(0));
+        p.insert(&mut n, 0);
+        assert_eq!(n.queue(0), MAIN);
+        p.remove(&mut n, 0);
         assert_eq!(p.len(), 9);
+        assert_eq!(n.queue(0), 0);
+    }
+
+    #[test]
+    fn a_main_page_hit_many_times_is_chosen_once_its_counter_runs_out() {
+        let mut p = Policy::new(PolicyKind::S3Fifo, 1000);
+        let mut n = VecNodes::with(1);
+        p.insert(&mut n, 0);
+        assert_eq!(p.victim(&mut n, &all), Some(0), "never hit: a ghost");
+        p.insert(&mut n, 0);
+        assert_eq!(n.queue(0), MAIN);
+        for _ in 0..5 {
+            p.hit(&mut n, 0);
+        }
+        assert_eq!(n.freq(0), MAX_FREQ);
+        assert_eq!(p.victim(&mut n, &all), Some(0), "alone, at the tail");
+        assert!(p.is_empty());
     }
 
     proptest! {
         #[test]
         fn policies_track_exactly_the_inserted_pages(
-            ops in proptest::collection::vec((0u8..4, 0u128..20), 1..200),
+            ops in proptest::collection::vec((0u8..4, 0u32..20), 1..200),
             lru in any::<bool>(),
         ) {
             let kind = if lru { PolicyKind::Lru } else { PolicyKind::S3Fifo };
             let mut p = kind.build(8);
+            let mut n = VecNodes::with(20);
             let mut model = std::collections::HashSet::new();
             for (op, h) in ops {
                 match op {
-                    0 => { p.insert(h, 1); model.insert(h); }
-                    1 => p.hit(h),
-                    2 => { p.remove(h); model.remove(&h); }
+                    0 => { p.insert(&mut n, h); model.insert(h); }
+                    1 => p.hit(&mut n, h),
+                    2 => { p.remove(&mut n, h); model.remove(&h); }
                     _ => {
                         let odd = h % 2 == 1;
-                        match p.victim(&|x| (x % 2 == 1) == odd) {
+                        match p.victim(&mut n, &|_, x| (x % 2 == 1) == odd) {
                             Some(v) => {
                                 prop_assert!(model.remove(&v), "victim {} not tracked", v);
                                 prop_assert_eq!(v % 2 == 1, odd);
