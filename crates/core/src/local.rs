@@ -70,6 +70,10 @@ pub enum Request {
         /// The worker's auth token, when the client has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// What the client can read beyond whole page files:
+        /// [`FEATURE_RECORDS`] (packed records at an offset).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        features: Vec<String>,
     },
     /// Descriptors of the cached pages of byte ranges of files.
     Read {
@@ -87,6 +91,11 @@ pub enum Request {
         index: u64,
     },
 }
+
+/// A client feature: it reads packed records (a descriptor of a segment
+/// file, an offset and a length in [`FilePages::spans`]); without it a
+/// worker passes only whole page files.
+pub const FEATURE_RECORDS: &str = "records";
 
 /// One file's range in a [`Request::Read`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -154,6 +163,11 @@ pub struct FilePages {
     /// How many consecutive pages' descriptors follow.
     #[serde(default)]
     pub pages: u32,
+    /// Per descriptor, (offset, length) of the page's bytes in it: a packed
+    /// record in a segment file; (0, 0) for a whole page file. Empty: every
+    /// descriptor is a whole page file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<(u64, u64)>,
     /// Why, when the status is not `"ok"`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -285,6 +299,7 @@ mod tests {
                 size: 10,
                 first_page: 0,
                 pages: 3,
+                spans: vec![(0, 0), (4096, 2096), (0, 0)],
                 message: String::new(),
             }],
         };

@@ -195,7 +195,7 @@ fn serve(conn: &UnixStream, s: &Shared) -> std::io::Result<()> {
     let Some((hello, _)) = proto::recv::<Request>(conn)? else {
         return Ok(());
     };
-    let Request::Hello { token } = hello else {
+    let Request::Hello { token, features } = hello else {
         return proto::send(conn, &refused("the first message must be a hello"), &[]);
     };
     if !allowed(conn, &s.access, token.as_deref()) {
@@ -210,6 +210,7 @@ fn serve(conn: &UnixStream, s: &Shared) -> std::io::Result<()> {
             &[],
         );
     }
+    let records = features.iter().any(|f| f == proto::FEATURE_RECORDS);
     proto::send(
         conn,
         &Reply::Hello {
@@ -224,7 +225,7 @@ fn serve(conn: &UnixStream, s: &Shared) -> std::io::Result<()> {
             Request::Hello { .. } => proto::send(conn, &refused("hello twice"), &[])?,
             Request::Read { files } => {
                 Metrics::add(&s.cache.metrics().local_requests, 1);
-                let (answers, open) = read(&s.cache, files);
+                let (answers, open) = read(&s.cache, files, records);
                 let fds: Vec<_> = open.iter().map(|f| f.as_fd()).collect();
                 proto::send(conn, &Reply::Read { files: answers }, &fds)?;
             }
@@ -250,14 +251,19 @@ fn refused(message: &str) -> Reply {
     }
 }
 
-/// The answers to a read request and the open page files, in order.
-fn read(cache: &ReadThrough, files: Vec<FileRange>) -> (Vec<FilePages>, Vec<std::fs::File>) {
+/// The answers to a read request and the open page files, in order. With
+/// `records` the client reads packed records (else only page files pass).
+fn read(
+    cache: &ReadThrough,
+    files: Vec<FileRange>,
+    records: bool,
+) -> (Vec<FilePages>, Vec<std::fs::File>) {
     let mut open = Vec::new();
     let answers = files
         .into_iter()
         .map(|f| {
             let budget = MAX_FDS - open.len();
-            file_pages(cache, f, budget, &mut open)
+            file_pages(cache, f, budget, records, &mut open)
         })
         .collect();
     (answers, open)
@@ -267,6 +273,7 @@ fn file_pages(
     cache: &ReadThrough,
     f: FileRange,
     budget: usize,
+    records: bool,
     open: &mut Vec<std::fs::File>,
 ) -> FilePages {
     let url = match cache.confine(&f.url) {
@@ -286,6 +293,7 @@ fn file_pages(
     let end = f.end.min(v.size);
     let first_page = f.start / ps;
     let mut pages = 0u32;
+    let mut spans = Vec::new();
     if f.start < end {
         let last_page = (end - 1) / ps;
         let store = cache.store();
@@ -293,11 +301,19 @@ fn file_pages(
             if pages as usize >= budget {
                 break;
             }
-            let Some(file) = store.open_page(&store.key(url.clone(), v.version.clone(), index))
+            let Some(page) = store.open_page(&store.key(url.clone(), v.version.clone(), index))
             else {
                 break;
             };
-            open.push(file);
+            if page.packed && !records {
+                break;
+            }
+            spans.push(if page.packed {
+                (page.offset, page.len)
+            } else {
+                (0, 0)
+            });
+            open.push(page.file);
             pages += 1;
             let m = cache.metrics();
             Metrics::add(&m.cache_hits, 1);
@@ -315,6 +331,13 @@ fn file_pages(
         size: v.size,
         first_page,
         pages,
+        // Whole page files only: no spans (what clients before packed
+        // records expect).
+        spans: if spans.iter().all(|(_, len)| *len == 0) {
+            Vec::new()
+        } else {
+            spans
+        },
         message: String::new(),
     }
 }

@@ -124,6 +124,7 @@ impl Channel {
             &s,
             &Request::Hello {
                 token: self.token.clone(),
+                features: vec![proto::FEATURE_RECORDS.to_string()],
             },
             &[],
         )?;
@@ -343,7 +344,17 @@ impl Client {
             let at = (pos - start) as usize;
             let target = &mut dst[at..at + (want.end - want.start) as usize];
             let file = std::fs::File::from(fd);
-            match read_page(&file, ps, &f.url, &f.version, index, want.clone(), target) {
+            let span = f.spans.get(k).copied().filter(|(_, len)| *len > 0);
+            match read_page(
+                &file,
+                span,
+                ps,
+                &f.url,
+                &f.version,
+                index,
+                want.clone(),
+                target,
+            ) {
                 Ok(()) => pos = page_start + want.end,
                 Err(reason) => {
                     tracing::warn!(url = %f.url, page = index, "corrupt page file from the local worker: {reason}");
@@ -466,10 +477,13 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Read page `index` of (`url`, `version`) from `file`, verify it, and copy
-/// its bytes `want` (offsets in the page) into `dst`.
+/// Read page `index` of (`url`, `version`) from `file` (a whole page file,
+/// or the packed record at `span`), verify it, and copy its bytes `want`
+/// (offsets in the page) into `dst`.
+#[allow(clippy::too_many_arguments)]
 fn read_page(
     file: &std::fs::File,
+    span: Option<(u64, u64)>,
     page_size: u64,
     url: &str,
     version: &str,
@@ -477,6 +491,9 @@ fn read_page(
     want: std::ops::Range<u64>,
     dst: &mut [u8],
 ) -> std::result::Result<(), String> {
+    if let Some((offset, len)) = span {
+        return read_record(file, offset, len, page_size, url, version, index, want, dst);
+    }
     let hlen = page_file::header_len(url, version);
     let mut head = vec![0u8; hlen];
     file.read_exact_at(&mut head, 0)
@@ -502,6 +519,53 @@ fn read_page(
         let mut page = s.borrow_mut();
         page.resize(h.data_len as usize, 0);
         file.read_exact_at(&mut page, hlen as u64)
+            .map_err(|e| format!("data: {e}"))?;
+        if page_file::checksum(&page) != h.checksum {
+            return Err("checksum mismatch".to_string());
+        }
+        dst.copy_from_slice(&page[want.start as usize..want.end as usize]);
+        Ok(())
+    })
+}
+
+/// [`read_page`] of the packed record of `len` bytes at `offset`.
+#[allow(clippy::too_many_arguments)]
+fn read_record(
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    page_size: u64,
+    url: &str,
+    version: &str,
+    index: u64,
+    want: std::ops::Range<u64>,
+    dst: &mut [u8],
+) -> std::result::Result<(), String> {
+    let mut head = [0u8; page_file::RECORD_HEADER];
+    file.read_exact_at(&mut head, offset)
+        .map_err(|e| format!("record header: {e}"))?;
+    let h = page_file::decode_record_header(&head)?;
+    page_file::check_record(&h, page_size, url, version, index)?;
+    let data_len = u64::from(h.data_len);
+    if page_file::record_len(h.data_len as usize) as u64 != len {
+        return Err("record length does not match its header".into());
+    }
+    if want.end > data_len {
+        return Err("the page is shorter than the file size says".into());
+    }
+    let data_at = offset + page_file::RECORD_HEADER as u64;
+    if want.start == 0 && want.end == data_len {
+        file.read_exact_at(dst, data_at)
+            .map_err(|e| format!("data: {e}"))?;
+        if page_file::checksum(dst) != h.checksum {
+            return Err("checksum mismatch".into());
+        }
+        return Ok(());
+    }
+    SCRATCH.with(|s| {
+        let mut page = s.borrow_mut();
+        page.resize(data_len as usize, 0);
+        file.read_exact_at(&mut page, data_at)
             .map_err(|e| format!("data: {e}"))?;
         if page_file::checksum(&page) != h.checksum {
             return Err("checksum mismatch".to_string());
