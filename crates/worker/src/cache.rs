@@ -58,6 +58,40 @@ type SharedInfo = Shared<BoxFuture<'static, std::result::Result<CachedInfo, Shar
 /// A lookup in flight and how many requests joined it.
 type InflightInfo = (SharedInfo, Arc<AtomicU64>);
 
+/// Teach `meta` the `path_id` of every URL with pages on disk (so page
+/// requests by path id work after a restart). It reads the names file: at
+/// once when that is small (up to [`SYNC_NAMES_BYTES`], about 200,000
+/// URLs), else on a thread of its own, since for millions of files it
+/// takes seconds and the worker serves meanwhile.
+fn remember_cached_urls(store: &Arc<PageStore>, meta: &Arc<MetaCache>) {
+    if store.names_bytes() <= SYNC_NAMES_BYTES {
+        store.for_each_url(&mut |_, url| {
+            meta.remember(url);
+        });
+        return;
+    }
+    let (store, meta) = (Arc::downgrade(store), Arc::downgrade(meta));
+    let spawned = std::thread::Builder::new()
+        .name("alluxiofs-path-ids".into())
+        .spawn(move || {
+            let Some(s) = store.upgrade() else { return };
+            let mut n = 0u64;
+            s.for_each_url(&mut |_, url| {
+                if let Some(m) = meta.upgrade() {
+                    m.remember(url);
+                    n += 1;
+                }
+            });
+            tracing::debug!(urls = n, "path ids of cached files learnt");
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot learn the path ids of cached files: {e}");
+    }
+}
+
+/// Names files up to this size are read before the worker serves.
+const SYNC_NAMES_BYTES: u64 = 16 << 20;
+
 /// The page store options of `config`: policy, pin quota, and the mount
 /// quotas normalized and checked to lie inside the mounts.
 pub fn store_options(config: &WorkerConfig, ufs: &Ufs) -> Result<StoreOptions> {
@@ -75,6 +109,7 @@ pub fn store_options(config: &WorkerConfig, ufs: &Ufs) -> Result<StoreOptions> {
         policy: config.eviction_policy,
         pin_quota: config.pin_quota,
         mount_quotas,
+        ..Default::default()
     })
 }
 
@@ -83,7 +118,7 @@ pub fn store_options(config: &WorkerConfig, ufs: &Ufs) -> Result<StoreOptions> {
 pub struct ReadThrough {
     ufs: Arc<Ufs>,
     store: Arc<PageStore>,
-    meta: MetaCache,
+    meta: Arc<MetaCache>,
     metrics: Arc<Metrics>,
     pages: Arc<PageReader>,
     meta_inflight: Mutex<HashMap<String, InflightInfo>>,
@@ -113,11 +148,9 @@ impl ReadThrough {
             store_options(config, &ufs)?,
         )?);
         store.start_sweeper(SWEEP_EVERY);
-        let meta = MetaCache::new(config.metadata_ttl);
-        for url in store.urls() {
-            meta.remember(&url);
-            meta.note_pages(&url);
-        }
+        store.start_persister(store.persist_interval());
+        let meta = Arc::new(MetaCache::new(config.metadata_ttl));
+        remember_cached_urls(&store, &meta);
         let spool_dir = config
             .cache_dirs
             .first()
@@ -249,8 +282,9 @@ impl ReadThrough {
         let p = self.page_size();
         let first = want.start / p;
         match self.meta.seen(url) {
-            Seen::Never => {}
-            Seen::Pages => return None,
+            // Pages of a version not known yet (cached before a restart).
+            Seen::Never | Seen::Pages if self.store.has_pages(url) => return None,
+            Seen::Never | Seen::Pages => {}
             Seen::Version(v) => {
                 if self.store.contains(&self.store.key(url, v, first)) {
                     return None;

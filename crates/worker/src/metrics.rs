@@ -117,6 +117,10 @@ pub struct StoreGauges {
     pub pinned_bytes: u64,
     /// The pin quota in bytes.
     pub pin_quota_bytes: u64,
+    /// Heap bytes of the page index (slots, table, eviction state).
+    pub index_memory_bytes: u64,
+    /// Bytes of the persisted page index (journal and names files).
+    pub index_disk_bytes: u64,
     /// Per directory usage.
     pub dirs: Vec<DirGauge>,
 }
@@ -143,6 +147,8 @@ pub struct Metrics {
     pub corrupt_pages: AtomicU64,
     /// Page writes that failed (the page was still served).
     pub page_write_errors: AtomicU64,
+    /// Segments whose live records were copied out to reclaim dead bytes.
+    pub segments_compacted: AtomicU64,
     /// Body bytes of range and page answers.
     pub bytes_served: AtomicU64,
     /// Metadata lookups answered from the metadata cache.
@@ -305,6 +311,11 @@ impl Metrics {
             Self::get(&self.page_write_errors),
         );
         counter(
+            "alluxiofs_segments_compacted_total",
+            "Segments whose live records were copied out to reclaim dead bytes.",
+            Self::get(&self.segments_compacted),
+        );
+        counter(
             "alluxiofs_bytes_served_total",
             "Body bytes of range and page answers, and data bytes of pages passed to same-node readers.",
             Self::get(&self.bytes_served),
@@ -427,6 +438,16 @@ impl Metrics {
             "alluxiofs_pin_quota_bytes",
             "Most bytes pinned pages may use.",
             gauges.pin_quota_bytes,
+        );
+        gauge(
+            "alluxiofs_index_memory_bytes",
+            "Heap bytes of the page index (slots, table, eviction state).",
+            gauges.index_memory_bytes,
+        );
+        gauge(
+            "alluxiofs_index_disk_bytes",
+            "Bytes of the persisted page index (journal and URL names).",
+            gauges.index_disk_bytes,
         );
         let _ = writeln!(
             out,

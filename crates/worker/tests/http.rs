@@ -576,14 +576,15 @@ async fn auth_token_is_required_except_for_healthz() {
     );
 }
 
-fn page_files(cache: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for sub in std::fs::read_dir(cache.join("pages")).unwrap().flatten() {
-        for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
-            out.push(f.path());
-        }
+/// Flip the last data byte of every page under `cache`; returns how many.
+fn corrupt_every_page(cache: &Path) -> usize {
+    let spans = alluxiofs_worker::store::page_data_spans(cache);
+    for (file, off, len) in &spans {
+        let mut raw = std::fs::read(file).unwrap();
+        raw[(off + len - 1) as usize] ^= 1;
+        std::fs::write(file, raw).unwrap();
     }
-    out
+    spans.len()
 }
 
 #[tokio::test]
@@ -623,12 +624,7 @@ async fn a_corrupt_page_on_disk_is_read_through_again() {
     let url = env.url("c.bin");
     let state = env.state(Duration::from_secs(60), 0);
     call(&state, "GET", &range_uri(&url, 0, PAGE)).await;
-    let files = page_files(&env.cache);
-    assert_eq!(files.len(), 1);
-    let mut raw = std::fs::read(&files[0]).unwrap();
-    let last = raw.len() - 1;
-    raw[last] ^= 1;
-    std::fs::write(&files[0], raw).unwrap();
+    assert_eq!(corrupt_every_page(&env.cache), 1);
     let (_, _, body) = call(&state, "GET", &range_uri(&url, 0, PAGE)).await;
     assert_eq!(&body[..], &data[..], "never the corrupt bytes");
     assert_eq!(Metrics::get(&state.cache.metrics().corrupt_pages), 1);

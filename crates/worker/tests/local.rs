@@ -77,16 +77,9 @@ impl Env {
         r.data.to_vec()
     }
 
-    fn page_files(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let root = self.dir.path().join("cache").join("pages");
-        for sub in std::fs::read_dir(root).unwrap().flatten() {
-            for f in std::fs::read_dir(sub.path()).unwrap().flatten() {
-                out.push(f.path());
-            }
-        }
-        out.sort();
-        out
+    /// (file, offset, length) of the data of every page on disk.
+    fn page_spans(&self) -> Vec<(PathBuf, u64, u64)> {
+        alluxiofs_worker::store::page_data_spans(&self.dir.path().join("cache"))
     }
 
     fn metric(&self, f: impl Fn(&alluxiofs_worker::metrics::Metrics) -> u64) -> u64 {
@@ -157,13 +150,12 @@ async fn a_corrupt_page_file_is_never_served_and_fetched_anew() {
     let url = e.write("f.bin", &body);
     assert_eq!(e.read(&url, 0, 2 * PAGE).await, body);
     assert_eq!(e.read(&url, 0, 2 * PAGE).await, body);
-    let files = e.page_files();
-    assert_eq!(files.len(), 2);
-    // Flip one data byte of each page file in place (same inode).
-    for f in &files {
+    let spans = e.page_spans();
+    assert_eq!(spans.len(), 2);
+    // Flip one data byte of each page in place (same inode).
+    for (f, off, len) in &spans {
         let mut raw = std::fs::read(f).unwrap();
-        let at = raw.len() - 7;
-        raw[at] ^= 0x20;
+        raw[(off + len - 7) as usize] ^= 0x20;
         std::fs::write(f, &raw).unwrap();
     }
     let before = e.client.stats().bytes_local;
@@ -244,11 +236,10 @@ async fn reads_racing_free_overwrite_and_corruption_never_return_wrong_bytes() {
                 e.worker.state().cache.meta().invalidate(&url, false);
             }
             2 => {
-                for f in e.page_files() {
+                for (f, off, len) in e.page_spans() {
                     if let Ok(mut raw) = std::fs::read(&f) {
-                        if raw.len() > 100 {
-                            let at = raw.len() - 1;
-                            raw[at] ^= 1;
+                        if let Some(b) = raw.get_mut((off + len - 1) as usize) {
+                            *b ^= 1;
                             let _ = std::fs::write(&f, &raw);
                         }
                     }

@@ -1,19 +1,43 @@
-//! Capacity and eviction.
+//! Capacity, eviction and compaction.
 //!
-//! Each directory has a capacity, and its used bytes (headers and data)
-//! never exceed it: a write reserves its bytes first (the entry is pending),
-//! evicting pages of that directory in the order of its eviction
-//! [`crate::policy::Policy`] (LRU or S3-FIFO) until they fit. A page goes to
-//! the directory with the most free space. Pending and pinned pages are
-//! never victims, so a write may be refused when everything left is being
-//! written or pinned. A mount with a quota evicts its own pages (in any
-//! directory) to stay within it. Every removal is counted by reason
-//! (`alluxiofs_evictions_total`); the caller holds the index lock, and the
-//! memory copy and the file of a victim go with its entry.
+//! Each directory has a capacity, and its used bytes (whole segment files
+//! and page files) never exceed it: a write reserves its bytes first (the
+//! page is pending) after making room in this order:
+//!
+//! 1. **Compaction**, when a sealed segment is at least an eighth dead:
+//!    its live records (they fit in the segment's worth of capacity that
+//!    writes leave free for this) are copied to the
+//!    active segment and the old one is retired ([`super::segments`]); its
+//!    bytes come back when the journal records of the moves are on disk,
+//!    so the write waits for a flush ([`Room::AfterFlush`]) and retries.
+//! 2. **Eviction** in the order of the directory's
+//!    [`crate::policy::Policy`] (LRU or S3-FIFO): a page file's bytes come
+//!    back at once; a packed page's become dead bytes of its segment, and
+//!    a segment left with none is deleted at once.
+//!
+//! A page goes to the directory with the most free space. Pending and
+//! pinned pages are never victims, so a write may be refused when
+//! everything left is being written or pinned. A mount with a quota evicts
+//! its own pages (in any directory) to stay within it. Every removal is
+//! counted by reason (`alluxiofs_evictions_total`); the caller holds the
+//! index lock.
 
-use super::index::Index;
-use super::{lock, PageId, PageStore};
-use crate::metrics::EvictReason;
+use super::index::{Index, Slot};
+use super::journal;
+use super::PageStore;
+use crate::metrics::{EvictReason, Metrics};
+use alluxiofs_core::page_file::{decode_record_header, record_len, RECORD_ALIGN, RECORD_HEADER};
+
+/// What making room achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Room {
+    /// The bytes fit now.
+    Ready,
+    /// They fit once retired segments are deleted, after a flush.
+    AfterFlush,
+    /// They do not fit: everything left is pending or pinned.
+    Full,
+}
 
 impl PageStore {
     /// The index of the mount quota `url` falls under.
@@ -27,27 +51,163 @@ impl PageStore {
     /// The directory a new page goes to: the one with the most free space.
     pub(super) fn roomiest_dir(&self, idx: &Index) -> usize {
         (0..self.dirs.len())
-            .max_by_key(|&d| self.dirs[d].capacity.saturating_sub(idx.used[d]))
+            .max_by_key(|&d| self.dirs[d].capacity.saturating_sub(idx.dirs[d].used))
             .unwrap_or(0)
     }
 
-    /// Evict pages of `dir`, in its policy's order, until `extra` more
-    /// bytes fit; returns how many pages were evicted. Deletes their files.
-    pub(super) fn evict_locked(&self, idx: &mut Index, dir: usize, extra: u64) -> usize {
+    /// Make room for `need` more bytes in `dir` (see the module note).
+    pub(super) fn make_room(&self, idx: &mut Index, dir: usize, need: u64) -> Room {
+        let capacity = self.dirs[dir].capacity;
+        // Writes leave one segment's worth free for compaction's copies.
+        let limit = capacity.saturating_sub(idx.dirs[dir].segments.reserve());
+        let mut evicted = 0;
+        let room = loop {
+            if idx.dirs[dir].used + need <= limit {
+                break Room::Ready;
+            }
+            if let Some((seg, live)) = idx.dirs[dir].segments.compaction_candidate(need) {
+                if idx.dirs[dir].used + u64::from(live) <= capacity && self.compact(idx, dir, seg) {
+                    break Room::AfterFlush;
+                }
+            }
+            if !idx.dirs[dir].segments.retired().is_empty() {
+                break Room::AfterFlush;
+            }
+            match idx.victim(dir, &|_| true) {
+                Some(i) => {
+                    self.remove_slot_locked(idx, i);
+                    evicted += 1;
+                }
+                None => break Room::Full,
+            }
+        };
+        self.metrics.evicted(EvictReason::Capacity, evicted);
+        room
+    }
+
+    /// Evict (no compaction) until `dir` is within its capacity (a restart
+    /// with a smaller capacity); returns how many pages went.
+    pub(super) fn evict_to_capacity(&self, idx: &mut Index, dir: usize) -> u64 {
         let capacity = self.dirs[dir].capacity;
         let mut evicted = 0;
-        while idx.used[dir] + extra > capacity {
-            let Some(hash) = idx.policies[dir].victim(&|_| true) else {
+        while idx.dirs[dir].used > capacity {
+            let Some(i) = idx.victim(dir, &|_| true) else {
                 break;
             };
-            let id = PageId(hash);
-            idx.remove(id);
-            lock(&self.memory).remove(id);
-            let _ = std::fs::remove_file(self.page_path(dir, id));
+            self.remove_slot_locked(idx, i);
             evicted += 1;
         }
-        self.metrics.evicted(EvictReason::Capacity, evicted as u64);
+        self.metrics.evicted(EvictReason::Capacity, evicted);
         evicted
+    }
+
+    /// Copy the live records of sealed segment `seg` of `dir` to the active
+    /// segment and retire it. `false` when nothing was done (unreadable:
+    /// its pages are dropped instead, and the segment deleted).
+    pub(super) fn compact(&self, idx: &mut Index, dir: usize, seg: u32) -> bool {
+        let Some(size) = idx.dirs[dir].segments.map.get(&seg).map(|s| s.size) else {
+            return false;
+        };
+        let raw = match idx.dirs[dir]
+            .segments
+            .file(seg)
+            .and_then(|f| super::segments::read_at(&f, 0, size))
+        {
+            Ok(raw) => raw,
+            Err(e) => {
+                tracing::warn!(dir = %self.dirs[dir].path.display(), segment = seg, "segment unreadable, its pages are dropped: {e}");
+                self.drop_segment(idx, dir, seg);
+                return false;
+            }
+        };
+        let mut off = 0usize;
+        let mut moved = 0u64;
+        while off + RECORD_HEADER <= raw.len() {
+            let Ok(h) = decode_record_header(&raw[off..]) else {
+                off += RECORD_ALIGN;
+                continue;
+            };
+            let rl = record_len(h.data_len as usize);
+            if off + rl > raw.len() {
+                off += RECORD_ALIGN;
+                continue;
+            }
+            let key = super::key::SlotKey {
+                url_hash: h.url_hash,
+                index: h.index,
+            };
+            let live = idx.find(key).filter(|&i| {
+                let s = idx.slot(i);
+                s.seg == seg
+                    && s.off as usize == off
+                    && !s.pending()
+                    && s.version_hash == h.version_hash
+                    && s.dir() == dir
+            });
+            if let Some(i) = live {
+                let copied =
+                    idx.dirs[dir]
+                        .segments
+                        .allocate(rl as u32)
+                        .and_then(|(nseg, noff, f)| {
+                            super::segments::write_at(&f, noff, &raw[off..off + rl]).map_err(
+                                |e| crate::error::WorkerError::io("cannot write a segment", e),
+                            )?;
+                            Ok((nseg, noff))
+                        });
+                match copied {
+                    Ok((nseg, noff)) => {
+                        idx.dirs[dir].used += rl as u64;
+                        idx.relocate(i, nseg, noff);
+                        let rec = journal::put_of(idx.slot(i));
+                        journal::encode(&mut idx.dirs[dir].log, &rec);
+                        moved += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!("compaction stopped: {e}");
+                        return moved > 0 && self.retire(idx, dir, seg);
+                    }
+                }
+            }
+            off += rl;
+        }
+        Metrics::add(&self.metrics.segments_compacted, 1);
+        tracing::debug!(segment = seg, pages = moved, "segment compacted");
+        self.retire(idx, dir, seg)
+    }
+
+    /// Retire `seg` (deleted at the next flush). Pages still pointing into
+    /// it (records that could not be read back) are dropped.
+    fn retire(&self, idx: &mut Index, dir: usize, seg: u32) -> bool {
+        let leftover = idx.dirs[dir].segments.map.get(&seg).map_or(0, |s| s.live);
+        if leftover > 0 {
+            self.drop_segment(idx, dir, seg);
+            return true;
+        }
+        if let Some(s) = idx.dirs[dir].segments.map.get_mut(&seg) {
+            s.retired = true;
+        }
+        true
+    }
+
+    /// Drop every page in segment `seg` of `dir`, counted as corrupt, and
+    /// retire the segment.
+    fn drop_segment(&self, idx: &mut Index, dir: usize, seg: u32) {
+        let victims: Vec<u32> = idx
+            .all()
+            .filter(|&i| {
+                let s = idx.slot(i);
+                s.dir() == dir && s.seg == seg && !s.is_large()
+            })
+            .collect();
+        self.metrics
+            .evicted(EvictReason::Corrupt, victims.len() as u64);
+        for i in victims {
+            self.remove_slot_locked(idx, i);
+        }
+        if let Some(s) = idx.dirs[dir].segments.map.get_mut(&seg) {
+            s.retired = true;
+        }
     }
 
     /// Evict pages of mount quota `m` (any directory) until `extra` more
@@ -56,20 +216,10 @@ impl PageStore {
         let quota = self.options.mount_quotas[m].1;
         let mut evicted = 0;
         while idx.mount_used[m] + extra > quota {
-            let mut victim = None;
-            for dir in 0..self.dirs.len() {
-                let entries = &idx.entries;
-                let of_mount =
-                    |h: u128| entries.get(&PageId(h)).is_some_and(|e| e.mount == Some(m));
-                if let Some(h) = idx.policies[dir].victim(&of_mount) {
-                    victim = Some((dir, PageId(h)));
-                    break;
-                }
-            }
-            let Some((dir, id)) = victim else { break };
-            idx.remove(id);
-            lock(&self.memory).remove(id);
-            let _ = std::fs::remove_file(self.page_path(dir, id));
+            let of_mount = |s: &Slot| s.mount() == Some(m);
+            let victim = (0..self.dirs.len()).find_map(|dir| idx.victim(dir, &of_mount));
+            let Some(i) = victim else { break };
+            self.remove_slot_locked(idx, i);
             evicted += 1;
         }
         self.metrics
@@ -132,10 +282,63 @@ mod tests {
     }
 
     #[test]
+    fn dead_records_are_compacted_before_live_pages_are_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = packed(1000);
+        // Segments of 10 records, room for 60 (50 for pages: one segment's
+        // worth stays free for compaction).
+        let store = open_opts(
+            &[(dir.path(), 60 * one)],
+            0,
+            StoreOptions {
+                segment_size: (10 * one) as u32,
+                ..lru()
+            },
+        );
+        let k = |i| PageKey::new(format!("s3://b/{i}"), "v", 0);
+        for i in 0..50 {
+            assert!(store.put(&k(i), &data(i as u8, 1000)).unwrap());
+        }
+        assert_eq!(page_files(dir.path()).len(), 5);
+        // Free every other page: half of each segment is dead, and the
+        // directory is still full.
+        for i in (0..50).step_by(2) {
+            store.remove_url(&format!("s3://b/{i}"), None);
+        }
+        assert_eq!(store.used_per_dir()[0], 50 * one);
+        for i in 100..120 {
+            assert!(store.put(&k(i), &data(i as u8, 1000)).unwrap(), "page {i}");
+        }
+        // Nothing live was evicted: the dead halves made the room.
+        assert_eq!(store.metrics.evictions(EvictReason::Capacity), 0);
+        for i in (1..50).step_by(2).chain(100..120) {
+            assert_eq!(store.get(&k(i)).unwrap(), data(i as u8, 1000), "page {i}");
+        }
+        assert!(store.used_per_dir()[0] <= 60 * one);
+        store.flush();
+        assert_eq!(store.used_per_dir()[0], disk_bytes(dir.path()));
+        assert!(Metrics::get(&store.metrics.segments_compacted) >= 1);
+        // And all of it is found after a restart.
+        drop(store);
+        let store = open_opts(&[(dir.path(), 60 * one)], 0, lru());
+        assert_eq!(store.gauges().pages, 45);
+        for i in (1..50).step_by(2).chain(100..120) {
+            assert_eq!(store.get(&k(i)).unwrap(), data(i as u8, 1000), "page {i}");
+        }
+    }
+
+    #[test]
     fn concurrent_puts_gets_and_removals_keep_the_accounting() {
         let dir = tempfile::tempdir().unwrap();
         let cap = 40_000;
-        let store = open(&[(dir.path(), cap)], 6000);
+        let store = open_opts(
+            &[(dir.path(), cap)],
+            6000,
+            StoreOptions {
+                segment_size: 8000,
+                ..Default::default()
+            },
+        );
         std::thread::scope(|scope| {
             for t in 0..4u64 {
                 let store = &store;
@@ -169,6 +372,7 @@ mod tests {
                 });
             }
         });
+        store.flush();
         assert_eq!(store.used_per_dir()[0], disk_bytes(dir.path()));
         assert_eq!(Metrics::get(&store.metrics.corrupt_pages), 0);
     }
@@ -184,12 +388,13 @@ mod tests {
             lru in any::<bool>(),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            let one = (header_len("s3://b/a", "v") + 1000) as u64;
+            let one = packed(1000);
             let cap = 30 * one;
             let policy = if lru { PolicyKind::Lru } else { PolicyKind::S3Fifo };
             let store = open_opts(&[(dir.path(), cap)], 0, StoreOptions {
                 policy,
                 pin_quota: PinQuota::Bytes(10 * one),
+                segment_size: (5 * one) as u32,
                 ..Default::default()
             });
             let key = |i: u64| PageKey::new(if i.is_multiple_of(4) { "s3://b/a" } else { "s3://b/c" }, "v", i);
@@ -230,7 +435,7 @@ mod tests {
         ) {
             let dirs: Vec<_> = caps.iter().map(|_| tempfile::tempdir().unwrap()).collect();
             let specs: Vec<_> = dirs.iter().zip(&caps).map(|(d, c)| (d.path(), *c)).collect();
-            let store = open(&specs, 5000);
+            let store = open_opts(&specs, 5000, StoreOptions { segment_size: 6000, ..Default::default() });
             for index in puts {
                 let len = (index as usize * 977) % 4096;
                 let key = PageKey::new("s3://b/obj", "v", index);

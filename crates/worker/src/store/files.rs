@@ -1,70 +1,195 @@
-//! The page files on disk: where they live, reading and writing one, and
-//! the restart scan.
+//! Page files (one file per large page) and the restart.
 //!
-//! - **Layout.** `<dir>/pages/<first two hex digits of the id>/<id>`
-//!   ([`super::key`]); 256 subdirectories keep directories small.
+//! - **Layout.** `<dir>/large/<2 hex digits>/<16 hex URL hash><8 hex page
+//!   index><8 hex version hash>`, so the file of a page is named by its
+//!   index slot alone; 256 subdirectories keep directories small. Pages of
+//!   up to 256 KiB are packed into `<dir>/segments` instead
+//!   ([`super::segments`]).
 //! - **Writing** goes through [`crate::atomic`]: a temporary file in the
 //!   page's directory, renamed into place, so no reader sees half a page.
 //!   No fsync (a deliberate speed choice: a page lost or torn in a crash is
-//!   a miss, or fails its checksum and is deleted).
+//!   a miss, or fails its checks and is dropped).
 //! - **Reading** refreshes the file's mtime when it is older than
-//!   [`TOUCH_AFTER`], so the eviction order rebuilt from mtimes after a
-//!   restart reflects reads, at one metadata write per page per minute.
-//! - **Restart.** On open, every directory is scanned: headers (not data)
-//!   are read to rebuild the index and used bytes, the eviction order
-//!   starts from file mtimes, a page's age (for TTLs) from its file's birth
-//!   time, and temporary, foreign and unreadable files are deleted (all but
-//!   temporary ones counted as corrupt). A directory over its capacity (it
-//!   shrank) is evicted down to it. The data checksum is still verified
-//!   when a page is read.
+//!   [`TOUCH_AFTER`] (kept from the layout before the persisted index,
+//!   where the eviction order was rebuilt from mtimes).
+//! - **Restart** ([`PageStore::load_dir`]): replay the journal
+//!   ([`super::journal`]), list the segment and page-file directories
+//!   (names and lengths only), drop index entries whose bytes are missing
+//!   or short, delete files nothing points at. A directory written by a
+//!   version before the persisted index (`<dir>/pages/`, one file per page
+//!   named by its 128-bit id) is imported once: each file's header is read,
+//!   the file renamed into `large/`, and the index written.
 
 use super::format::{decode_header, text_lens, FIXED_HEADER};
-use super::index::Entry;
-use super::{lock, PageId, PageStore};
+use super::index::{now_ds, Index, NewPage, LARGE};
+use super::journal::{self, Files};
+use super::key::SlotKey;
+use super::{lock, PageStore};
 use crate::atomic::{write_atomically, Durability};
 use crate::error::{Result, WorkerError};
 use crate::metrics::Metrics;
+use alluxiofs_core::page_file::{url_hash, version_hash};
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 impl PageStore {
-    /// The file of page `id` in directory `dir`.
-    pub(super) fn page_path(&self, dir: usize, id: PageId) -> PathBuf {
-        let h = id.hex();
-        self.dirs[dir].path.join("pages").join(&h[..2]).join(h)
+    /// The file of the large page `key` of version hash `vh` in `dir`.
+    pub(super) fn large_path(&self, dir: usize, key: SlotKey, vh: u32) -> PathBuf {
+        large_path_in(&self.dirs[dir].path, key, vh)
     }
 
-    pub(super) fn scan_dir(&self, dir: usize) -> Result<()> {
-        let root = self.dirs[dir].path.join("pages");
-        let mut found: Vec<(SystemTime, PageId, Entry)> = Vec::new();
-        let subdirs = std::fs::read_dir(&root)
-            .map_err(|e| WorkerError::io(format!("cannot scan {}", root.display()), e))?;
-        for sub in subdirs.flatten() {
-            let sub_path = sub.path();
-            if !sub_path.is_dir() {
+    /// Load directory `dir`'s index (see the module note) and open its
+    /// journal for appending.
+    pub(super) fn load_dir(&self, dir: usize) -> Result<Files> {
+        let root = self.dirs[dir].path.clone();
+        let loaded = Files::load(&root, self.page_size)?;
+        let mut idx = lock(&self.index);
+        let found = idx.dirs[dir].segments.scan()?;
+        for (id, len) in found {
+            let bytes = idx.dirs[dir].segments.register(id, len);
+            idx.dirs[dir].used += bytes;
+        }
+        let (mut applied, mut dropped) = (0u64, 0u64);
+        for rec in &loaded.recs {
+            if let Some(i) = idx.find(rec.key) {
+                idx.remove(i);
+            }
+            if !rec.put {
                 continue;
             }
+            if !journal::is_large(rec) {
+                let fits =
+                    idx.dirs[dir].segments.map.get(&rec.seg).is_some_and(|s| {
+                        u64::from(rec.off) + u64::from(rec.len) <= u64::from(s.size)
+                    });
+                if !fits {
+                    dropped += 1;
+                    continue;
+                }
+            }
+            idx.insert(NewPage {
+                key: rec.key,
+                version_hash: rec.version_hash,
+                dir,
+                seg: rec.seg,
+                off: rec.off,
+                len: rec.len,
+                created: rec.created,
+                pending: false,
+                pinned: false,
+                mount: None,
+                ttl_class: 0,
+            });
+            applied += 1;
+        }
+        // A removal replayed above may have dropped a page that pointed at
+        // a missing segment; count the final state instead.
+        let _ = applied;
+        let orphans = self.reconcile_large(&mut idx, dir, &root);
+        // Segments nothing points at (written after the last flush, or
+        // emptied) go.
+        let empty: Vec<u32> = idx.dirs[dir]
+            .segments
+            .map
+            .iter()
+            .filter(|(_, s)| s.live == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for seg in empty {
+            let bytes = idx.dirs[dir].segments.delete(seg);
+            idx.dirs[dir].used -= bytes;
+        }
+        drop(idx);
+        let clean = Files::take_clean(&root);
+        let mut files = if loaded.found {
+            Files::open_existing(&root, self.page_size, loaded.recs.len() as u64, clean)?
+        } else {
+            Files::create_fresh(&root, self.page_size)?
+        };
+        if !loaded.found {
+            // A new directory, or one of the layout before the index.
+            self.import_legacy(dir, &root)?;
+        }
+        if loaded.torn || dropped > 0 || orphans > 0 {
+            tracing::info!(
+                dir = %root.display(),
+                torn = loaded.torn,
+                dropped,
+                orphans,
+                "index replayed: pages written after the last flush are misses"
+            );
+        }
+        files.records = loaded.recs.len() as u64;
+        Ok(files)
+    }
+
+    /// Match the page files of `dir` with the index: drop entries without
+    /// a file, delete files without an entry. Returns the files deleted.
+    fn reconcile_large(&self, idx: &mut Index, dir: usize, root: &Path) -> u64 {
+        let mut on_disk: HashSet<(u64, u32, u32)> = HashSet::new();
+        let large = root.join("large");
+        let mut orphans = 0;
+        if let Ok(subs) = std::fs::read_dir(&large) {
+            for sub in subs.flatten() {
+                let Ok(files) = std::fs::read_dir(sub.path()) else {
+                    continue;
+                };
+                for f in files.flatten() {
+                    let name = f.file_name();
+                    match name.to_str().and_then(parse_large_name) {
+                        Some(k) => {
+                            on_disk.insert(k);
+                        }
+                        None => {
+                            // Temporary files of interrupted writes.
+                            let _ = std::fs::remove_file(f.path());
+                        }
+                    }
+                }
+            }
+        }
+        let indexed: Vec<u32> = idx
+            .all()
+            .filter(|&i| {
+                let s = idx.slot(i);
+                s.is_large() && s.dir() == dir
+            })
+            .collect();
+        for i in indexed {
+            let s = *idx.slot(i);
+            let k = (s.key().url_hash, s.index, s.version_hash);
+            if !on_disk.remove(&k) {
+                idx.remove(i);
+            }
+        }
+        for (h, index, vh) in on_disk {
+            let key = SlotKey { url_hash: h, index };
+            let _ = std::fs::remove_file(large_path_in(root, key, vh));
+            orphans += 1;
+        }
+        orphans
+    }
+
+    /// Import the page files of the layout before the persisted index
+    /// (`<dir>/pages/<xx>/<32 hex id>`): read each header, move the file
+    /// into `large/`, index it; delete temporary, foreign and unreadable
+    /// files (all but temporary ones counted as corrupt).
+    fn import_legacy(&self, dir: usize, root: &Path) -> Result<()> {
+        let pages = root.join("pages");
+        let Ok(subdirs) = std::fs::read_dir(&pages) else {
+            return Ok(());
+        };
+        let mut count = 0u64;
+        for sub in subdirs.flatten() {
+            let sub_path = sub.path();
             let Ok(files) = std::fs::read_dir(&sub_path) else {
                 continue;
             };
             for f in files.flatten() {
                 let path = f.path();
-                match self.scan_file(&path) {
-                    Ok((id, mtime, created, url, version, file_len)) => found.push((
-                        mtime,
-                        id,
-                        Entry {
-                            dir,
-                            file_len,
-                            mount: self.mount_of(&url),
-                            url: url.into(),
-                            version: version.into(),
-                            created,
-                            pending: false,
-                            pinned: false,
-                        },
-                    )),
+                match self.import_file(dir, root, &path) {
+                    Ok(()) => count += 1,
                     Err(reason) => {
                         let temporary = path
                             .file_name()
@@ -80,41 +205,21 @@ impl PageStore {
                     }
                 }
             }
+            let _ = std::fs::remove_dir(&sub_path);
         }
-        found.sort_by_key(|(mtime, id, _)| (*mtime, *id));
-        let mut idx = lock(&self.index);
-        let count = found.len();
-        for (_, id, mut entry) in found {
-            if idx.entries.contains_key(&id) {
-                // The same page in two directories (capacities changed): keep one.
-                let _ = std::fs::remove_file(self.page_path(dir, id));
-                continue;
-            }
-            entry.pinned = idx.rules.is_pinned(&entry.url);
-            idx.insert(id, entry);
-        }
-        let evicted = self.evict_locked(&mut idx, dir, 0);
-        drop(idx);
-        tracing::info!(
-            dir = %self.dirs[dir].path.display(),
-            pages = count - evicted,
-            evicted,
-            "cache directory scanned"
-        );
+        let _ = std::fs::remove_dir(&pages);
+        tracing::info!(dir = %root.display(), pages = count, "page files of the previous layout imported");
         Ok(())
     }
 
-    /// Check one file found by the scan: (id, mtime, birth time, URL,
-    /// version, length), or why it is no page of this store.
-    fn scan_file(
-        &self,
-        path: &Path,
-    ) -> std::result::Result<(PageId, SystemTime, SystemTime, String, String, u64), String> {
+    fn import_file(&self, dir: usize, root: &Path, path: &Path) -> std::result::Result<(), String> {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or("unreadable name")?;
-        let id = PageId::from_file_name(name).ok_or("not a page file (temporary or foreign)")?;
+        if name.len() != 32 || !name.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err("not a page file (temporary or foreign)".into());
+        }
         let mut f = std::fs::File::open(path).map_err(|e| e.to_string())?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
         let mut fixed = vec![0u8; FIXED_HEADER];
@@ -132,33 +237,79 @@ impl PageStore {
                 h.page_size, self.page_size
             ));
         }
-        if PageId::of(h.page_size, &h.url, &h.version, h.index) != id {
+        let id = alluxiofs_core::page_file::page_id(h.page_size, &h.url, &h.version, h.index);
+        if format!("{id:032x}") != name.to_ascii_lowercase() {
             return Err("header does not match the file name".into());
         }
         let file_len = meta.len();
         if Some(file_len) != (h.len() as u64).checked_add(h.data_len) {
             return Err("file length does not match the header".into());
         }
-        let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-        // A read refreshes the mtime; the birth time (where the file
-        // system keeps one) is when the page was cached.
-        let created = meta.created().unwrap_or(mtime).min(mtime);
-        Ok((id, mtime, created, h.url, h.version, file_len))
+        if h.index >= u64::from(u32::MAX) || file_len > u64::from(u32::MAX) {
+            return Err("page index or size beyond what the index holds".into());
+        }
+        let key = SlotKey {
+            url_hash: url_hash(&h.url),
+            index: h.index as u32,
+        };
+        let vh = version_hash(&h.version);
+        let target = large_path_in(root, key, vh);
+        let mut idx = lock(&self.index);
+        if idx.find(key).is_some() {
+            return Err("the same page twice".into());
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::rename(path, &target).map_err(|e| e.to_string())?;
+        let named = idx.has_url(key.url_hash);
+        let i = idx.insert(NewPage {
+            key,
+            version_hash: vh,
+            dir,
+            seg: LARGE,
+            off: 0,
+            len: file_len as u32,
+            created: now_ds(),
+            pending: false,
+            pinned: false,
+            mount: None,
+            ttl_class: 0,
+        });
+        let rec = journal::put_of(idx.slot(i));
+        journal::encode(&mut idx.dirs[dir].log, &rec);
+        if !named {
+            journal::encode_name(&mut idx.dirs[dir].names, key.url_hash, &h.url);
+        }
+        Ok(())
     }
 }
 
-/// Pages not touched for this long get their mtime refreshed on a hit, so
-/// that the LRU order rebuilt from mtimes after a restart reflects reads.
+/// The file of the large page `key` of version hash `vh` under `root`.
+fn large_path_in(root: &Path, key: SlotKey, vh: u32) -> PathBuf {
+    let name = format!("{:016x}{:08x}{vh:08x}", key.url_hash, key.index);
+    root.join("large").join(&name[..2]).join(name)
+}
+
+/// (URL hash, page index, version hash) of a page file name.
+fn parse_large_name(n: &str) -> Option<(u64, u32, u32)> {
+    if n.len() != 32 || !n.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((
+        u64::from_str_radix(&n[..16], 16).ok()?,
+        u32::from_str_radix(&n[16..24], 16).ok()?,
+        u32::from_str_radix(&n[24..], 16).ok()?,
+    ))
+}
+
+/// Pages not touched for this long get their mtime refreshed on a hit.
 const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Read a page file; refresh its mtime when it is older than
 /// [`TOUCH_AFTER`] (best effort).
 pub(super) fn read_and_touch(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = match std::fs::File::options().read(true).write(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => std::fs::File::open(path)?,
-        Err(e) => return Err(e),
-    };
+    let mut f = std::fs::File::open(path)?;
     let meta = f.metadata()?;
     let mut raw = Vec::with_capacity(meta.len() as usize);
     f.read_to_end(&mut raw)?;
@@ -198,13 +349,26 @@ pub(super) fn write_page(path: &Path, header: &[u8], data: &[u8]) -> std::io::Re
     write_atomically(path, &[header, data], Durability::Rename)
 }
 
+impl Files {
+    /// Start an empty journal and names file for `root` (a new directory,
+    /// or an index of another page size or format: not ours).
+    pub(super) fn create_fresh(root: &Path, page_size: u64) -> Result<Files> {
+        let names = Files::dir_of(root).join("names");
+        if names.exists() {
+            std::fs::remove_file(&names)
+                .map_err(|e| WorkerError::io(format!("cannot reset {}", names.display()), e))?;
+        }
+        Files::create(root, page_size, &[])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
     use super::super::*;
 
     #[test]
-    fn restart_finds_pages_and_cleans_up() {
+    fn restart_finds_pages_without_reading_them_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let keys: Vec<_> = (0..5).map(|i| PageKey::new("s3://b/f", "e", i)).collect();
         {
@@ -213,80 +377,90 @@ mod tests {
                 store.put(k, &data(i as u8, 4096)).unwrap();
             }
         }
-        // Leftovers of a crash: a temporary file and garbage.
-        let sub = dir.path().join("pages").join("ab");
+        // Leftovers of a crash: a segment nothing points at, and a
+        // temporary file among the page files.
+        std::fs::write(dir.path().join("segments").join("0000ffff.seg"), b"half").unwrap();
+        let sub = dir.path().join("large").join("ab");
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(sub.join("ab00.tmp.123"), b"half").unwrap();
-        std::fs::write(sub.join(format!("{:032x}", 0xab_u128 << 120)), b"garbage").unwrap();
         let store = open(&[(dir.path(), 1 << 20)], 0);
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(store.get(k).unwrap(), data(i as u8, 4096));
         }
         assert_eq!(store.urls(), vec!["s3://b/f".to_string()]);
-        assert_eq!(
-            Metrics::get(&store.metrics.corrupt_pages),
-            1,
-            "the garbage file"
-        );
-        assert!(
-            !sub.join("ab00.tmp.123").exists(),
-            "temporary files are removed"
-        );
+        assert!(!sub.join("ab00.tmp.123").exists(), "temporary files go");
+        assert!(!dir.path().join("segments").join("0000ffff.seg").exists());
         assert_eq!(store.gauges().pages, 5);
         assert_eq!(store.gauges().used_bytes, disk_bytes(dir.path()));
-        // A smaller capacity on restart evicts down to it.
+        // A smaller capacity on restart evicts down to it (whole segments
+        // count, so with all five in one segment, everything goes).
         drop(store);
-        let one_page = (header_len("s3://b/f", "e") + 4096) as u64;
-        let store = open(&[(dir.path(), 2 * one_page)], 0);
-        assert_eq!(store.gauges().pages, 2);
-        assert_eq!(disk_bytes(dir.path()), 2 * one_page);
+        let store = open(&[(dir.path(), 3 * packed(4096))], 0);
+        assert!(store.gauges().used_bytes <= 3 * packed(4096));
+        assert_eq!(store.gauges().used_bytes, disk_bytes(dir.path()));
     }
 
     #[test]
-    fn a_page_read_long_ago_counts_as_recent_after_restart() {
+    fn what_a_crash_loses_is_a_miss_and_the_rest_is_found() {
         let dir = tempfile::tempdir().unwrap();
-        let one = (header_len("u", "v") + 1000) as u64;
-        let k = |i| PageKey::new("u", "v", i);
-        {
-            let store = open_opts(&[(dir.path(), 2 * one)], 0, lru());
-            store.put(&k(0), &data(0, 1000)).unwrap();
-            store.put(&k(1), &data(1, 1000)).unwrap();
-            // Both pages look old; then page 0 is read.
-            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-            for f in page_files(dir.path()) {
-                let file = std::fs::File::options().write(true).open(&f).unwrap();
-                let age = if f.ends_with(store.key("u", "v", 0).id(PS).hex()) {
-                    2
-                } else {
-                    1
-                };
-                file.set_modified(old - std::time::Duration::from_secs(age))
-                    .unwrap();
-            }
-            assert!(store.get(&k(0)).is_some());
+        let k = |i| PageKey::new(format!("s3://b/{i}"), "v", 0);
+        let store = open(&[(dir.path(), 1 << 20)], 0);
+        for i in 0..10 {
+            store.put(&k(i), &data(i as u8, 1000)).unwrap();
         }
-        let store = open_opts(&[(dir.path(), 2 * one)], 0, lru());
-        store.put(&k(2), &data(2, 1000)).unwrap();
-        assert!(store.contains(&k(0)), "read before the restart: kept");
-        assert!(!store.contains(&k(1)), "not read: evicted first");
+        store.flush();
+        for i in 10..20 {
+            store.put(&k(i), &data(i as u8, 1000)).unwrap();
+        }
+        // A crash: the store is never dropped, so nothing more is flushed.
+        std::mem::forget(store);
+        let store = open(&[(dir.path(), 1 << 20)], 0);
+        for i in 0..10 {
+            assert_eq!(
+                store.get(&k(i)).unwrap(),
+                data(i as u8, 1000),
+                "flushed {i}"
+            );
+        }
+        for i in 10..20 {
+            assert!(store.get(&k(i)).is_none(), "not flushed: a miss");
+        }
+        assert_eq!(store.gauges().pages, 10);
+        // Their bytes are dead space of the segment, counted as used.
+        assert_eq!(store.gauges().used_bytes, disk_bytes(dir.path()));
     }
 
     #[test]
-    fn a_page_file_named_as_before_is_found_after_reopening() {
+    fn a_page_file_of_the_previous_layout_is_found_after_reopening() {
         // Written by hand with the on-disk naming and format of the
         // caches of earlier versions, not by `put`.
         let dir = tempfile::tempdir().unwrap();
-        let name = crate::store::key::tests::NAME_OF_S3_B_X_V1_3;
+        let key = PageKey::new("s3://b/x", "\"v1\"", 3);
+        let name = format!(
+            "{:032x}",
+            alluxiofs_core::page_file::page_id(PS, "s3://b/x", "\"v1\"", 3)
+        );
+        assert_eq!(
+            name, "332d5b158ba76c12ee61f46bedbebb2b",
+            "the old naming, pinned"
+        );
         let sub = dir.path().join("pages").join(&name[..2]);
         std::fs::create_dir_all(&sub).unwrap();
-        let key = PageKey::new("s3://b/x", "\"v1\"", 3);
         let d = data(9, 4000);
         let mut raw = super::super::format::encode_header(PS, &key, &d);
         raw.extend_from_slice(&d);
-        std::fs::write(sub.join(name), &raw).unwrap();
+        std::fs::write(sub.join(&name), &raw).unwrap();
+        std::fs::write(sub.join("garbage0000000000000000000000000"), b"x").unwrap();
+        {
+            let store = open(&[(dir.path(), 1 << 20)], 0);
+            assert_eq!(store.gauges().pages, 1);
+            assert_eq!(store.get(&key).unwrap(), d);
+            assert_eq!(store.get(&store.key("s3://b/x", "\"v1\"", 3)).unwrap(), d);
+            assert!(!dir.path().join("pages").exists(), "imported");
+        }
+        // And found again from the index.
         let store = open(&[(dir.path(), 1 << 20)], 0);
-        assert_eq!(store.gauges().pages, 1);
         assert_eq!(store.get(&key).unwrap(), d);
-        assert_eq!(store.get(&store.key("s3://b/x", "\"v1\"", 3)).unwrap(), d);
+        assert_eq!(store.urls(), vec!["s3://b/x".to_string()]);
     }
 }

@@ -6,9 +6,7 @@
 use super::PageKey;
 use bytes::Bytes;
 
-#[cfg(test)]
-pub(super) use alluxiofs_core::page_file::header_len;
-pub(super) use alluxiofs_core::page_file::{decode_header, text_lens, FIXED_HEADER};
+pub(super) use alluxiofs_core::page_file::{decode_header, header_len, text_lens, FIXED_HEADER};
 
 /// The header of `data` as the page `key` of a store of `page_size`.
 pub(super) fn encode_header(page_size: u64, key: &PageKey, data: &[u8]) -> Vec<u8> {

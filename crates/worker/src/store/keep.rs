@@ -9,13 +9,20 @@
 //! - **TTLs**: a page older than the TTL of its path (since it was cached)
 //!   is a miss, checked on read ([`PageStore::expired`]; skipped without a
 //!   lock while no TTL exists) and by a periodic sweep on a thread of its
-//!   own.
+//!   own. The index keeps no URLs, so each page carries the number of the
+//!   TTL rule that covers it (its *class*, set when it is cached and, after
+//!   a rules change, from the names file); the sweep compares ages with
+//!   the class's TTL.
 //! - **Free** deletes a prefix's pages now; pinned ones only when forced.
 //!
-//! A rules change is saved before it takes effect, under the index lock, so
-//! the file and the index never disagree about what is pinned.
+//! Work by prefix (pin, unpin, free) finds the URLs under the prefix in the
+//! names file ([`super::journal`]), then their pages in the index. A rules
+//! change is saved before it takes effect, under the index lock, so the
+//! file and the index never disagree about what is pinned.
 
-use super::{lock, PageId, PageStore};
+use super::index::{now_ds, MAX_CLASSES};
+use super::key::Hashes;
+use super::{lock, PageStore};
 use crate::metrics::EvictReason;
 use crate::rules::Rules;
 use std::collections::BTreeMap;
@@ -95,11 +102,30 @@ pub enum KeepError {
     Save(String),
 }
 
+/// The TTL class of `url` under `rules`: 1 + the position (in prefix
+/// order) of the longest TTL prefix holding it; 0 when none does. Beyond
+/// [`MAX_CLASSES`] rules, `MAX_CLASSES + 1`: the sweep then leaves the
+/// page to the check on read, which looks the URL up.
+pub(super) fn ttl_class(rules: &Rules, url: &str) -> u8 {
+    rules
+        .ttls
+        .keys()
+        .enumerate()
+        .filter(|(_, p)| alluxiofs_core::path::is_under(url, p))
+        .max_by_key(|(_, p)| p.len())
+        .map_or(0, |(i, _)| (i + 1).min(MAX_CLASSES + 1) as u8)
+}
+
+/// Deciseconds of `d`.
+fn ds(d: Duration) -> u64 {
+    (d.as_millis() / 100) as u64
+}
+
 impl PageStore {
-    /// Whether the page `id` of `url` is older than the TTL of `url`
-    /// (a copy only in memory, of unknown age, counts as expired). With
-    /// `remove`, an expired page is deleted (disk and memory).
-    pub(super) fn expired(&self, id: PageId, url: &str, remove: bool) -> bool {
+    /// Whether the page `h` of `url` is older than the TTL of `url` (a copy
+    /// only in memory, of unknown age, counts as expired). With `remove`,
+    /// an expired page is deleted (disk and memory).
+    pub(super) fn expired(&self, h: &Hashes, url: &str, remove: bool) -> bool {
         if !self.has_ttls.load(Ordering::Relaxed) {
             return false;
         }
@@ -110,18 +136,21 @@ impl PageStore {
         let Some(ttl) = idx.rules.ttl_of(url) else {
             return false;
         };
-        let expired = match idx.entries.get(&id) {
-            Some(e) if e.pending => false,
-            Some(e) => e.created.elapsed().is_ok_and(|age| age > ttl),
+        let slot = idx
+            .find(h.slot)
+            .filter(|&i| idx.slot(i).version_hash == h.version_hash);
+        let expired = match slot {
+            Some(i) if idx.slot(i).pending() => false,
+            Some(i) => u64::from(now_ds().saturating_sub(idx.slot(i).created)) > ds(ttl),
             None => true,
         };
         if expired && remove {
-            if let Some(e) = idx.remove(id) {
-                let _ = std::fs::remove_file(self.page_path(e.dir, id));
+            if let Some(i) = slot {
+                self.remove_slot_locked(&mut idx, i);
                 self.metrics.evicted(EvictReason::Ttl, 1);
             }
             drop(idx);
-            lock(&self.memory).remove(id);
+            lock(&self.memory).remove(h.memory_key());
         }
         expired
     }
@@ -132,35 +161,21 @@ impl PageStore {
         if idx.rules.ttls.is_empty() {
             return 0;
         }
-        let mut victims = Vec::new();
-        for (url, ids) in &idx.by_url {
-            let Some(ttl) = idx.rules.ttl_of(url) else {
-                continue;
-            };
-            for h in ids {
-                if idx
-                    .entries
-                    .get(h)
-                    .is_some_and(|e| !e.pending && e.created.elapsed().is_ok_and(|age| age > ttl))
-                {
-                    victims.push(*h);
-                }
-            }
-        }
-        let mut files = Vec::with_capacity(victims.len());
-        for h in &victims {
-            if let Some(e) = idx.remove(*h) {
-                files.push(self.page_path(e.dir, *h));
-            }
-        }
-        drop(idx);
-        let mut mem = lock(&self.memory);
-        for h in &victims {
-            mem.remove(*h);
-        }
-        drop(mem);
-        for f in files {
-            let _ = std::fs::remove_file(f);
+        let ttls: Vec<u64> = idx.rules.ttls.values().map(|s| s * 10).collect();
+        let now = now_ds();
+        let victims: Vec<u32> = idx
+            .all()
+            .filter(|&i| {
+                let s = idx.slot(i);
+                let c = s.ttl_class() as usize;
+                !s.pending()
+                    && c > 0
+                    && c <= ttls.len().min(MAX_CLASSES)
+                    && u64::from(now.saturating_sub(s.created)) > ttls[c - 1]
+            })
+            .collect();
+        for &i in &victims {
+            self.remove_slot_locked(&mut idx, i);
         }
         self.metrics.evicted(EvictReason::Ttl, victims.len() as u64);
         victims.len()
@@ -191,17 +206,24 @@ impl PageStore {
             .map_err(|e| KeepError::Save(format!("{}: {e}", self.rules_path.display())))
     }
 
+    /// The slots of the pages of the URLs hashed `hashes`.
+    fn slots_of(idx: &super::index::Index, hashes: &[u64]) -> Vec<u32> {
+        hashes.iter().flat_map(|h| idx.pages_of(*h)).collect()
+    }
+
     /// Pin `prefix` (normalized): its cached pages and those cached later
     /// are never evicted. Refused when the pages cached under it now would
     /// take the pinned bytes over the pin quota.
     pub fn pin(&self, prefix: &str) -> std::result::Result<KeepOutcome, KeepError> {
+        let hashes = self.hashes_under(prefix, true);
         let mut idx = lock(&self.index);
-        let ids = idx.ids_under(prefix, true);
+        let ids = Self::slots_of(&idx, &hashes);
         let mut out = KeepOutcome::default();
-        for h in &ids {
-            if let Some(e) = idx.entries.get(h).filter(|e| !e.pinned) {
+        for &i in &ids {
+            let s = idx.slot(i);
+            if !s.pinned() {
                 out.pages += 1;
-                out.bytes += e.file_len;
+                out.bytes += u64::from(s.len);
             }
         }
         if idx.pinned_bytes + out.bytes > self.pin_quota {
@@ -216,8 +238,8 @@ impl PageStore {
         rules.pin(prefix);
         self.save_rules(&rules)?;
         idx.rules = rules;
-        for h in ids {
-            idx.set_pinned(h, true);
+        for i in ids {
+            idx.set_pinned(i, true);
         }
         Ok(out)
     }
@@ -225,19 +247,25 @@ impl PageStore {
     /// Remove the pins at or under `prefix`; pages no other pin covers
     /// become evictable. Returns the rules removed and the pages unpinned.
     pub fn unpin(&self, prefix: &str) -> std::result::Result<(usize, KeepOutcome), KeepError> {
+        let mut urls: Vec<(u64, String)> = Vec::new();
+        self.for_each_url(&mut |h, u| {
+            if alluxiofs_core::path::is_under(u, prefix) {
+                urls.push((h, u.to_string()));
+            }
+        });
         let mut idx = lock(&self.index);
         let mut rules = idx.rules.clone();
         let removed = rules.unpin(prefix);
         self.save_rules(&rules)?;
         idx.rules = rules;
         let mut out = KeepOutcome::default();
-        for h in idx.ids_under(prefix, true) {
-            let still = idx
-                .entries
-                .get(&h)
-                .is_some_and(|e| idx.rules.is_pinned(&e.url));
-            if !still {
-                let len = idx.set_pinned(h, false);
+        for (h, url) in urls {
+            if idx.rules.is_pinned(&url) {
+                continue;
+            }
+            let ids: Vec<u32> = idx.pages_of(h).collect();
+            for i in ids {
+                let len = idx.set_pinned(i, false);
                 if len > 0 {
                     out.pages += 1;
                     out.bytes += len;
@@ -253,13 +281,17 @@ impl PageStore {
         prefix: &str,
         ttl: Option<Duration>,
     ) -> std::result::Result<(), KeepError> {
-        let mut idx = lock(&self.index);
-        let mut rules = idx.rules.clone();
-        rules.set_ttl(prefix, ttl);
-        self.save_rules(&rules)?;
-        self.has_ttls
-            .store(!rules.ttls.is_empty(), Ordering::Relaxed);
-        idx.rules = rules;
+        {
+            let mut idx = lock(&self.index);
+            let mut rules = idx.rules.clone();
+            rules.set_ttl(prefix, ttl);
+            self.save_rules(&rules)?;
+            self.has_ttls
+                .store(!rules.ttls.is_empty(), Ordering::Relaxed);
+            idx.rules = rules;
+        }
+        // The classes are positions among the rules: set them all anew.
+        self.classify_all();
         Ok(())
     }
 
@@ -271,14 +303,16 @@ impl PageStore {
         recursive: bool,
         force: bool,
     ) -> std::result::Result<KeepOutcome, KeepError> {
+        let hashes = self.hashes_under(prefix, recursive);
         let mut idx = lock(&self.index);
-        let ids = idx.ids_under(prefix, recursive);
+        let ids = Self::slots_of(&idx, &hashes);
         if !force {
             let (mut pages, mut bytes) = (0, 0);
-            for h in &ids {
-                if let Some(e) = idx.entries.get(h).filter(|e| e.pinned) {
+            for &i in &ids {
+                let s = idx.slot(i);
+                if s.pinned() {
                     pages += 1;
-                    bytes += e.file_len;
+                    bytes += u64::from(s.len);
                 }
             }
             if pages > 0 {
@@ -290,17 +324,13 @@ impl PageStore {
             }
         }
         let mut out = KeepOutcome::default();
-        let mut mem = lock(&self.memory);
-        for h in ids {
-            mem.remove(h);
-            let Some(e) = idx.remove(h) else { continue };
-            if !e.pending {
-                let _ = std::fs::remove_file(self.page_path(e.dir, h));
+        for i in ids {
+            let s = self.remove_slot_locked(&mut idx, i);
+            if !s.pending() {
                 out.pages += 1;
-                out.bytes += e.file_len;
+                out.bytes += u64::from(s.len);
             }
         }
-        drop(mem);
         drop(idx);
         self.metrics.evicted(EvictReason::Free, out.pages);
         Ok(out)

@@ -1,64 +1,72 @@
-//! A page's identity and its name on disk.
+//! A page's identity: what the index keys it by and what its bytes on disk
+//! are checked against.
 //!
 //! A page is named by (normalized URL, object version, page index) and the
 //! page size, so a changed object (new version) or a store reopened with
-//! another page size never finds old pages. Its [`PageId`] is the xxh3-128
-//! hash of that tuple; the page file is `<dir>/pages/<first two hex
-//! digits>/<32 hex digits>`. This naming is the on-disk contract with every
-//! cache written so far: changing the hash input or its encoding would
-//! orphan existing caches, so it must not change.
+//! another page size never finds old pages. Three hashes of that tuple are
+//! used, all computed once when the key is built ([`super::PageStore::key`],
+//! which knows the page size) and carried with it, so the lookups of one
+//! read hash nothing again:
 //!
-//! The id is computed when the key is built by [`super::PageStore::key`]
-//! (which knows the page size) and carried with it, so the lookups of one
-//! read (`contains`, `get_memory`, `get`, `put`) hash the key once. A key
-//! built by [`PageKey::new`] has no id yet; the store computes it on each
-//! use, as before. The key's fields are read-only so a carried id cannot
-//! go stale.
+//! - the **slot key** (64-bit URL hash, 32-bit page index): the index keeps
+//!   one page per (URL, page index), so the pages of a URL are found from
+//!   its URL alone, without keeping the URL in memory (an object has one
+//!   current version; a page of another version is stale and replaced);
+//! - the 32-bit **version hash**, kept per page: a page of another version
+//!   is a miss;
+//! - the 128-bit **page id** ([`alluxiofs_core::page_file::page_id`]), which
+//!   every packed record carries: a read checks it (and the data checksum),
+//!   so a hash collision in the 96 bits the index keeps can cost a miss,
+//!   never wrong bytes. One-file pages carry the URL and version themselves.
+//!
+//! The key's fields are read-only so carried hashes cannot go stale.
 
-use xxhash_rust::xxh3::xxh3_128;
+use alluxiofs_core::page_file::{page_id, url_hash, version_hash};
 
-/// The hash naming a page (index key and file name).
+/// The index key of a page: (URL hash, page index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct PageId(pub(crate) u128);
+pub(crate) struct SlotKey {
+    pub(crate) url_hash: u64,
+    pub(crate) index: u32,
+}
 
-impl PageId {
-    /// The id of (`url`, `version`, `index`) in a store of `page_size`.
-    pub(crate) fn of(page_size: u64, url: &str, version: &str, index: u64) -> Self {
-        let mut buf = Vec::with_capacity(24 + url.len() + version.len());
-        buf.extend_from_slice(&page_size.to_le_bytes());
-        buf.extend_from_slice(&index.to_le_bytes());
-        buf.extend_from_slice(&(url.len() as u64).to_le_bytes());
-        buf.extend_from_slice(url.as_bytes());
-        buf.extend_from_slice(version.as_bytes());
-        PageId(xxh3_128(&buf))
+impl SlotKey {
+    /// The hash the index's table places the key by.
+    pub(crate) fn table_hash(self) -> u64 {
+        // The URL hash is already uniform; mixing the index in keeps the
+        // pages of one file apart.
+        (self.url_hash ^ u64::from(self.index).wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17)
     }
+}
 
-    /// The file name: 32 lowercase hex digits.
-    pub(crate) fn hex(self) -> String {
-        format!("{:032x}", self.0)
-    }
+/// The hashes of a key for one page size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Hashes {
+    pub(crate) page_size: u64,
+    pub(crate) slot: SlotKey,
+    pub(crate) version_hash: u32,
+    pub(crate) id: u128,
+}
 
-    /// The id a page file name stands for; `None` for other names
-    /// (temporary or foreign files).
-    pub(crate) fn from_file_name(name: &str) -> Option<Self> {
-        if name.len() != 32 || !name.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return None;
-        }
-        u128::from_str_radix(name, 16).ok().map(PageId)
+impl Hashes {
+    /// The memory tier's and the ghost filter's name of the page.
+    pub(crate) fn memory_key(&self) -> u128 {
+        (u128::from(self.slot.url_hash) << 64)
+            | (u128::from(self.slot.index) << 32)
+            | u128::from(self.version_hash)
     }
 }
 
 /// The identity of one cached page.
 ///
 /// Equality and hashing are over (URL, version, index) only, whether or
-/// not the key carries its id.
+/// not the key carries its hashes.
 #[derive(Debug, Clone)]
 pub struct PageKey {
     url: String,
     version: String,
     index: u64,
-    /// The id and the page size it was computed for.
-    id: Option<(u64, PageId)>,
+    hashes: Option<Hashes>,
 }
 
 impl PartialEq for PageKey {
@@ -78,30 +86,39 @@ impl std::hash::Hash for PageKey {
 }
 
 impl PageKey {
-    /// A key without its id (the store hashes it on each use); prefer
-    /// [`super::PageStore::key`], which hashes once.
+    /// A key without its hashes (the store computes them on each use);
+    /// prefer [`super::PageStore::key`], which hashes once.
     pub fn new(url: impl Into<String>, version: impl Into<String>, index: u64) -> Self {
         PageKey {
             url: url.into(),
             version: version.into(),
             index,
-            id: None,
+            hashes: None,
         }
     }
 
-    /// A key carrying its id for a store of `page_size`.
-    pub(crate) fn with_id(
+    /// A key carrying its hashes for a store of `page_size`.
+    pub(crate) fn with_hashes(
         page_size: u64,
         url: impl Into<String>,
         version: impl Into<String>,
         index: u64,
     ) -> Self {
         let mut key = PageKey::new(url, version, index);
-        key.id = Some((
-            page_size,
-            PageId::of(page_size, &key.url, &key.version, index),
-        ));
+        key.hashes = Some(key.compute(page_size));
         key
+    }
+
+    fn compute(&self, page_size: u64) -> Hashes {
+        Hashes {
+            page_size,
+            slot: SlotKey {
+                url_hash: url_hash(&self.url),
+                index: self.index.min(u64::from(u32::MAX)) as u32,
+            },
+            version_hash: version_hash(&self.version),
+            id: page_id(page_size, &self.url, &self.version, self.index),
+        }
     }
 
     /// Normalized UFS URL.
@@ -119,44 +136,41 @@ impl PageKey {
         self.index
     }
 
-    /// The id in a store of `page_size`: the carried one when it was
-    /// computed for that size, else computed now.
-    pub(crate) fn id(&self, page_size: u64) -> PageId {
-        match self.id {
-            Some((size, id)) if size == page_size => id,
-            _ => PageId::of(page_size, &self.url, &self.version, self.index),
+    /// Whether the index can hold this page (its index fits 32 bits).
+    pub(crate) fn indexable(&self) -> bool {
+        self.index < u64::from(u32::MAX)
+    }
+
+    /// The hashes in a store of `page_size`: the carried ones when they
+    /// were computed for that size, else computed now.
+    pub(crate) fn hashes(&self, page_size: u64) -> Hashes {
+        match self.hashes {
+            Some(h) if h.page_size == page_size => h,
+            _ => self.compute(page_size),
         }
     }
 }
 
 #[cfg(test)]
-pub(in crate::store) mod tests {
+mod tests {
     use super::*;
 
-    /// The file name of page 3 of (`s3://b/x`, `"v1"`) at 4096-byte pages,
-    /// as every version so far has named it.
-    pub(in crate::store) const NAME_OF_S3_B_X_V1_3: &str = "332d5b158ba76c12ee61f46bedbebb2b";
-
     #[test]
-    fn the_carried_id_is_the_computed_one_and_names_do_not_change() {
+    fn carried_hashes_are_the_computed_ones() {
         let plain = PageKey::new("s3://b/x", "\"v1\"", 3);
-        let carried = PageKey::with_id(4096, "s3://b/x", "\"v1\"", 3);
+        let carried = PageKey::with_hashes(4096, "s3://b/x", "\"v1\"", 3);
         assert_eq!(plain, carried);
-        assert_eq!(plain.id(4096), carried.id(4096));
-        // Another page size: another page (the carried id is not reused).
-        assert_ne!(carried.id(8192), carried.id(4096));
-        assert_eq!(carried.id(8192), PageId::of(8192, "s3://b/x", "\"v1\"", 3));
-        // The naming of caches on disk, pinned: the hash input is page
-        // size, index, URL length (all little endian u64), URL, version.
-        let mut buf = Vec::new();
-        buf.extend_from_slice(&4096u64.to_le_bytes());
-        buf.extend_from_slice(&3u64.to_le_bytes());
-        buf.extend_from_slice(&8u64.to_le_bytes());
-        buf.extend_from_slice(b"s3://b/x\"v1\"");
-        let expected = format!("{:032x}", xxh3_128(&buf));
-        assert_eq!(expected, NAME_OF_S3_B_X_V1_3);
-        assert_eq!(carried.id(4096).hex(), expected);
-        assert_eq!(PageId::from_file_name(&expected), Some(carried.id(4096)));
-        assert_eq!(PageId::from_file_name("ab00.tmp.123"), None);
+        assert_eq!(plain.hashes(4096), carried.hashes(4096));
+        // Another page size: another page id (the carried one is not reused).
+        assert_ne!(carried.hashes(8192).id, carried.hashes(4096).id);
+        assert_eq!(carried.hashes(8192), plain.hashes(8192));
+        let h = carried.hashes(4096);
+        assert_eq!(h.slot.url_hash, url_hash("s3://b/x"));
+        assert_eq!(h.slot.index, 3);
+        // Another version: the same slot, another version hash.
+        let v2 = PageKey::new("s3://b/x", "\"v2\"", 3).hashes(4096);
+        assert_eq!(v2.slot, h.slot);
+        assert_ne!(v2.version_hash, h.version_hash);
+        assert!(!PageKey::new("u", "v", u64::from(u32::MAX)).indexable());
     }
 }

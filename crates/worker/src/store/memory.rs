@@ -8,7 +8,6 @@
 //! copy of what is on disk (or would be), not a tier of its own for
 //! capacity accounting: eviction from disk also removes the memory copy.
 
-use super::PageId;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 
@@ -18,8 +17,8 @@ pub(super) struct MemoryTier {
     pub(super) capacity: u64,
     pub(super) used: u64,
     tick: u64,
-    pub(super) map: HashMap<PageId, (Bytes, u64)>,
-    order: BTreeMap<u64, PageId>,
+    pub(super) map: HashMap<u128, (Bytes, u64)>,
+    order: BTreeMap<u64, u128>,
 }
 
 impl MemoryTier {
@@ -32,7 +31,7 @@ impl MemoryTier {
     }
 
     /// The page, now the most recently used.
-    pub(super) fn get(&mut self, id: PageId) -> Option<Bytes> {
+    pub(super) fn get(&mut self, id: u128) -> Option<Bytes> {
         self.tick += 1;
         let tick = self.tick;
         let (bytes, t) = self.map.get_mut(&id)?;
@@ -43,7 +42,7 @@ impl MemoryTier {
     }
 
     /// Keep a page (unless it is larger than the tier or already kept).
-    pub(super) fn insert(&mut self, id: PageId, bytes: Bytes) {
+    pub(super) fn insert(&mut self, id: u128, bytes: Bytes) {
         let len = bytes.len() as u64;
         if len > self.capacity || self.map.contains_key(&id) {
             return;
@@ -62,7 +61,7 @@ impl MemoryTier {
         self.used += len;
     }
 
-    pub(super) fn remove(&mut self, id: PageId) {
+    pub(super) fn remove(&mut self, id: u128) {
         if let Some((b, t)) = self.map.remove(&id) {
             self.order.remove(&t);
             self.used -= b.len() as u64;

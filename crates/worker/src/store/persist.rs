@@ -1,0 +1,271 @@
+//! Writing the index out: flushes, checkpoints, the persister thread, and
+//! the reads of the names file ([`super::journal`]).
+//!
+//! - **Flush** (every persistence interval, at shutdown, and when a write
+//!   waits for the bytes of compacted segments): under the flush lock, take
+//!   the buffered journal and names records and the list of segments
+//!   written since the last flush from the index (a moment under the index
+//!   lock), `fdatasync` those segments, append and sync names, then the
+//!   journal; then delete the segments compaction retired before the
+//!   flush (their pages' new places are now on disk).
+//! - **Checkpoint**: when the journal has more than twice as many records
+//!   as pages plus a million, it is rewritten from the index (one `PUT` per
+//!   page, built under the index lock: 40 bytes per page of memory for a
+//!   moment), and the names file keeps only URLs with pages.
+
+use super::index::{Index, Slot};
+use super::journal::{self, for_each_name_chunk};
+use super::{keep, lock, PageStore};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// Dead journal records tolerated beyond the live ones before a
+/// checkpoint.
+const CHECKPOINT_SLACK: u64 = 1_000_000;
+
+impl PageStore {
+    /// Write the buffered index records out now (see the module note).
+    /// Errors are logged: the index in memory stays right, and what is not
+    /// on disk is a miss after a crash.
+    pub fn flush(&self) {
+        let mut files = lock(&self.persist);
+        if files.is_empty() {
+            return;
+        }
+        let mut work = Vec::with_capacity(files.len());
+        {
+            let mut idx = lock(&self.index);
+            for d in idx.dirs.iter_mut() {
+                work.push((
+                    std::mem::take(&mut d.log),
+                    std::mem::take(&mut d.names),
+                    d.segments.take_dirty(),
+                    d.segments.retired(),
+                ));
+            }
+        }
+        let mut done = Vec::with_capacity(work.len());
+        for (dir, (log, names, dirty, retired)) in work.into_iter().enumerate() {
+            let synced = dirty.iter().try_for_each(|f| f.sync_data());
+            let written = synced.and_then(|()| files[dir].append(&log, &names));
+            match written {
+                Ok(()) => done.push(retired),
+                Err(e) => {
+                    tracing::error!(dir = %self.dirs[dir].path.display(), "cannot write the page index: {e}");
+                    done.push(Vec::new());
+                    // Keep the records for the next flush, in order.
+                    let mut idx = lock(&self.index);
+                    let d = &mut idx.dirs[dir];
+                    let mut l = log;
+                    l.extend_from_slice(&d.log);
+                    d.log = l;
+                    let mut n = names;
+                    n.extend_from_slice(&d.names);
+                    d.names = n;
+                }
+            }
+        }
+        let mut idx = lock(&self.index);
+        for (dir, retired) in done.into_iter().enumerate() {
+            for seg in retired {
+                let d = &mut idx.dirs[dir];
+                if let Some(s) = d.segments.map.get_mut(&seg) {
+                    s.retired = false;
+                }
+                if d.segments.deletable(seg) {
+                    let bytes = d.segments.delete(seg);
+                    d.used -= bytes;
+                }
+            }
+        }
+        drop(idx);
+        drop(files);
+        self.checkpoint_if_due(false);
+    }
+
+    /// Rewrite the journal (and names) when it is due, or with `force`
+    /// when the journal holds any dead record.
+    pub(super) fn checkpoint_if_due(&self, force: bool) {
+        let mut files = lock(&self.persist);
+        for dir in 0..files.len() {
+            let (live, snapshot) = {
+                let mut idx = lock(&self.index);
+                let live = idx
+                    .all()
+                    .filter(|&i| {
+                        let s = idx.slot(i);
+                        s.dir() == dir && !s.pending()
+                    })
+                    .count() as u64;
+                let records =
+                    files[dir].records + (idx.dirs[dir].log.len() / journal::RECORD) as u64;
+                let due = records > 2 * live + CHECKPOINT_SLACK || (force && records > live);
+                if !due {
+                    continue;
+                }
+                let mut buf = Vec::with_capacity(live as usize * journal::RECORD);
+                for i in idx.all().collect::<Vec<_>>() {
+                    let s: &Slot = idx.slot(i);
+                    if s.dir() == dir && !s.pending() {
+                        journal::encode(&mut buf, &journal::put_of(s));
+                    }
+                }
+                // Everything buffered is in the snapshot.
+                idx.dirs[dir].log.clear();
+                idx.rebuild_multi();
+                (live, buf)
+            };
+            if let Err(e) = files[dir].rewrite(&snapshot) {
+                tracing::error!("cannot checkpoint the page index: {e}");
+                continue;
+            }
+            drop(snapshot);
+            let index = &self.index;
+            let kept = files[dir].rewrite_names(&mut |hashes| {
+                let idx = lock(index);
+                hashes.iter().map(|h| idx.has_url(*h)).collect()
+            });
+            if let Err(e) = kept {
+                tracing::warn!("cannot rewrite the URL names: {e}");
+            }
+            tracing::info!(dir = %self.dirs[dir].path.display(), pages = live, "page index checkpointed");
+        }
+    }
+
+    /// Flush every `interval` on a thread of its own while the store lives.
+    pub fn start_persister(self: &Arc<Self>, interval: Duration) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("alluxiofs-index".into())
+            .spawn(move || loop {
+                std::thread::sleep(interval);
+                let Some(store) = weak.upgrade() else { break };
+                store.flush();
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(
+                "cannot start the index persister (the index is written at shutdown only): {e}"
+            );
+        }
+    }
+
+    /// The persistence interval of this store.
+    pub fn persist_interval(&self) -> Duration {
+        self.options.persist_interval
+    }
+
+    /// Call `f` with (URL hash, URL) of the URLs with pages, from the names
+    /// files and the names not yet written (a URL may come more than once).
+    pub fn for_each_url(&self, f: &mut dyn FnMut(u64, &str)) {
+        let files = lock(&self.persist);
+        for file in files.iter() {
+            let index = &self.index;
+            let read = for_each_name_chunk(&file.names_path(), &mut |chunk| {
+                let has: Vec<bool> = {
+                    let idx = lock(index);
+                    chunk.iter().map(|(h, _)| idx.has_url(*h)).collect()
+                };
+                for ((h, url), has) in chunk.iter().zip(has) {
+                    if has {
+                        f(*h, url);
+                    }
+                }
+            });
+            if let Err(e) = read {
+                tracing::warn!("cannot read the URL names: {e}");
+            }
+        }
+        let buffered: Vec<Vec<u8>> = lock(&self.index)
+            .dirs
+            .iter()
+            .map(|d| d.names.clone())
+            .collect();
+        drop(files);
+        for names in buffered {
+            for (h, url) in journal::decode_names(&names) {
+                if self.has_hash(h) {
+                    f(h, &url);
+                }
+            }
+        }
+    }
+
+    /// Bytes of the names files (what [`PageStore::for_each_url`] reads).
+    pub fn names_bytes(&self) -> u64 {
+        let files = lock(&self.persist);
+        files
+            .iter()
+            .filter_map(|f| std::fs::metadata(f.names_path()).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    fn has_hash(&self, h: u64) -> bool {
+        lock(&self.index).has_url(h)
+    }
+
+    /// URL hashes of the URLs at `prefix` (or under it, `recursive`) with
+    /// pages.
+    pub(super) fn hashes_under(&self, prefix: &str, recursive: bool) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.for_each_url(&mut |h, url| {
+            let hit = if recursive {
+                alluxiofs_core::path::is_under(url, prefix)
+            } else {
+                url == prefix
+            };
+            if hit {
+                out.push(h);
+            }
+        });
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Set every page's pin, mount quota and TTL class from its URL and the
+    /// rules (at open when there are rules or quotas, and after a TTL
+    /// change). Reads the names file.
+    pub(super) fn classify_all(&self) {
+        let any = {
+            let idx = lock(&self.index);
+            !idx.rules.pins.is_empty() || !idx.rules.ttls.is_empty()
+        } || !self.options.mount_quotas.is_empty();
+        if !any {
+            return;
+        }
+        let mut urls: Vec<(u64, String)> = Vec::new();
+        self.for_each_url(&mut |h, u| urls.push((h, u.to_string())));
+        let mut idx = lock(&self.index);
+        for (h, url) in &urls {
+            let pinned = idx.rules.is_pinned(url);
+            let mount = self.mount_of(url);
+            let class = keep::ttl_class(&idx.rules, url);
+            let ids: Vec<u32> = idx.pages_of(*h).collect();
+            for i in ids {
+                self.classify(&mut idx, i, pinned, mount, class);
+            }
+        }
+    }
+
+    /// Set page `i`'s pin (within the quota), mount and TTL class.
+    fn classify(&self, idx: &mut Index, i: u32, pinned: bool, mount: Option<usize>, class: u8) {
+        let s = *idx.slot(i);
+        if s.mount() != mount {
+            let len = u64::from(s.len);
+            if let Some(m) = s.mount().filter(|m| *m < idx.mount_used.len()) {
+                idx.mount_used[m] -= len;
+            }
+            if let Some(m) = mount.filter(|m| *m < idx.mount_used.len()) {
+                idx.mount_used[m] += len;
+            }
+            idx.slot_mut(i).set_mount(mount);
+        }
+        idx.slot_mut(i).set_ttl_class(class);
+        if pinned != s.pinned()
+            && (!pinned || idx.pinned_bytes + u64::from(s.len) <= self.pin_quota)
+        {
+            idx.set_pinned(i, pinned);
+        }
+    }
+}
