@@ -113,7 +113,7 @@ impl ReadThrough {
             store_options(config, &ufs)?,
         )?);
         store.start_sweeper(SWEEP_EVERY);
-        let meta = MetaCache::new(config.metadata_ttl);
+        let meta = MetaCache::new(config.metadata_ttl, config.metadata_capacity);
         for url in store.urls() {
             meta.remember(&url);
             meta.note_pages(&url);
