@@ -517,6 +517,52 @@ async fn info_files_and_page_endpoints() {
     assert!(text.contains("alluxiofs_ufs_requests_total{op=\"get\"} "));
     assert!(text.contains("alluxiofs_requests_total{endpoint=\"/v1/info\",status=\"200\"}"));
     assert!(text.contains(&format!("alluxiofs_cache_pages {}", 4)));
+    let meta = state.cache.meta().used_bytes();
+    assert!(meta > 0, "infos, listings, versions and ids are charged");
+    assert!(text.contains(&format!("alluxiofs_metadata_bytes {meta}\n")));
+    assert!(text.contains("alluxiofs_metadata_capacity_bytes 67108864\n"));
+}
+
+#[tokio::test]
+async fn reads_work_without_a_metadata_cache() {
+    let env = Env::new();
+    let data = random_bytes(9, 3 * PAGE as usize + 7);
+    env.write("z.bin", &data, 1000);
+    env.write("sub/y.bin", b"yy", 1000);
+    let url = env.url("z.bin");
+    let state = AppState::new(WorkerConfig {
+        metadata_capacity: 0,
+        ..env.config(Duration::from_secs(60), 0)
+    })
+    .unwrap();
+    for round in 0..2 {
+        for (off, len) in [(0, data.len() as u64), (PAGE - 3, 10), (3 * PAGE, 100)] {
+            let (status, _, body) = call(&state, "GET", &range_uri(&url, off, len)).await;
+            assert_eq!(status, StatusCode::OK);
+            let (s, e) = (off as usize, ((off + len) as usize).min(data.len()));
+            assert_eq!(&body[..], &data[s..e], "round {round}: {off}+{len}");
+        }
+        let (status, _, body) = call(&state, "GET", &format!("/v1/info?path={}", q(&url))).await;
+        assert_eq!(status, StatusCode::OK);
+        let infos: Vec<FileInfo> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(infos[0].length, data.len() as u64);
+        let root = env.url("").trim_end_matches('/').to_string();
+        let (status, _, body) = call(&state, "GET", &format!("/v1/files?path={}", q(&root))).await;
+        assert_eq!(status, StatusCode::OK);
+        let list: Vec<FileInfo> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list.len(), 2, "z.bin and sub");
+    }
+    let metrics = state.cache.metrics();
+    assert_eq!(Metrics::get(&metrics.metadata_hits), 0, "nothing cached");
+    assert_eq!(state.cache.meta().used_bytes(), 0);
+    // Without the path_id map, page requests must name their URL.
+    let id = path_id(&url);
+    let (status, _, _) = call(&state, "GET", &format!("/v1/file/{id}/page/0")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, body) = call(&state, "GET", "/metrics").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("alluxiofs_metadata_bytes 0\n"));
+    assert!(text.contains("alluxiofs_metadata_entries 0\n"));
 }
 
 #[tokio::test]
