@@ -149,7 +149,10 @@ impl ReadThrough {
         )?);
         store.start_sweeper(SWEEP_EVERY);
         store.start_persister(store.persist_interval());
-        let meta = Arc::new(MetaCache::new(config.metadata_ttl));
+        let meta = Arc::new(MetaCache::new(
+            config.metadata_ttl,
+            config.metadata_capacity,
+        ));
         remember_cached_urls(&store, &meta);
         let spool_dir = config
             .cache_dirs

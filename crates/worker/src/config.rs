@@ -39,6 +39,8 @@ pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 pub use alluxiofs_core::protocol::DEFAULT_PAGE_SIZE;
 /// Default metadata TTL: 60 s.
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
+/// Default memory budget of the metadata cache: 64 MiB.
+pub const DEFAULT_METADATA_CAPACITY: u64 = 64 << 20;
 
 /// Default lease TTL in etcd: how long a worker that died without
 /// deregistering stays listed.
@@ -282,6 +284,9 @@ pub struct WorkerConfig {
     pub page_size: u64,
     /// How long file metadata is cached; zero = ask the UFS every time.
     pub metadata_ttl: Duration,
+    /// Memory budget of the metadata cache, bytes (estimated, see
+    /// [`crate::meta`]); 0 = cache no metadata.
+    pub metadata_capacity: u64,
     /// `object_store` options applied to every mount.
     pub ufs_options: BTreeMap<String, String>,
     /// Bearer token required on every endpoint but `/healthz`.
@@ -376,6 +381,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("memory_capacity", &self.memory_capacity)
             .field("page_size", &self.page_size)
             .field("metadata_ttl", &self.metadata_ttl)
+            .field("metadata_capacity", &self.metadata_capacity)
             .field("ufs_options", &redacted(&self.ufs_options))
             .field(
                 "auth_token",
@@ -431,6 +437,7 @@ impl Default for WorkerConfig {
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             page_size: DEFAULT_PAGE_SIZE,
             metadata_ttl: DEFAULT_METADATA_TTL,
+            metadata_capacity: DEFAULT_METADATA_CAPACITY,
             ufs_options: BTreeMap::new(),
             auth_token: None,
             auth_token_file: None,

@@ -1,7 +1,7 @@
 //! Worker metrics, rendered in the Prometheus text exposition format.
 //!
 //! Plain atomics (no registry crate): counters only grow, gauges are read
-//! from the page store when `/metrics` is rendered. Request counts and
+//! from the page store and the metadata cache when `/metrics` is rendered. Request counts and
 //! latencies are kept per (endpoint, status) in a small locked map; the
 //! latency histogram uses fixed buckets from 100 µs to 10 s.
 //! Every metric is documented in `docs/metrics.md`.
@@ -123,6 +123,18 @@ pub struct StoreGauges {
     pub index_disk_bytes: u64,
     /// Per directory usage.
     pub dirs: Vec<DirGauge>,
+}
+
+/// Metadata cache gauges ([`crate::meta::MetaCache::gauges`]), sampled at
+/// render time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaGauges {
+    /// Bytes charged for the entries held (an estimate of their heap use).
+    pub used_bytes: u64,
+    /// Entries held, all maps.
+    pub entries: u64,
+    /// The budget (`metadata_capacity`).
+    pub capacity_bytes: u64,
 }
 
 /// All counters of one worker.
@@ -257,7 +269,7 @@ impl Metrics {
     }
 
     /// Render every metric in the Prometheus text format.
-    pub fn render(&self, gauges: StoreGauges) -> String {
+    pub fn render(&self, gauges: StoreGauges, meta: MetaGauges) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -449,6 +461,21 @@ impl Metrics {
             "Bytes of the persisted page index (journal and URL names).",
             gauges.index_disk_bytes,
         );
+        gauge(
+            "alluxiofs_metadata_bytes",
+            "Estimated heap bytes of the metadata cache's entries.",
+            meta.used_bytes,
+        );
+        gauge(
+            "alluxiofs_metadata_entries",
+            "Entries of the metadata cache (infos, listings, versions seen, path ids).",
+            meta.entries,
+        );
+        gauge(
+            "alluxiofs_metadata_capacity_bytes",
+            "Most bytes the metadata cache may hold (metadata_capacity).",
+            meta.capacity_bytes,
+        );
         let _ = writeln!(
             out,
             "# HELP alluxiofs_requests_total HTTP requests answered, by endpoint and status.\n\
@@ -505,23 +532,35 @@ mod tests {
         m.request("/v1/range", 200, Duration::from_secs(20));
         m.evicted(EvictReason::Ttl, 2);
         m.evicted(EvictReason::Capacity, 3);
-        let text = m.render(StoreGauges {
-            used_bytes: 7,
-            capacity_bytes: 9,
-            pinned_bytes: 4,
-            dirs: vec![DirGauge {
-                path: "/c/\"x\"".into(),
+        let text = m.render(
+            StoreGauges {
                 used_bytes: 7,
                 capacity_bytes: 9,
-            }],
-            ..Default::default()
-        });
+                pinned_bytes: 4,
+                dirs: vec![DirGauge {
+                    path: "/c/\"x\"".into(),
+                    used_bytes: 7,
+                    capacity_bytes: 9,
+                }],
+                ..Default::default()
+            },
+            MetaGauges {
+                used_bytes: 11,
+                entries: 2,
+                capacity_bytes: 64,
+            },
+        );
         assert!(text.contains("alluxiofs_evictions_total{reason=\"ttl\"} 2\n"));
         assert!(text.contains("alluxiofs_evictions_total{reason=\"capacity\"} 3\n"));
         assert!(text.contains("alluxiofs_evictions_total{reason=\"free\"} 0\n"));
         assert!(text.contains("alluxiofs_cache_evictions_total 3\n"));
         assert!(text.contains("alluxiofs_cache_dir_used_bytes{dir=\"/c/\\\"x\\\"\"} 7\n"));
         assert!(text.contains("alluxiofs_pinned_bytes 4\n"));
+        assert!(
+            text.contains("# TYPE alluxiofs_metadata_bytes gauge\nalluxiofs_metadata_bytes 11\n")
+        );
+        assert!(text.contains("alluxiofs_metadata_entries 2\n"));
+        assert!(text.contains("alluxiofs_metadata_capacity_bytes 64\n"));
         assert!(text.contains("alluxiofs_ufs_requests_total{op=\"get\"} 2\n"));
         assert!(text.contains("alluxiofs_ufs_requests_total{op=\"head\"} 1\n"));
         assert!(text.contains("alluxiofs_cache_hits_total 5\n"));

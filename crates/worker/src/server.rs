@@ -72,7 +72,8 @@ impl RunningWorker {
 
     /// Deregister from etcd (bounded by
     /// [`crate::membership::SHUTDOWN_BUDGET`]), then stop accepting
-    /// connections, let requests in progress finish, remove the ready file.
+    /// connections, let requests in progress finish, write the page index
+    /// out, remove the ready file.
     pub async fn shutdown(mut self) -> Result<()> {
         // Leave the cluster first, so that clients route elsewhere while
         // the requests in progress finish.
@@ -87,6 +88,9 @@ impl RunningWorker {
             let _ = stop.send(());
         }
         let served = (&mut self.task).await;
+        // The page index as it is now, whoever still holds the store.
+        let store = self.state.cache.store().clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
         if let Some(f) = &self.ready_file {
             let _ = std::fs::remove_file(f);
         }

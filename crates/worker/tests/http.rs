@@ -517,6 +517,52 @@ async fn info_files_and_page_endpoints() {
     assert!(text.contains("alluxiofs_ufs_requests_total{op=\"get\"} "));
     assert!(text.contains("alluxiofs_requests_total{endpoint=\"/v1/info\",status=\"200\"}"));
     assert!(text.contains(&format!("alluxiofs_cache_pages {}", 4)));
+    let meta = state.cache.meta().used_bytes();
+    assert!(meta > 0, "infos, listings, versions and ids are charged");
+    assert!(text.contains(&format!("alluxiofs_metadata_bytes {meta}\n")));
+    assert!(text.contains("alluxiofs_metadata_capacity_bytes 67108864\n"));
+}
+
+#[tokio::test]
+async fn reads_work_without_a_metadata_cache() {
+    let env = Env::new();
+    let data = random_bytes(9, 3 * PAGE as usize + 7);
+    env.write("z.bin", &data, 1000);
+    env.write("sub/y.bin", b"yy", 1000);
+    let url = env.url("z.bin");
+    let state = AppState::new(WorkerConfig {
+        metadata_capacity: 0,
+        ..env.config(Duration::from_secs(60), 0)
+    })
+    .unwrap();
+    for round in 0..2 {
+        for (off, len) in [(0, data.len() as u64), (PAGE - 3, 10), (3 * PAGE, 100)] {
+            let (status, _, body) = call(&state, "GET", &range_uri(&url, off, len)).await;
+            assert_eq!(status, StatusCode::OK);
+            let (s, e) = (off as usize, ((off + len) as usize).min(data.len()));
+            assert_eq!(&body[..], &data[s..e], "round {round}: {off}+{len}");
+        }
+        let (status, _, body) = call(&state, "GET", &format!("/v1/info?path={}", q(&url))).await;
+        assert_eq!(status, StatusCode::OK);
+        let infos: Vec<FileInfo> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(infos[0].length, data.len() as u64);
+        let root = env.url("").trim_end_matches('/').to_string();
+        let (status, _, body) = call(&state, "GET", &format!("/v1/files?path={}", q(&root))).await;
+        assert_eq!(status, StatusCode::OK);
+        let list: Vec<FileInfo> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(list.len(), 2, "z.bin and sub");
+    }
+    let metrics = state.cache.metrics();
+    assert_eq!(Metrics::get(&metrics.metadata_hits), 0, "nothing cached");
+    assert_eq!(state.cache.meta().used_bytes(), 0);
+    // Without the path_id map, page requests must name their URL.
+    let id = path_id(&url);
+    let (status, _, _) = call(&state, "GET", &format!("/v1/file/{id}/page/0")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, _, body) = call(&state, "GET", "/metrics").await;
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("alluxiofs_metadata_bytes 0\n"));
+    assert!(text.contains("alluxiofs_metadata_entries 0\n"));
 }
 
 #[tokio::test]
@@ -587,6 +633,17 @@ fn corrupt_every_page(cache: &Path) -> usize {
     spans.len()
 }
 
+/// Wait (a few seconds at most) until `state`'s store holds `n` pages.
+async fn wait_for_pages(state: &AppState, n: u64) {
+    for _ in 0..200 {
+        if state.cache.store().gauges().pages >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the pages were never stored");
+}
+
 #[tokio::test]
 async fn restart_serves_cached_pages_without_ufs_data_requests() {
     let env = Env::new();
@@ -598,6 +655,10 @@ async fn restart_serves_cached_pages_without_ufs_data_requests() {
         let (_, _, body) = call(&state, "GET", &range_uri(&url, 0, data.len() as u64)).await;
         assert_eq!(&body[..], &data[..]);
         assert_eq!(gets(&state), 1);
+        // As a worker's shutdown does (pages are stored off the request
+        // path; the index is written every second and at shutdown).
+        wait_for_pages(&state, 7).await;
+        state.cache.store().flush();
     }
     let state = env.state(Duration::from_secs(60), 1 << 20);
     assert_eq!(state.cache.store().gauges().pages, 7);

@@ -258,7 +258,7 @@ file (--config, keys in snake_case) or an ALLUXIOFS_WORKER_* environment variabl
 YAML > default.",
         after_help = "Sizes: 1048576, 64KiB, 1MiB, 10GiB (MB/GB are read as MiB/GiB). Durations: 60s, 500ms, 0.\n\
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
-_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
+_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _METADATA_CAPACITY, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
 _ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
 _ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH, _LOCAL_SOCKET, _LOCAL_UIDS.\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
@@ -340,6 +340,15 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         check: duration,
         set: |c, v| c.metadata_ttl = v,
         default: "`60s`",
+    }
+    metadata_capacity: SizeValue {
+        flag: "Memory for cached file metadata; 0 caches none [default: 64MiB]."
+            [long, value_name = "SIZE", value_parser = parse_size] Option<u64> => size_flag,
+        env: "ALLUXIOFS_WORKER_METADATA_CAPACITY" => size_text,
+        yaml: metadata_capacity,
+        check: size,
+        set: |c, v| c.metadata_capacity = v,
+        default: "`64MiB`",
     }
     ufs_options: BTreeMap<String, String> {
         flag: "object_store option for every mount, e.g. endpoint=http://127.0.0.1:3900 (repeatable)."
@@ -589,6 +598,7 @@ mod tests {
             "mounts" => ("[/y]", "/e", "/f"),
             "cache_dirs" => ("[/y]", "/e", "/f"),
             "capacity" | "memory_capacity" => ("1GiB", "2GiB", "3GiB"),
+            "metadata_capacity" => ("1MiB", "2MiB", "0"),
             "page_size" => ("64KiB", "128KiB", "256KiB"),
             "metadata_ttl" | "etcd_lease_ttl" => ("2s", "3s", "4s"),
             "ufs_options" => ("{k: y}", "", "k=f"),

@@ -39,7 +39,9 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let cache = &state.cache;
-    let text = cache.metrics().render(cache.store().gauges());
+    let text = cache
+        .metrics()
+        .render(cache.store().gauges(), cache.meta().gauges());
     (
         [(
             header::CONTENT_TYPE,
