@@ -446,18 +446,23 @@ def measure_step(cfg: StepConfig, start: StartFn, stop: Callable[[Worker], None]
     at the end, also when it raises."""
     data = cfg.workdir / f"data-{cfg.files}"
     caches = [cfg.workdir / f"cache-base-{cfg.files}", cfg.workdir / f"cache-{cfg.files}"]
+    res: dict = {"files": cfg.files, "file_size": FILE_SIZE, "bytes": cfg.files * FILE_SIZE}
+    res["phases"] = {}
     try:
-        return _measure_step(cfg, data, *caches, start, stop)
+        return _measure_step(cfg, res, data, *caches, start, stop)
     finally:
+        t = time.perf_counter()
         for c in caches:
             shutil.rmtree(c, ignore_errors=True)
         if not cfg.keep_data:
             data_marker(data, cfg.files).unlink(missing_ok=True)
             shutil.rmtree(data, ignore_errors=True)
+        res["phases"]["cleanup_s"] = time.perf_counter() - t
 
 
 def _measure_step(
     cfg: StepConfig,
+    res: dict,
     data: Path,
     base_dir: Path,
     cache: Path,
@@ -465,7 +470,7 @@ def _measure_step(
     stop: Callable[[Worker], None],
 ) -> dict:
     n, log = cfg.files, cfg.log
-    res: dict = {"files": n, "file_size": FILE_SIZE, "bytes": n * FILE_SIZE}
+    phases = res["phases"]  # seconds of what the other numbers leave out (stops)
 
     log(f"{n:,} files: generating under {data}")
     gen_s = generate(data, n, cfg.gen_procs)
@@ -508,7 +513,9 @@ def _measure_step(
     filled_pages = wait_pages_steady(w, n, timeout=120)
     assert w.proc is not None
     fill_rss = proc_status_kib(w.proc.pid) * KiB
+    t = time.perf_counter()
     stop(w)
+    phases["stop_after_fill_s"] = time.perf_counter() - t
     res["fill"] = {
         "method": cfg.fill,
         "seconds": job["seconds"],
@@ -586,7 +593,9 @@ def _measure_step(
             )
         res["warm"] = warm
     finally:
+        t = time.perf_counter()
         stop(w)
+        phases["stop_after_reads_s"] = time.perf_counter() - t
     return res
 
 
