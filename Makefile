@@ -40,6 +40,7 @@ endif
 
 help:
 	@echo "make test | make demo | make lint | make wheel | make venv | make develop | make garage | make clean"
+	@echo "make bench | make bench-quick | make bench-scale | make bench-eviction | make bench-placement"
 
 ## system-deps: apt packages the build and the tests need (installed only when missing)
 system-deps:
@@ -155,7 +156,7 @@ BENCH_VENV := $(CURDIR)/.bench-venv
 BENCH_PYPI_VENV := $(HOME)/.cache/alluxiofs/bench-pypi-1.0.3
 BENCH_ARGS ?=
 
-.PHONY: bench bench-quick bench-env bench-pypi-venv
+.PHONY: bench bench-quick bench-env bench-wheel bench-pypi-venv bench-scale
 
 bench-pypi-venv: $(BENCH_PYPI_VENV)/.installed
 
@@ -164,19 +165,31 @@ $(BENCH_PYPI_VENV)/.installed:
 	$(BENCH_PYPI_VENV)/bin/pip install -q --disable-pip-version-check alluxiofs==1.0.3 pyarrow==26.0.1
 	touch $@
 
-bench-env: system-deps venv garage bench-pypi-venv
-	@echo ">>> $$(date +%T) release build: delay proxy and the alluxiofs wheel (target/)"
-	cargo build --release -p alluxiofs-delay-proxy
+## bench-wheel: the release wheel of alluxiofs installed in .bench-venv with requirements-bench.txt
+bench-wheel: system-deps venv
+	@echo ">>> $$(date +%T) release build: the alluxiofs wheel (target/)"
 	$(VENV)/bin/maturin build --release --quiet -o target/bench-wheels
 	test -x $(BENCH_VENV)/bin/python || python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-bench.txt
 	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/bench-wheels/alluxiofs-*.whl
+
+bench-env: bench-wheel garage bench-pypi-venv
+	@echo ">>> $$(date +%T) release build: the delay proxy (target/)"
+	cargo build --release -p alluxiofs-delay-proxy
 
 bench: bench-env
 	$(BENCH_VENV)/bin/python benches/suite.py --scale 0.5 --repeat 3 --ray $(BENCH_ARGS)
 
 bench-quick: bench-env
 	$(BENCH_VENV)/bin/python benches/suite.py --quick --scale 0.02 --repeat 2 --no-doc $(BENCH_ARGS)
+
+## bench-scale: one release-build worker filled with 1 M, then 10 M files of 2 KiB (file:// UFS):
+## resident bytes per page after a restart, disk bytes per cached byte, index bytes, cold and
+## warm files/s, p99, time to first hit and bytes read at startup (benches/scale.py; a step the
+## disk cannot hold is skipped). Prints the table, writes benches/results/scale-<date>.json.
+## Not part of make test or make bench; e.g. BENCH_ARGS="--files 100000,1000000 --max-minutes 60"
+bench-scale: bench-wheel
+	$(BENCH_VENV)/bin/python benches/scale.py $(BENCH_ARGS)
 
 ## bench-eviction: hit ratio per epoch of each eviction policy (LRU, S3-FIFO), a 64 MiB
 ## cache and 1.5x that of data, 4 epochs in sequential and shuffled order (~15 s);
