@@ -504,23 +504,37 @@ fn read_page(
     if Some(file_len) != (hlen as u64).checked_add(h.data_len) {
         return Err("file length does not match the header".into());
     }
-    if want.end > h.data_len {
+    read_data(file, hlen as u64, h.data_len, h.checksum, want, dst)
+}
+
+/// Read the `data_len` data bytes at `data_at` of `file`, check them
+/// against `checksum`, and copy their bytes `want` into `dst` (straight
+/// into `dst` when it wants them all).
+fn read_data(
+    file: &std::fs::File,
+    data_at: u64,
+    data_len: u64,
+    checksum: u64,
+    want: std::ops::Range<u64>,
+    dst: &mut [u8],
+) -> std::result::Result<(), String> {
+    if want.end > data_len {
         return Err("the page is shorter than the file size says".into());
     }
-    if want.start == 0 && want.end == h.data_len {
-        file.read_exact_at(dst, hlen as u64)
+    if want.start == 0 && want.end == data_len {
+        file.read_exact_at(dst, data_at)
             .map_err(|e| format!("data: {e}"))?;
-        if page_file::checksum(dst) != h.checksum {
+        if page_file::checksum(dst) != checksum {
             return Err("checksum mismatch".into());
         }
         return Ok(());
     }
     SCRATCH.with(|s| {
         let mut page = s.borrow_mut();
-        page.resize(h.data_len as usize, 0);
-        file.read_exact_at(&mut page, hlen as u64)
+        page.resize(data_len as usize, 0);
+        file.read_exact_at(&mut page, data_at)
             .map_err(|e| format!("data: {e}"))?;
-        if page_file::checksum(&page) != h.checksum {
+        if page_file::checksum(&page) != checksum {
             return Err("checksum mismatch".to_string());
         }
         dst.copy_from_slice(&page[want.start as usize..want.end as usize]);
@@ -546,33 +560,11 @@ fn read_record(
         .map_err(|e| format!("record header: {e}"))?;
     let h = page_file::decode_record_header(&head)?;
     page_file::check_record(&h, page_size, url, version, index)?;
-    let data_len = u64::from(h.data_len);
     if page_file::record_len(h.data_len as usize) as u64 != len {
         return Err("record length does not match its header".into());
     }
-    if want.end > data_len {
-        return Err("the page is shorter than the file size says".into());
-    }
     let data_at = offset + page_file::RECORD_HEADER as u64;
-    if want.start == 0 && want.end == data_len {
-        file.read_exact_at(dst, data_at)
-            .map_err(|e| format!("data: {e}"))?;
-        if page_file::checksum(dst) != h.checksum {
-            return Err("checksum mismatch".into());
-        }
-        return Ok(());
-    }
-    SCRATCH.with(|s| {
-        let mut page = s.borrow_mut();
-        page.resize(data_len as usize, 0);
-        file.read_exact_at(&mut page, data_at)
-            .map_err(|e| format!("data: {e}"))?;
-        if page_file::checksum(&page) != h.checksum {
-            return Err("checksum mismatch".to_string());
-        }
-        dst.copy_from_slice(&page[want.start as usize..want.end as usize]);
-        Ok(())
-    })
+    read_data(file, data_at, u64::from(h.data_len), h.checksum, want, dst)
 }
 
 #[cfg(test)]

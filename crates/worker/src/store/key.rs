@@ -49,12 +49,15 @@ pub(crate) struct Hashes {
 }
 
 impl Hashes {
-    /// The memory tier's and the ghost filter's name of the page.
+    /// The memory tier's name of the page.
     pub(crate) fn memory_key(&self) -> u128 {
-        (u128::from(self.slot.url_hash) << 64)
-            | (u128::from(self.slot.index) << 32)
-            | u128::from(self.version_hash)
+        memory_key(self.slot, self.version_hash)
     }
+}
+
+/// The memory tier's name of the page at `slot` of version hash `vh`.
+pub(crate) fn memory_key(slot: SlotKey, vh: u32) -> u128 {
+    (u128::from(slot.url_hash) << 64) | (u128::from(slot.index) << 32) | u128::from(vh)
 }
 
 /// The identity of one cached page.

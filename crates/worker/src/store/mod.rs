@@ -476,10 +476,7 @@ impl PageStore {
     fn remove_slot_locked(&self, idx: &mut Index, i: u32) -> Slot {
         let s = idx.remove(i);
         let key = s.key();
-        let memory_key = (u128::from(key.url_hash) << 64)
-            | (u128::from(key.index) << 32)
-            | u128::from(s.version_hash);
-        lock(&self.memory).remove(memory_key);
+        lock(&self.memory).remove(key::memory_key(key, s.version_hash));
         let d = &mut idx.dirs[s.dir()];
         if !s.pending() {
             journal::encode(&mut d.log, &journal::del_of(&s));
