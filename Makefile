@@ -84,11 +84,11 @@ $(COMPAT_VENV)/.installed:
 	touch $@
 
 ## develop: build the extension (dev profile) into .venv
-develop: venv
+develop: system-deps venv
 	@echo ">>> $$(date +%T) maturin develop (dev profile, target/)"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --quiet
 
-develop-release: venv
+develop-release: system-deps venv
 	@echo ">>> maturin develop --release"
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop --release --quiet
 

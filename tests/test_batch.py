@@ -212,21 +212,22 @@ def test_warm_cat_batched_vs_per_file(make_fs, start_worker, bucket_mount, small
     expected = [small_files[p] for p in paths]
     assert client.read_files(urls, None) == expected  # warm the cache
 
-    def best(batch: bool) -> float:
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            got = client.read_files(urls, None, batch=batch)
-            times.append(time.perf_counter() - t)
-            assert got == expected
-        return min(times)
+    def once(batch: bool) -> float:
+        t = time.perf_counter()
+        got = client.read_files(urls, None, batch=batch)
+        elapsed = time.perf_counter() - t
+        assert got == expected
+        return elapsed
 
+    # Interleaved, best of five each: a stall of the shared machine during
+    # one run then hurts both sides alike.
     r0 = requests_at(workers, RANGE)[0]
     b0 = requests_at(workers, BATCH)[0]
-    per_file = best(False)
-    assert requests_at(workers, RANGE)[0] - r0 == 3 * len(urls)
-    batched = best(True)
-    assert requests_at(workers, BATCH)[0] - b0 == 3
+    runs = [(once(False), once(True)) for _ in range(5)]
+    per_file = min(p for p, _ in runs)
+    batched = min(b for _, b in runs)
+    assert requests_at(workers, RANGE)[0] - r0 == 5 * len(urls)
+    assert requests_at(workers, BATCH)[0] - b0 == 5
     t = time.perf_counter()
     assert fs.cat(paths) == dict(zip(paths, expected, strict=True))
     fs_cat = time.perf_counter() - t

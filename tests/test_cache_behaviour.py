@@ -54,8 +54,12 @@ def test_several_cache_dirs(make_fs, start_worker, bucket_mount, dataset, tmp_pa
     w = start_worker(bucket_mount, cache_dir=dirs[0], extra_args=["--cache-dir", str(dirs[1])])
     fs = make_fs([w])
     assert fs.cat_file(dataset.big_path) == dataset.big
-    # Count page files only (the first dir also holds the worker identity file).
-    used = [sum(f.stat().st_size for f in (d / "pages").rglob("*") if f.is_file()) for d in dirs]
+    # Count page data only: page files and segments (the first dir also holds
+    # the worker identity file, each its index).
+    used = [
+        sum(f.stat().st_size for sub in ("large", "segments") for f in (d / sub).rglob("*") if f.is_file())
+        for d in dirs
+    ]
     assert all(u > 0 for u in used), used
     assert sum(used) >= len(dataset.big)
 

@@ -58,11 +58,16 @@ type SharedInfo = Shared<BoxFuture<'static, std::result::Result<CachedInfo, Shar
 /// A lookup in flight and how many requests joined it.
 type InflightInfo = (SharedInfo, Arc<AtomicU64>);
 
-/// Teach `meta` the `path_id` of every URL with pages on disk (so page
-/// requests by path id work after a restart). It reads the names file: at
-/// once when that is small (up to [`SYNC_NAMES_BYTES`], about 200,000
-/// URLs), else on a thread of its own, since for millions of files it
-/// takes seconds and the worker serves meanwhile.
+/// Teach `meta` the `path_id` of every URL with pages on disk, so that
+/// page requests by bare path id (Alluxio's Python client sends no
+/// `ufsFullPath`) work for files cached before a restart. It reads the
+/// names file, so it runs only when a request first asks for a path id the
+/// map does not know (see [`ReadThrough::url_of_path_id`]), never at
+/// start: a worker that is only read with `ufsFullPath` never pays for it.
+/// A names file up to [`SYNC_NAMES_BYTES`] (about 200,000 URLs) is read
+/// at once, the asking request waiting; a larger one on a thread of its
+/// own, since for millions of files it takes seconds (the map keeps only
+/// its memory share of them anyway).
 fn remember_cached_urls(store: &Arc<PageStore>, meta: &Arc<MetaCache>) {
     if store.names_bytes() <= SYNC_NAMES_BYTES {
         store.for_each_url(&mut |_, url| {
@@ -123,6 +128,8 @@ pub struct ReadThrough {
     pages: Arc<PageReader>,
     meta_inflight: Mutex<HashMap<String, InflightInfo>>,
     spool_dir: PathBuf,
+    /// Set once the path ids of the cached URLs were learnt from disk.
+    ids_learnt: std::sync::Once,
 }
 
 impl ReadThrough {
@@ -153,7 +160,6 @@ impl ReadThrough {
             config.metadata_ttl,
             config.metadata_capacity,
         ));
-        remember_cached_urls(&store, &meta);
         let spool_dir = config
             .cache_dirs
             .first()
@@ -168,6 +174,7 @@ impl ReadThrough {
             metrics,
             meta_inflight: Mutex::new(HashMap::new()),
             spool_dir,
+            ids_learnt: std::sync::Once::new(),
         }))
     }
 
@@ -184,6 +191,20 @@ impl ReadThrough {
     /// The metadata cache and `path_id` map.
     pub fn meta(&self) -> &MetaCache {
         &self.meta
+    }
+
+    /// The URL of `path_id`: from the map, else (the first time an unknown
+    /// id is asked for) after learning the ids of the URLs cached on disk.
+    pub fn url_of_path_id(&self, id: &str) -> Option<String> {
+        if let Some(url) = self.meta.url_of(id) {
+            return Some(url);
+        }
+        if self.ids_learnt.is_completed() {
+            return None;
+        }
+        self.ids_learnt
+            .call_once(|| remember_cached_urls(&self.store, &self.meta));
+        self.meta.url_of(id)
     }
 
     /// The worker's counters.

@@ -6,8 +6,10 @@
 //! pattern costs one UFS request for metadata instead of one per file.
 //!
 //! The `path_id → URL` map lets page requests omit `ufsFullPath`. It learns
-//! every URL the worker answers for, and at start it is filled from the URLs
-//! of the pages found on disk, so it survives a restart for cached files.
+//! every URL the worker answers for; after a restart, the first request
+//! for an id it does not know fills it from the URLs of the pages on disk
+//! (see [`crate::cache::ReadThrough::url_of_path_id`]), so it survives a
+//! restart for cached files.
 //!
 //! The last version seen of each URL is also kept past the TTL (and at TTL
 //! zero), in a third map. It is never served as metadata: it only tells a

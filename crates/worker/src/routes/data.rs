@@ -56,8 +56,7 @@ fn resolve_url(state: &AppState, id: &str, q: &Query) -> Result<String> {
         }
         None => {
             let url = cache
-                .meta()
-                .url_of(id)
+                .url_of_path_id(id)
                 .ok_or_else(|| WorkerError::NotFound {
                     path: id.to_string(),
                     hint: ": unknown path_id; pass ufsFullPath or call /v1/info first".into(),

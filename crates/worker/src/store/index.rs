@@ -148,6 +148,8 @@ pub(super) fn now_ds() -> u32 {
 pub(super) struct DirState {
     /// Bytes on disk: segment files (whole) and one-file pages.
     pub(super) used: u64,
+    /// Pages indexed in this directory (pending ones included).
+    pub(super) pages: u64,
     pub(super) policy: Policy,
     pub(super) segments: Segments,
     /// Journal records not yet written ([`super::journal`]).
@@ -161,6 +163,7 @@ impl DirState {
     pub(super) fn new(policy: Policy, segments: Segments) -> Self {
         DirState {
             used: 0,
+            pages: 0,
             policy,
             segments,
             log: Vec::new(),
@@ -336,6 +339,7 @@ impl Index {
         }
         let len = u64::from(p.len);
         let d = &mut self.dirs[p.dir];
+        d.pages += 1;
         if p.seg == LARGE {
             d.used += len;
         } else {
@@ -429,6 +433,7 @@ impl Index {
         }
         let len = u64::from(s.len);
         let d = &mut self.dirs[s.dir()];
+        d.pages -= 1;
         if s.seg == LARGE {
             d.used -= len;
         } else {

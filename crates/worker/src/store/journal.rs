@@ -159,6 +159,8 @@ pub(super) struct Files {
     dir: PathBuf,
     journal: File,
     names: File,
+    /// Bytes in the names file.
+    names_len: u64,
     /// Records in the journal (the header not counted).
     pub(super) records: u64,
     page_size: u64,
@@ -174,6 +176,10 @@ pub(super) struct Loaded {
     pub(super) found: bool,
     /// Whether the journal ended in a torn or corrupt record.
     pub(super) torn: bool,
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 fn open_append(path: &Path) -> Result<File> {
@@ -250,6 +256,7 @@ impl Files {
         write_replacing(&dir.join("journal"), &[&header(page_size), recs])?;
         Ok(Files {
             journal: open_append(&dir.join("journal"))?,
+            names_len: file_len(&dir.join("names")),
             names: open_append(&dir.join("names"))?,
             records: (recs.len() / RECORD) as u64,
             dir,
@@ -289,6 +296,7 @@ impl Files {
         }
         Ok(Files {
             journal: open_append(&dir.join("journal"))?,
+            names_len: file_len(&dir.join("names")),
             names: open_append(&dir.join("names"))?,
             records,
             dir,
@@ -307,19 +315,33 @@ impl Files {
         std::fs::remove_file(Self::dir_of(root).join("clean")).is_ok()
     }
 
-    /// Append `recs` (whole records) and `names`, names first; then sync
-    /// both.
-    pub(super) fn append(&mut self, recs: &[u8], names: &[u8]) -> std::io::Result<()> {
+    /// Append `recs` (whole records) and `names`, names first, without
+    /// syncing: once written they survive the process (a kill), and
+    /// [`Files::sync`] makes them survive the machine.
+    pub(super) fn write(&mut self, recs: &[u8], names: &[u8]) -> std::io::Result<()> {
+        // A failed write is cut off again: what follows must not land
+        // behind a torn record (the replay stops at the first one).
         if !names.is_empty() {
-            self.names.write_all(names)?;
-            self.names.sync_data()?;
+            if let Err(e) = self.names.write_all(names) {
+                let _ = self.names.set_len(self.names_len);
+                return Err(e);
+            }
+            self.names_len += names.len() as u64;
         }
         if !recs.is_empty() {
-            self.journal.write_all(recs)?;
-            self.journal.sync_data()?;
+            if let Err(e) = self.journal.write_all(recs) {
+                let _ = self.journal.set_len((self.records + 1) * RECORD as u64);
+                return Err(e);
+            }
             self.records += (recs.len() / RECORD) as u64;
         }
         Ok(())
+    }
+
+    /// Sync both files (names first).
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        self.names.sync_data()?;
+        self.journal.sync_data()
     }
 
     /// Replace the journal by `recs` (a checkpoint).
@@ -349,6 +371,7 @@ impl Files {
         })?;
         write_replacing(&path, &[&kept])?;
         self.names = open_append(&path)?;
+        self.names_len = kept.len() as u64;
         Ok(())
     }
 
@@ -475,7 +498,8 @@ mod tests {
             encode(&mut buf, &rec(i, i % 3 != 0));
         }
         let mut files = Files::create(dir.path(), 4096, &buf[..5 * RECORD]).unwrap();
-        files.append(&buf[5 * RECORD..], b"").unwrap();
+        files.write(&buf[5 * RECORD..], b"").unwrap();
+        files.sync().unwrap();
         let loaded = Files::load(dir.path(), 4096).unwrap();
         assert!(loaded.found && !loaded.torn);
         assert_eq!(
@@ -504,7 +528,8 @@ mod tests {
         for i in 0..10_000u64 {
             encode_name(&mut names, i, &format!("s3://b/{i}"));
         }
-        files.append(&[], &names).unwrap();
+        files.write(&[], &names).unwrap();
+        files.sync().unwrap();
         files
             .rewrite_names(&mut |hs| hs.iter().map(|h| h % 2 == 0).collect())
             .unwrap();

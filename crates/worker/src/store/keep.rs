@@ -177,6 +177,8 @@ impl PageStore {
         for &i in &victims {
             self.remove_slot_locked(&mut idx, i);
         }
+        drop(idx);
+        self.write_log();
         self.metrics.evicted(EvictReason::Ttl, victims.len() as u64);
         victims.len()
     }
@@ -332,6 +334,7 @@ impl PageStore {
             }
         }
         drop(idx);
+        self.write_log();
         self.metrics.evicted(EvictReason::Free, out.pages);
         Ok(out)
     }

@@ -19,8 +19,8 @@
 //!   written it is *pending* (invisible to readers, not evictable) and its
 //!   bytes are already reserved.
 //! - `journal`: the index persisted as a journal of 40-byte records plus a
-//!   file of URLs, written every persistence interval; a restart replays
-//!   it and never reads a page.
+//!   file of URLs, written as it changes and synced every persistence
+//!   interval; a restart replays it and never reads a page.
 //! - `evict`: each directory's used bytes (whole segment files and page
 //!   files) never exceed its capacity; space is reserved before a write by
 //!   compacting or evicting in the order of the directory's
@@ -30,8 +30,8 @@
 //! - `memory`: a bounded LRU of verified `Bytes` for hot pages.
 //!
 //! This file holds [`PageStore`] and its lookups and writes, which tie the
-//! parts together. Lock order: the flush lock (`persist`), then the index
-//! lock, then the memory lock. No lock is held while page bytes are read
+//! parts together. Lock order: the flush lock (`flushing`), the journal
+//! files (`persist`), the index, then the memory tier. No lock is held while page bytes are read
 //! or written, except by compaction (one segment at a time).
 //!
 //! All methods are blocking (file I/O) except [`PageStore::get_memory`];
@@ -125,8 +125,10 @@ pub struct PageStore {
     dirs: Vec<DirSpec>,
     index: Mutex<Index>,
     memory: Mutex<MemoryTier>,
+    /// Held for a whole flush (taken before `persist`).
+    flushing: Mutex<()>,
     /// The journal files, one per directory; held while they are written
-    /// (the flush lock, taken before the index lock).
+    /// (taken before the index lock).
     persist: Mutex<Vec<journal::Files>>,
     metrics: Arc<Metrics>,
     options: StoreOptions,
@@ -220,6 +222,7 @@ impl PageStore {
             page_size,
             index: Mutex::new(Index::new(states, options.mount_quotas.len(), rules)),
             memory: Mutex::new(MemoryTier::new(memory_capacity)),
+            flushing: Mutex::new(()),
             persist: Mutex::new(Vec::new()),
             dirs,
             metrics,
@@ -496,6 +499,13 @@ impl PageStore {
     /// over the pin quota or its mount's quota). The page also enters the
     /// memory tier, unless a quota refused it.
     pub fn put(&self, key: &PageKey, data: &Bytes) -> Result<bool> {
+        let r = self.put_indexed(key, data);
+        self.write_log();
+        r
+    }
+
+    /// [`PageStore::put`] but for writing its index records out.
+    fn put_indexed(&self, key: &PageKey, data: &Bytes) -> Result<bool> {
         let h = key.hashes(self.page_size);
         let remember = || {
             if self.memory_enabled() {
@@ -662,6 +672,8 @@ impl PageStore {
                 removed += 1;
             }
         }
+        drop(idx);
+        self.write_log();
         removed
     }
 

@@ -1,13 +1,18 @@
 //! Writing the index out: flushes, checkpoints, the persister thread, and
 //! the reads of the names file ([`super::journal`]).
 //!
+//! - **Write** (after every put and removal, [`PageStore::write_log`]):
+//!   under the files lock, take the buffered journal and names records
+//!   from the index (a moment under the index lock) and `write(2)` them,
+//!   names first, unsynced. A killed process loses none of them.
 //! - **Flush** (every persistence interval, at shutdown, and when a write
 //!   waits for the bytes of compacted segments): under the flush lock, take
-//!   the buffered journal and names records and the list of segments
-//!   written since the last flush from the index (a moment under the index
-//!   lock), `fdatasync` those segments, append and sync names, then the
-//!   journal; then delete the segments compaction retired before the
-//!   flush (their pages' new places are now on disk).
+//!   the segments written since the last flush and those compaction
+//!   retired, `fdatasync` the segments, write what is buffered, sync names
+//!   then journal; then delete the retired segments (their pages' new
+//!   places are now durable). A record synced before its segment is
+//!   possible (it was written early): after a power loss its bytes fail
+//!   their check and it is a miss.
 //! - **Checkpoint**: when the journal has more than twice as many records
 //!   as pages plus a million, it is rewritten from the index (one `PUT` per
 //!   page, built under the index lock: 40 bytes per page of memory for a
@@ -24,49 +29,94 @@ use std::time::Duration;
 const CHECKPOINT_SLACK: u64 = 1_000_000;
 
 impl PageStore {
-    /// Write the buffered index records out now (see the module note).
-    /// Errors are logged: the index in memory stays right, and what is not
-    /// on disk is a miss after a crash.
-    pub fn flush(&self) {
+    /// Write the records buffered in the index to the journal files,
+    /// without syncing: called after every change, so that a killed
+    /// process loses nothing of the index (a crashed machine loses what
+    /// the last sync did not cover). Takes the files lock, then the index
+    /// lock, so the records reach the file in the order they were made.
+    pub(super) fn write_log(&self) {
         let mut files = lock(&self.persist);
         if files.is_empty() {
             return;
         }
-        let mut work = Vec::with_capacity(files.len());
-        {
+        let work: Vec<(Vec<u8>, Vec<u8>)> = {
             let mut idx = lock(&self.index);
-            for d in idx.dirs.iter_mut() {
-                work.push((
-                    std::mem::take(&mut d.log),
-                    std::mem::take(&mut d.names),
-                    d.segments.take_dirty(),
-                    d.segments.retired(),
-                ));
+            if idx
+                .dirs
+                .iter()
+                .all(|d| d.log.is_empty() && d.names.is_empty())
+            {
+                return;
+            }
+            idx.dirs
+                .iter_mut()
+                .map(|d| (std::mem::take(&mut d.log), std::mem::take(&mut d.names)))
+                .collect()
+        };
+        for (dir, (log, names)) in work.into_iter().enumerate() {
+            if let Err(e) = files[dir].write(&log, &names) {
+                tracing::error!(dir = %self.dirs[dir].path.display(), "cannot write the page index: {e}");
+                // Keep the records for the next try, in order.
+                let mut idx = lock(&self.index);
+                let d = &mut idx.dirs[dir];
+                let mut l = log;
+                l.extend_from_slice(&d.log);
+                d.log = l;
+                let mut n = names;
+                n.extend_from_slice(&d.names);
+                d.names = n;
             }
         }
-        let mut done = Vec::with_capacity(work.len());
-        for (dir, (log, names, dirty, retired)) in work.into_iter().enumerate() {
-            let synced = dirty.iter().try_for_each(|f| f.sync_data());
-            let written = synced.and_then(|()| files[dir].append(&log, &names));
-            match written {
-                Ok(()) => done.push(retired),
+    }
+
+    /// Make the index durable now (see the module note). Errors are
+    /// logged: the index in memory stays right, and what is not on disk
+    /// is a miss after a crash.
+    pub fn flush(&self) {
+        let _flushing = lock(&self.flushing);
+        if lock(&self.persist).is_empty() {
+            return;
+        }
+        // What to sync, and the segments whose pages moved before now.
+        let work: Vec<_> = {
+            let mut idx = lock(&self.index);
+            idx.dirs
+                .iter_mut()
+                .map(|d| (d.segments.take_dirty(), d.segments.retired()))
+                .collect()
+        };
+        let mut ok: Vec<bool> = work
+            .iter()
+            .enumerate()
+            .map(|(dir, (dirty, _))| match dirty.iter().try_for_each(|f| f.sync_data()) {
+                Ok(()) => true,
                 Err(e) => {
-                    tracing::error!(dir = %self.dirs[dir].path.display(), "cannot write the page index: {e}");
-                    done.push(Vec::new());
-                    // Keep the records for the next flush, in order.
-                    let mut idx = lock(&self.index);
-                    let d = &mut idx.dirs[dir];
-                    let mut l = log;
-                    l.extend_from_slice(&d.log);
-                    d.log = l;
-                    let mut n = names;
-                    n.extend_from_slice(&d.names);
-                    d.names = n;
+                    tracing::error!(dir = %self.dirs[dir].path.display(), "cannot sync page segments: {e}");
+                    false
+                }
+            })
+            .collect();
+        // Every record made before the segments were taken is in the
+        // journal files after this write; then they are synced.
+        self.write_log();
+        {
+            let files = lock(&self.persist);
+            for (dir, f) in files.iter().enumerate() {
+                let pending = !lock(&self.index).dirs[dir].log.is_empty();
+                if let Err(e) = f.sync() {
+                    tracing::error!(dir = %self.dirs[dir].path.display(), "cannot sync the page index: {e}");
+                    ok[dir] = false;
+                } else if pending {
+                    // A write failed: the moved pages' records are not on disk.
+                    ok[dir] = false;
                 }
             }
         }
         let mut idx = lock(&self.index);
-        for (dir, retired) in done.into_iter().enumerate() {
+        for (dir, (_, retired)) in work.into_iter().enumerate() {
+            if !ok[dir] {
+                continue;
+            }
             for seg in retired {
                 let d = &mut idx.dirs[dir];
                 if let Some(s) = d.segments.map.get_mut(&seg) {
@@ -79,7 +129,6 @@ impl PageStore {
             }
         }
         drop(idx);
-        drop(files);
         self.checkpoint_if_due(false);
     }
 
@@ -90,6 +139,13 @@ impl PageStore {
         for dir in 0..files.len() {
             let (live, snapshot) = {
                 let mut idx = lock(&self.index);
+                let records =
+                    files[dir].records + (idx.dirs[dir].log.len() / journal::RECORD) as u64;
+                // Counting the directory's pages walks the index: only
+                // when even all pages would leave the journal too long.
+                if !force && records <= 2 * idx.dirs[dir].pages + CHECKPOINT_SLACK {
+                    continue;
+                }
                 let live = idx
                     .all()
                     .filter(|&i| {
@@ -97,8 +153,6 @@ impl PageStore {
                         s.dir() == dir && !s.pending()
                     })
                     .count() as u64;
-                let records =
-                    files[dir].records + (idx.dirs[dir].log.len() / journal::RECORD) as u64;
                 let due = records > 2 * live + CHECKPOINT_SLACK || (force && records > live);
                 if !due {
                     continue;

@@ -1,7 +1,8 @@
 //! Segment files: small pages packed side by side.
 //!
 //! A page whose record ([`alluxiofs_core::page_file::encode_record`]) is at
-//! most [`SMALL_MAX`] bytes goes into the directory's *active* segment,
+//! most [`SMALL_MAX`] bytes and an eighth of the directory's segment size
+//! goes into the directory's *active* segment,
 //! `<dir>/segments/<8 hex digits>.seg`, at the next free offset (records
 //! are 8-byte aligned, so a 2 KiB page takes 2,096 bytes and no inode or
 //! filesystem block of its own). A segment is sealed when the next record
@@ -112,10 +113,11 @@ impl Segments {
         }
     }
 
-    /// The largest record packed here (0: none is).
+    /// The largest record packed here (0: none is): at most an eighth of
+    /// a segment, so that sealing a segment wastes under an eighth of it.
     pub(super) fn small_max(&self) -> usize {
         if self.packs {
-            SMALL_MAX.min(self.segment_size as usize)
+            SMALL_MAX.min(self.segment_size as usize / 8)
         } else {
             0
         }
