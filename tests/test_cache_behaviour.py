@@ -56,10 +56,11 @@ def test_several_cache_dirs(make_fs, start_worker, bucket_mount, dataset, tmp_pa
     assert fs.cat_file(dataset.big_path) == dataset.big
     # Count page data only: page files and segments (the first dir also holds
     # the worker identity file, each its index).
-    used = [
-        sum(f.stat().st_size for sub in ("large", "segments") for f in (d / sub).rglob("*") if f.is_file())
-        for d in dirs
-    ]
+    def data_bytes(d) -> int:
+        found = [f for sub in ("large", "segments") for f in (d / sub).rglob("*")]
+        return sum(f.stat().st_size for f in found if f.is_file())
+
+    used = [data_bytes(d) for d in dirs]
     assert all(u > 0 for u in used), used
     assert sum(used) >= len(dataset.big)
 

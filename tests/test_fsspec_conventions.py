@@ -195,8 +195,19 @@ def test_find(pair, rel, maxdepth, withdirs, detail):
 
 @pytest.mark.parametrize(
     "pattern",
-    ["*", "*/", "a/*", "a/*.bin", "**/*.bin", "**", "*/c/*", "b/**/five.bin", "same*", "a/[ot]*",
-     "nothing*"],
+    [
+        "*",
+        "*/",
+        "a/*",
+        "a/*.bin",
+        "**/*.bin",
+        "**",
+        "*/c/*",
+        "b/**/five.bin",
+        "same*",
+        "a/[ot]*",
+        "nothing*",
+    ],
 )
 def test_glob(pair, pattern):
     got, want = pair.both(lambda fs: fs.glob(pair.p(pattern)))

@@ -109,6 +109,7 @@ def test_another_uid_gets_no_descriptor_and_the_http_answer(start_worker, tmp_pa
     )  # fmt: skip
     _warm(fs, str(data_dir / "f.bin"), data)  # the owner (root) reads locally
     assert fs.stats()["bytes_local"] >= len(data)
+
     def refused() -> float:
         r = requests.get(
             f"{worker.url}/metrics", headers={"Authorization": "Bearer sekrit"}, timeout=10

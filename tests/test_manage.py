@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -350,3 +351,73 @@ def test_durations_in_human_units():
     for bad in ("-1", "1y", "soon", -5):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_kill_during_eviction_and_compaction_loses_no_byte(
+    make_fs, start_worker, bucket_mount, s3_server, tmp_path
+):
+    """SIGKILL a worker three times while readers overfill its small cache of packed
+    pages (it evicts and compacts segments all the time); no read is ever wrong, and
+    after each restart the used bytes match the disk and stay within the capacity,
+    every file reads right and what the worker kept is served from its cache."""
+    rnd = random.Random(5)
+    base = f"{s3_server.bucket}/crash-{uuid.uuid4().hex[:8]}"
+    files = {
+        f"{base}/f{i:04d}.bin": rnd.randbytes(rnd.randint(2 * KiB, 12 * KiB)) for i in range(600)
+    }
+    s3_server.s3fs().pipe(files)
+    paths = sorted(files)
+    cache = tmp_path / "cache"
+    capacity = 2 * MiB
+    # 16 KiB pages: every file is one packed record (a 2 MiB cache has 128 KiB
+    # segments, which take records up to 16 KiB); 3.6 MB of files overfill it.
+    w = start_worker(
+        bucket_mount,
+        cache_dir=cache,
+        capacity="2MiB",
+        extra_args=["--page-size", "16KiB", "--memory-capacity", "0"],
+    )
+    fs = make_fs([w], page_size=16 * KiB)
+    wrong: list[str] = []
+    reads = [0]
+    compacted = 0.0
+    for rnd_no in range(3):
+        stop = threading.Event()
+
+        def loop(seed: int, stop: threading.Event = stop) -> None:
+            r = random.Random(seed)
+            while not stop.is_set():
+                p = r.choice(paths)
+                try:
+                    got = fs.cat_file(p)
+                except Exception:  # the worker is being killed: only wrong bytes count
+                    continue
+                reads[0] += 1
+                if got != files[p]:
+                    wrong.append(p)
+
+        threads = [
+            threading.Thread(target=loop, args=(10 * rnd_no + k,), daemon=True) for k in range(3)
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(rnd.uniform(1.0, 2.0))
+        compacted += w.metric("alluxiofs_segments_compacted_total")
+        w.kill()
+        stop.set()
+        for t in threads:
+            t.join(30)
+        w.restart(same_port=True)
+        used = w.metric("alluxiofs_cache_used_bytes")
+        kept = w.metric("alluxiofs_cache_pages")
+        assert 0 < used <= capacity, used
+        assert used == _pages_on_disk(cache)[1]
+        assert kept > 0
+        hits0 = w.metric("alluxiofs_cache_hits_total")
+        for p in paths:
+            assert fs.cat_file(p) == files[p], p
+        assert w.metric("alluxiofs_cache_hits_total") - hits0 > 0
+    print(f"[crash] {reads[0]} reads, {compacted:.0f} segments compacted before the kills")
+    assert not wrong, wrong[:5]
+    assert reads[0] > 300
+    assert compacted > 0, "the cache compacted segments while it was killed"

@@ -124,6 +124,16 @@ def test_kill_and_restart_keeps_pages(worker, dataset):
     r = get_range(worker, url, 5_000_000, 2_000_000)
     assert r.content == dataset.big[5_000_000:7_000_000]
     assert worker.metric("alluxiofs_ufs_requests_total", op="get") == 0
+    # A bare path id (Alluxio's client sends no URL) of a file cached before
+    # the restart is found: the first unknown id makes the worker learn the
+    # ids of the URLs on disk. One it never cached stays a 404.
+    page = 1 << 20
+    r = requests.get(f"{worker.url}/v1/file/{path_id(url)}/page/5", timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.content == dataset.big[5 * page : 6 * page]
+    r = requests.get(f"{worker.url}/v1/file/{path_id(url + '.never')}/page/0", timeout=30)
+    assert r.status_code == 404
+    assert worker.metric("alluxiofs_ufs_requests_total", op="get") == 0
 
 
 def test_query_values_are_fully_decoded(worker, s3_server):

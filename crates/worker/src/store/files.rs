@@ -51,6 +51,8 @@ impl PageStore {
             idx.dirs[dir].used += bytes;
         }
         let (mut applied, mut dropped) = (0u64, 0u64);
+        let puts = loaded.recs.iter().filter(|r| r.put).count();
+        idx.reserve(puts);
         for rec in &loaded.recs {
             if let Some(i) = idx.find(rec.key) {
                 idx.remove(i);

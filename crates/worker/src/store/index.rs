@@ -247,6 +247,24 @@ impl Index {
         self.live
     }
 
+    /// Room for `n` more pages: a replay knows how many records come, so
+    /// the slots and the table grow once instead of doubling (and
+    /// rehashing) all the way.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.slots.reserve(n);
+        let slots = &self.slots;
+        self.table
+            .reserve(n, |&j| slots[j as usize].key().table_hash());
+    }
+
+    /// Give back what [`Index::reserve`] took beyond the pages kept.
+    pub(super) fn shrink_to_fit(&mut self) {
+        self.slots.shrink_to_fit();
+        let slots = &self.slots;
+        self.table
+            .shrink_to_fit(|&j| slots[j as usize].key().table_hash());
+    }
+
     /// Heap bytes of the index (slots, table, URL map, ghost filters).
     pub(super) fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()

@@ -237,6 +237,7 @@ impl PageStore {
             files.push(store.load_dir(i)?);
         }
         *lock(&store.persist) = files;
+        lock(&store.index).shrink_to_fit();
         store.classify_all();
         {
             let mut idx = lock(&store.index);
