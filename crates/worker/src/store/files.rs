@@ -9,9 +9,6 @@
 //!   page's directory, renamed into place, so no reader sees half a page.
 //!   No fsync (a deliberate speed choice: a page lost or torn in a crash is
 //!   a miss, or fails its checks and is dropped).
-//! - **Reading** refreshes the file's mtime when it is older than
-//!   [`TOUCH_AFTER`] (kept from the layout before the persisted index,
-//!   where the eviction order was rebuilt from mtimes).
 //! - **Restart** ([`PageStore::load_dir`]): replay the journal
 //!   ([`super::journal`]), list the segment and page-file directories
 //!   (names and lengths only), drop index entries whose bytes are missing
@@ -43,7 +40,6 @@ impl PageStore {
     /// journal for appending.
     pub(super) fn load_dir(&self, dir: usize) -> Result<Files> {
         let root = self.dirs[dir].path.clone();
-        let loaded = Files::load(&root, self.page_size)?;
         let mut idx = lock(&self.index);
         let found = idx.dirs[dir].segments.scan()?;
         for (id, len) in found {
@@ -51,14 +47,15 @@ impl PageStore {
             idx.dirs[dir].used += bytes;
         }
         let (mut applied, mut dropped) = (0u64, 0u64);
-        let puts = loaded.recs.iter().filter(|r| r.put).count();
-        idx.reserve(puts);
-        for rec in &loaded.recs {
+        // At most this many pages come (removals are records too); what is
+        // reserved beyond the pages kept is given back after the load.
+        idx.reserve(Files::records_hint(&root) as usize);
+        let loaded = Files::replay(&root, self.page_size, &mut |rec| {
             if let Some(i) = idx.find(rec.key) {
                 idx.remove(i);
             }
             if !rec.put {
-                continue;
+                return;
             }
             if !journal::is_large(rec) {
                 let fits =
@@ -67,7 +64,7 @@ impl PageStore {
                     });
                 if !fits {
                     dropped += 1;
-                    continue;
+                    return;
                 }
             }
             idx.insert(NewPage {
@@ -84,7 +81,7 @@ impl PageStore {
                 ttl_class: 0,
             });
             applied += 1;
-        }
+        })?;
         // A removal replayed above may have dropped a page that pointed at
         // a missing segment; count the final state instead.
         let _ = applied;
@@ -105,7 +102,7 @@ impl PageStore {
         drop(idx);
         let clean = Files::take_clean(&root);
         let mut files = if loaded.found {
-            Files::open_existing(&root, self.page_size, loaded.recs.len() as u64, clean)?
+            Files::open_existing(&root, self.page_size, loaded.records, clean)?
         } else {
             Files::create_fresh(&root, self.page_size)?
         };
@@ -122,7 +119,7 @@ impl PageStore {
                 "index replayed: pages written after the last flush are misses"
             );
         }
-        files.records = loaded.recs.len() as u64;
+        files.records = loaded.records;
         Ok(files)
     }
 
@@ -305,41 +302,18 @@ fn parse_large_name(n: &str) -> Option<(u64, u32, u32)> {
     ))
 }
 
-/// Pages not touched for this long get their mtime refreshed on a hit.
-const TOUCH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Read a page file; refresh its mtime when it is older than
-/// [`TOUCH_AFTER`] (best effort).
-pub(super) fn read_and_touch(path: &Path) -> std::io::Result<Vec<u8>> {
+/// Read a page file whole.
+pub(super) fn read_page_file(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
-    let meta = f.metadata()?;
-    let mut raw = Vec::with_capacity(meta.len() as usize);
+    let mut raw = Vec::with_capacity(f.metadata()?.len() as usize);
     f.read_to_end(&mut raw)?;
-    touch_if_stale(&f, &meta);
     Ok(raw)
 }
 
-/// Refresh the mtime of the open page file `f` when it is older than
-/// [`TOUCH_AFTER`] (best effort; the owner may set the times of a file it
-/// opened read-only).
-fn touch_if_stale(f: &std::fs::File, meta: &std::fs::Metadata) {
-    let now = std::time::SystemTime::now();
-    let stale = meta
-        .modified()
-        .ok()
-        .and_then(|m| now.duration_since(m).ok())
-        .is_some_and(|age| age > TOUCH_AFTER);
-    if stale {
-        let _ = f.set_modified(now);
-    }
-}
-
 /// Open a page file read-only (to pass its descriptor to a same-node
-/// reader); refresh its mtime as [`read_and_touch`] does.
-pub(super) fn open_and_touch(path: &Path) -> std::io::Result<std::fs::File> {
-    let f = std::fs::File::open(path)?;
-    touch_if_stale(&f, &f.metadata()?);
-    Ok(f)
+/// reader).
+pub(super) fn open_page_file(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(path)
 }
 
 /// Write a page file (header, then data) atomically, without fsync.

@@ -169,8 +169,8 @@ pub(super) struct Files {
 /// What a directory's journal held.
 #[derive(Debug, Default)]
 pub(super) struct Loaded {
-    /// The records, in order.
-    pub(super) recs: Vec<Rec>,
+    /// The good records replayed.
+    pub(super) records: u64,
     /// Whether a journal of this page size was there (else the directory
     /// is new, of an older layout, or of another page size).
     pub(super) found: bool,
@@ -197,12 +197,19 @@ impl Files {
         root.join("index")
     }
 
-    /// Read the journal of `root` (if any) for a store of `page_size`.
-    pub(super) fn load(root: &Path, page_size: u64) -> Result<Loaded> {
+    /// Records the journal of `root` holds at most (from its length).
+    pub(super) fn records_hint(root: &Path) -> u64 {
+        (file_len(&Self::dir_of(root).join("journal")) / RECORD as u64).saturating_sub(1)
+    }
+
+    /// Replay the journal of `root` (if any) for a store of `page_size`:
+    /// `f` gets each good record in order, straight from the file (the
+    /// records are never all in memory).
+    pub(super) fn replay(root: &Path, page_size: u64, f: &mut dyn FnMut(&Rec)) -> Result<Loaded> {
         let dir = Self::dir_of(root);
         let path = dir.join("journal");
-        let f = match File::open(&path) {
-            Ok(f) => f,
+        let file = match File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
             Err(e) => {
                 return Err(WorkerError::io(
@@ -211,29 +218,32 @@ impl Files {
                 ))
             }
         };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut r = BufReader::with_capacity(1 << 20, f);
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut r = BufReader::with_capacity(1 << 20, file);
         let mut b = [0u8; RECORD];
         if r.read_exact(&mut b).is_err() || b != header(page_size) {
             tracing::warn!(file = %path.display(), "index journal of another format or page size: starting empty");
             return Ok(Loaded::default());
         }
         let mut out = Loaded {
-            recs: Vec::with_capacity((len as usize / RECORD).saturating_sub(1)),
+            records: 0,
             found: true,
             torn: false,
         };
         loop {
             match r.read_exact(&mut b) {
                 Ok(()) => match decode(&b) {
-                    Some(rec) => out.recs.push(rec),
+                    Some(rec) => {
+                        f(&rec);
+                        out.records += 1;
+                    }
                     None => {
                         out.torn = true;
                         break;
                     }
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    out.torn = out.recs.len() as u64 * RECORD as u64 + (RECORD as u64) < len;
+                    out.torn = out.records * RECORD as u64 + (RECORD as u64) < len;
                     break;
                 }
                 Err(e) => {
@@ -500,24 +510,30 @@ mod tests {
         let mut files = Files::create(dir.path(), 4096, &buf[..5 * RECORD]).unwrap();
         files.write(&buf[5 * RECORD..], b"").unwrap();
         files.sync().unwrap();
-        let loaded = Files::load(dir.path(), 4096).unwrap();
+        let load = |ps| {
+            let mut recs = Vec::new();
+            let l = Files::replay(dir.path(), ps, &mut |r| recs.push(*r)).unwrap();
+            (l, recs)
+        };
+        let (loaded, recs) = load(4096);
         assert!(loaded.found && !loaded.torn);
         assert_eq!(
-            loaded.recs,
+            recs,
             (0..10).map(|i| rec(i, i % 3 != 0)).collect::<Vec<_>>()
         );
+        assert_eq!(loaded.records, 10);
         // Another page size: not this store's journal.
-        assert!(!Files::load(dir.path(), 8192).unwrap().found);
+        assert!(!load(8192).0.found);
         // Half a record, then a flipped byte.
         let path = dir.path().join("index").join("journal");
         let mut raw = std::fs::read(&path).unwrap();
         raw.truncate(raw.len() - 7);
         std::fs::write(&path, &raw).unwrap();
-        let loaded = Files::load(dir.path(), 4096).unwrap();
-        assert_eq!((loaded.recs.len(), loaded.torn), (9, true));
+        let (loaded, recs) = load(4096);
+        assert_eq!((recs.len(), loaded.records, loaded.torn), (9, 9, true));
         raw[RECORD * 4 + 13] ^= 1;
         std::fs::write(&path, &raw).unwrap();
-        assert_eq!(Files::load(dir.path(), 4096).unwrap().recs.len(), 3);
+        assert_eq!(load(4096).1.len(), 3);
     }
 
     #[test]

@@ -57,7 +57,7 @@ use crate::policy::PolicyKind;
 use crate::rules::{PinQuota, Rules, RULES_FILE};
 use alluxiofs_core::page_file::{encode_record, record_len, verify_record};
 use bytes::Bytes;
-use files::{open_and_touch, read_and_touch, write_page};
+use files::{open_page_file, read_page_file, write_page};
 use format::{encode_header, verify};
 use index::{DirState, Index, NewPage, Slot, LARGE, MAX_DIRS};
 use key::Hashes;
@@ -382,7 +382,7 @@ impl PageStore {
             }
             Place::Large { slot, dir } => {
                 let path = self.large_path(dir, h.slot, h.version_hash);
-                let checked = read_and_touch(&path)
+                let checked = read_page_file(&path)
                     .map_err(|e| e.to_string())
                     .and_then(|raw| verify(self.page_size, key, raw));
                 (slot, path.display().to_string(), checked)
@@ -428,7 +428,7 @@ impl PageStore {
             }),
             Place::Large { slot, dir } => {
                 let path = self.large_path(dir, h.slot, h.version_hash);
-                match open_and_touch(&path) {
+                match open_page_file(&path) {
                     Ok(file) => {
                         let len = file.metadata().map(|m| m.len()).ok()?;
                         Some(LocalPage {
