@@ -39,8 +39,10 @@ pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 pub use alluxiofs_core::protocol::DEFAULT_PAGE_SIZE;
 /// Default metadata TTL: 60 s.
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
-/// Default memory budget of the metadata cache: 64 MiB.
-pub const DEFAULT_METADATA_CAPACITY: u64 = 64 << 20;
+/// Default memory budget of the metadata cache: 512 MiB (about 270,000
+/// file infos; at 64 MiB a warm pass over 100,000 small files missed its
+/// infos and ran 6.7x slower, one HEAD per file).
+pub const DEFAULT_METADATA_CAPACITY: u64 = 512 << 20;
 
 /// Default lease TTL in etcd: how long a worker that died without
 /// deregistering stays listed.

@@ -342,13 +342,13 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         default: "`60s`",
     }
     metadata_capacity: SizeValue {
-        flag: "Memory for cached file metadata; 0 caches none [default: 64MiB]."
+        flag: "Memory for cached file metadata; 0 caches none [default: 512MiB]."
             [long, value_name = "SIZE", value_parser = parse_size] Option<u64> => size_flag,
         env: "ALLUXIOFS_WORKER_METADATA_CAPACITY" => size_text,
         yaml: metadata_capacity,
         check: size,
         set: |c, v| c.metadata_capacity = v,
-        default: "`64MiB`",
+        default: "`512MiB`",
     }
     ufs_options: BTreeMap<String, String> {
         flag: "object_store option for every mount, e.g. endpoint=http://127.0.0.1:3900 (repeatable)."
