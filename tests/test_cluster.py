@@ -14,7 +14,11 @@ import pytest
 
 def _etcd_workers(start_worker, bucket_mount, etcd_server, n=3, ttl="2s", extra=()):
     args = ["--etcd", etcd_server.endpoint, "--etcd-lease-ttl", ttl, *extra]
-    return [start_worker(bucket_mount, extra_args=args) for _ in range(n)]
+    workers = [start_worker(bucket_mount, extra_args=args) for _ in range(n)]
+    # Ready means serving; the etcd record follows a moment later.
+    for w in workers:
+        w.wait_registered()
+    return workers
 
 
 def _wait_for(cond, timeout=10.0, what="condition"):

@@ -19,7 +19,8 @@
 //! Per open: seconds until `open_with` returns and until the first `get`
 //! of a cached page returns its bytes, resident memory (`VmRSS`) added by
 //! the open, `alluxiofs_index_memory_bytes`, and the bytes the process read
-//! (`rchar`). Prints one JSON object per line, then a summary with the
+//! (`rchar`); then the rate of 400,000 `get`s of random cached pages from
+//! four threads. Prints one JSON object per line, then a summary with the
 //! ratios against the empty baseline.
 
 use alluxiofs_worker::metrics::Metrics;
@@ -32,6 +33,8 @@ use std::time::Instant;
 
 const PAGE_SIZE: u64 = 1 << 20;
 const THREADS: u64 = 4;
+/// Random gets timed after each open of the filled store.
+const WARM_GETS: u64 = 400_000;
 
 fn url(i: u64) -> String {
     // 52 bytes: a dataset of images in directories of 1,000.
@@ -139,13 +142,39 @@ fn measure_open(dir: &Path, probe: Option<u64>, bytes: usize) {
         t.elapsed().as_secs_f64()
     });
     let g = store.gauges();
+    let (rss_added, rchar) = (
+        rss().saturating_sub(before),
+        proc_field("/proc/self/io", "rchar:") - read_before,
+    );
+    // Warm reads: WARM_GETS gets of random cached pages from THREADS
+    // threads (the pages are in the page cache: this is the index and the
+    // record check, not the disk).
+    let gets_per_s = probe.map(|_| {
+        let store = &store;
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for n in 0..THREADS {
+                s.spawn(move || {
+                    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ n;
+                    for _ in 0..WARM_GETS / THREADS {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let i = x % g.pages;
+                        let got = store.get(&PageKey::new(url(i), "\"v1\"", 0));
+                        assert_eq!(got.map(|b| b.len()), Some(bytes), "page {i}");
+                    }
+                });
+            }
+        });
+        WARM_GETS as f64 / t.elapsed().as_secs_f64()
+    });
     println!(
-        "{{\"pages\":{},\"open_s\":{opened:.3},\"first_hit_s\":{},\"rss_added_bytes\":{},\"index_memory_bytes\":{},\"rchar\":{}}}",
+        "{{\"pages\":{},\"open_s\":{opened:.3},\"first_hit_s\":{},\"rss_added_bytes\":{rss_added},\"index_memory_bytes\":{},\"rchar\":{rchar},\"warm_gets_per_s\":{}}}",
         g.pages,
         hit.map_or("null".into(), |h| format!("{h:.3}")),
-        rss().saturating_sub(before),
         g.index_memory_bytes,
-        proc_field("/proc/self/io", "rchar:") - read_before
+        gets_per_s.map_or("null".into(), |r| format!("{r:.0}")),
     );
     // Exit without the flush and checkpoint of a drop: only the open is
     // measured, and the directory is left as it was.
@@ -206,13 +235,14 @@ fn main() {
     for (name, r) in [("clean", &clean), ("crash", &crash)] {
         let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
         println!(
-            "{name}: {} pages, first hit {:.2} s (open {:.2} s), {:.1} B/page resident over the empty store ({:.1} B/page by the index gauge), read {:.1}% of the bytes cached",
+            "{name}: {} pages, first hit {:.2} s (open {:.2} s), {:.1} B/page resident over the empty store ({:.1} B/page by the index gauge), read {:.1}% of the bytes cached, {:.0} warm gets/s",
             r["pages"],
             f("first_hit_s"),
             f("open_s"),
             (f("rss_added_bytes") - base["rss_added_bytes"].as_f64().unwrap_or(0.0)) / pages as f64,
             f("index_memory_bytes") / pages as f64,
             100.0 * (f("rchar") - base["rchar"].as_f64().unwrap_or(0.0)) / cached,
+            f("warm_gets_per_s"),
         );
     }
 }
