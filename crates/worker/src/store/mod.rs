@@ -208,13 +208,14 @@ impl PageStore {
         let rules = Rules::load(&rules_path).map_err(WorkerError::Config)?;
         let total: u64 = dirs.iter().map(|d| d.capacity).sum();
         let has_ttls = AtomicBool::new(!rules.ttls.is_empty());
+        let open_files = segments::open_files_per_dir(dirs.len());
         let states = dirs
             .iter()
             .map(|d| {
                 let (size, packs) = segments::segment_size_for(d.capacity, options.segment_size);
                 DirState::new(
                     options.policy.build(d.capacity),
-                    Segments::new(d.path.join("segments"), size, packs),
+                    Segments::new(d.path.join("segments"), size, packs, open_files),
                 )
             })
             .collect();

@@ -54,8 +54,23 @@ pub(super) fn segment_size_for(capacity: u64, max: u32) -> (u32, bool) {
     (size, capacity >= 4 * u64::from(size))
 }
 
-/// Open segment descriptors kept per directory.
-const OPEN_FILES: usize = 1024;
+/// Open segment descriptors kept per directory, at least and at most.
+const MIN_OPEN_FILES: usize = 64;
+const MAX_OPEN_FILES: usize = 16384;
+
+/// How many segment descriptors each of `dirs` directories keeps open: a
+/// quarter of the process's open-file limit (`ulimit -n`) shared out, so
+/// that random reads over a cache of thousands of segments (10 million
+/// small pages are about 2,500 segments of 8 MiB) do not reopen them. The
+/// limit is not raised: the worker may live in a user's process (the
+/// embedded worker), where descriptors past 1,024 break `select(2)`. Each
+/// directory's descriptors are all closed when it has this many.
+pub(super) fn open_files_per_dir(dirs: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX).min(1 << 32);
+    let share = (soft / 4) as usize / dirs.max(1);
+    share.clamp(MIN_OPEN_FILES, MAX_OPEN_FILES)
+}
 
 /// One segment.
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,6 +93,8 @@ pub(crate) struct Segments {
     active: Option<(u32, Arc<File>)>,
     next_id: u32,
     files: HashMap<u32, Arc<File>>,
+    /// Descriptors `files` keeps at most.
+    open_files: usize,
     /// Segments written since the last flush (to `fdatasync`).
     pub(super) dirty: BTreeSet<u32>,
     segment_size: u32,
@@ -100,8 +117,9 @@ pub(super) fn parse_name(n: &str) -> Option<u32> {
 impl Segments {
     /// The segments under `root` (`<dir>/segments`), none registered yet,
     /// of `segment_size` bytes; with `packs` false, no page is packed.
-    pub(super) fn new(root: PathBuf, segment_size: u32, packs: bool) -> Self {
+    pub(super) fn new(root: PathBuf, segment_size: u32, packs: bool, open_files: usize) -> Self {
         Segments {
+            open_files,
             root,
             map: BTreeMap::new(),
             active: None,
@@ -239,7 +257,7 @@ impl Segments {
             return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
         }
         let f = Arc::new(File::open(self.root.join(name(seg)))?);
-        if self.files.len() >= OPEN_FILES {
+        if self.files.len() >= self.open_files {
             let active = self.active.as_ref().map(|(a, _)| *a);
             self.files.retain(|k, _| Some(*k) == active);
         }
