@@ -520,7 +520,10 @@ async fn info_files_and_page_endpoints() {
     let meta = state.cache.meta().used_bytes();
     assert!(meta > 0, "infos, listings, versions and ids are charged");
     assert!(text.contains(&format!("alluxiofs_metadata_bytes {meta}\n")));
-    assert!(text.contains("alluxiofs_metadata_capacity_bytes 67108864\n"));
+    assert!(text.contains(&format!(
+        "alluxiofs_metadata_capacity_bytes {}\n",
+        alluxiofs_worker::config::DEFAULT_METADATA_CAPACITY
+    )));
 }
 
 #[tokio::test]
