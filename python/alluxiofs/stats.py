@@ -69,7 +69,10 @@ def cache_window(fs: Any, since: float) -> dict[str, Any]:
     start = since
     for w in client.workers():
         try:
-            d = json.loads(client.get_text(w, f"/v1/stats?since={since:.3f}"))
+            # Every digit: rounded to milliseconds, a mark taken just after a
+            # snapshot could fall before it and the window would start a
+            # snapshot earlier (counting reads made before the mark).
+            d = json.loads(client.get_text(w, f"/v1/stats?since={since!r}"))
         except (OSError, ValueError):
             unreachable.append(w)
             continue
