@@ -186,6 +186,8 @@ pub(super) struct Index {
     pub(super) pinned_bytes: u64,
     live: usize,
     pub(super) rules: Rules,
+    /// Numbers the writes of page files (see [`Index::next_write`]).
+    writes: u32,
 }
 
 /// The slots as [`Nodes`] for the policies.
@@ -239,7 +241,18 @@ impl Index {
             pinned_bytes: 0,
             live: 0,
             rules,
+            writes: 0,
         }
+    }
+
+    /// A number for a write of a page file, kept in its slot's offset
+    /// field (unused for page files) so the write can tell its own pending
+    /// slot from a later write's of the same page. It wraps after 2^32
+    /// writes; two writes of one page that far apart are never both
+    /// pending.
+    pub(super) fn next_write(&mut self) -> u32 {
+        self.writes = self.writes.wrapping_add(1);
+        self.writes
     }
 
     /// Pages indexed (pending ones included).

@@ -157,6 +157,8 @@ enum Place {
     Large {
         slot: u32,
         dir: usize,
+        /// The write that made the file (the slot's offset field).
+        write: u32,
     },
 }
 
@@ -279,6 +281,12 @@ impl PageStore {
         (s.version_hash == h.version_hash && !s.pending()).then_some(i)
     }
 
+    /// Whether `h`'s page (its version) is indexed, settled or pending.
+    fn has_version(idx: &Index, h: &Hashes) -> bool {
+        idx.find(h.slot)
+            .is_some_and(|i| idx.slot(i).version_hash == h.version_hash)
+    }
+
     /// Whether a verified-on-write page for `key` is indexed (it may still
     /// fail verification when read).
     pub fn contains(&self, key: &PageKey) -> bool {
@@ -323,6 +331,7 @@ impl PageStore {
             return Some(Place::Large {
                 slot: i,
                 dir: s.dir(),
+                write: s.off,
             });
         }
         match idx.dirs[s.dir()].segments.file(s.seg) {
@@ -360,7 +369,7 @@ impl PageStore {
             }
             return Some(b);
         }
-        let (slot, what, checked) = match self.place(&h)? {
+        let (slot, seg_off, what, checked) = match self.place(&h)? {
             Place::Packed {
                 slot,
                 seg,
@@ -379,14 +388,24 @@ impl PageStore {
                             Bytes::from(raw),
                         )
                     });
-                (slot, format!("segment {seg} at {off}"), checked)
+                (slot, (seg, off), format!("segment {seg} at {off}"), checked)
             }
-            Place::Large { slot, dir } => {
+            Place::Large { slot, dir, write } => {
                 let path = self.large_path(dir, h.slot, h.version_hash);
-                let checked = read_page_file(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|raw| verify(self.page_size, key, raw));
-                (slot, path.display().to_string(), checked)
+                let checked = match read_page_file(&path) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && !self.still(slot, &h, (LARGE, write)) =>
+                    {
+                        // Removed (its file deleted) since it was found:
+                        // a miss, not a corrupt page.
+                        return None;
+                    }
+                    r => r
+                        .map_err(|e| e.to_string())
+                        .and_then(|raw| verify(self.page_size, key, raw)),
+                };
+                (slot, (LARGE, write), path.display().to_string(), checked)
             }
         };
         match checked {
@@ -403,7 +422,7 @@ impl PageStore {
                 );
                 Metrics::add(&self.metrics.corrupt_pages, 1);
                 self.metrics.evicted(EvictReason::Corrupt, 1);
-                self.drop_if_still(slot, &h);
+                self.drop_if_still(slot, &h, seg_off);
                 None
             }
         }
@@ -427,7 +446,7 @@ impl PageStore {
                 len: u64::from(len),
                 packed: true,
             }),
-            Place::Large { slot, dir } => {
+            Place::Large { slot, dir, write } => {
                 let path = self.large_path(dir, h.slot, h.version_hash);
                 match open_page_file(&path) {
                     Ok(file) => {
@@ -439,10 +458,16 @@ impl PageStore {
                             packed: false,
                         })
                     }
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && !self.still(slot, &h, (LARGE, write)) =>
+                    {
+                        None // removed since it was found
+                    }
                     Err(e) => {
                         tracing::warn!(file = %path.display(), "cached page unreadable: {e}");
                         self.metrics.evicted(EvictReason::Corrupt, 1);
-                        self.drop_if_still(slot, &h);
+                        self.drop_if_still(slot, &h, (LARGE, write));
                         None
                     }
                 }
@@ -467,10 +492,24 @@ impl PageStore {
         true
     }
 
-    /// Drop slot `i` if it still holds the page `h`.
-    fn drop_if_still(&self, i: u32, h: &Hashes) {
+    /// Whether slot `i` still holds the settled page `h` written at
+    /// `place` (segment and offset, or [`LARGE`] and the write number):
+    /// not removed, nor removed and written anew, since it was looked up.
+    fn still(&self, i: u32, h: &Hashes, place: (u32, u32)) -> bool {
+        Self::still_locked(&lock(&self.index), i, h, place)
+    }
+
+    fn still_locked(idx: &Index, i: u32, h: &Hashes, (seg, off): (u32, u32)) -> bool {
+        Self::settled(idx, h) == Some(i) && {
+            let s = idx.slot(i);
+            s.seg == seg && s.off == off
+        }
+    }
+
+    /// Drop slot `i` if it still holds the page `h` written at `place`.
+    fn drop_if_still(&self, i: u32, h: &Hashes, place: (u32, u32)) {
         let mut idx = lock(&self.index);
-        if Self::settled(&idx, h) == Some(i) {
+        if Self::still_locked(&idx, i, h, place) {
             self.remove_slot_locked(&mut idx, i);
         }
     }
@@ -521,7 +560,7 @@ impl PageStore {
             return Ok(false);
         }
         let mut attempts = 0;
-        let (i, dir, place) = loop {
+        let (i, dir, seg, off, file) = loop {
             attempts += 1;
             let mut idx = lock(&self.index);
             if let Some(i) = idx.find(h.slot) {
@@ -574,12 +613,17 @@ impl PageStore {
                 }
             }
             let named = idx.has_url(h.slot.url_hash);
+            // (segment, offset) names this write alone: segment numbers
+            // are never reused, and a page file's offset field carries a
+            // write number instead. The write settles its slot only if the
+            // slot still has it: the slot number and the key may have been
+            // freed and taken again by another write of the same page.
             let (seg, off, file) = if packed {
                 let (seg, off, file) = idx.dirs[dir].segments.allocate(disk_len as u32)?;
                 idx.dirs[dir].used += disk_len;
                 (seg, off, Some(file))
             } else {
-                (LARGE, 0, None)
+                (LARGE, idx.next_write(), None)
             };
             let ttl_class = keep::ttl_class(&idx.rules, key.url());
             let i = idx.insert(NewPage {
@@ -598,14 +642,14 @@ impl PageStore {
             if !named {
                 journal::encode_name(&mut idx.dirs[dir].names, h.slot.url_hash, key.url());
             }
-            break (i, dir, file.map(|f| (f, off)));
+            break (i, dir, seg, off, file);
         };
         remember();
-        let written = match &place {
-            Some((file, off)) => {
+        let written = match &file {
+            Some(file) => {
                 let record =
                     encode_record(self.page_size, key.url(), key.version(), key.index(), data);
-                segments::write_at(file, *off, &record)
+                segments::write_at(file, off, &record)
             }
             None => {
                 let header = encode_header(self.page_size, key, data);
@@ -615,9 +659,7 @@ impl PageStore {
         let mut idx = lock(&self.index);
         let ours = idx.find(h.slot) == Some(i) && {
             let s = idx.slot(i);
-            s.pending()
-                && s.version_hash == h.version_hash
-                && place.as_ref().is_none_or(|(_, off)| s.off == *off)
+            s.pending() && s.version_hash == h.version_hash && s.seg == seg && s.off == off
         };
         match written {
             Ok(()) => {
@@ -625,8 +667,11 @@ impl PageStore {
                     idx.settle(i);
                     let rec = journal::put_of(idx.slot(i));
                     journal::encode(&mut idx.dirs[dir].log, &rec);
-                } else if place.is_none() && Self::settled(&idx, &h).is_none() {
-                    // Removed (invalidated) while being written.
+                } else if file.is_none() && !Self::has_version(&idx, &h) {
+                    // Removed (invalidated) while being written, and no
+                    // other write of this page has begun since (whose file
+                    // this path is: under the index lock, none can begin
+                    // until it is deleted).
                     let _ = std::fs::remove_file(self.large_path(dir, h.slot, h.version_hash));
                 }
                 Ok(true)
