@@ -186,8 +186,9 @@ bench-quick: bench-env
 ## bench-scale: one release-build worker filled with 1 M, then 10 M files of 2 KiB (file:// UFS):
 ## resident bytes per page after a restart, disk bytes per cached byte, index bytes, cold and
 ## warm files/s, p99, time to first hit and bytes read at startup (benches/scale.py; a step the
-## disk cannot hold is skipped). Prints the table, writes benches/results/scale-<date>.json.
-## Not part of make test or make bench; e.g. BENCH_ARGS="--files 100000,1000000 --max-minutes 60"
+## disk cannot hold is skipped; where a file per name does not fit, the names are hard links to
+## 4,096 files). Prints the table, writes benches/results/scale-<date>.json. Not part of make
+## test or make bench; e.g. BENCH_ARGS="--files 100000,10000000 --ufs links --max-minutes 90"
 bench-scale: bench-wheel
 	$(BENCH_VENV)/bin/python benches/scale.py $(BENCH_ARGS)
 

@@ -8,6 +8,13 @@ For each file count N (ascending; default 1,000,000 and 10,000,000):
 1. **generate** N files of 2 KiB (deterministic bytes: file ``i`` is its index
    in hex, repeated) in a tree of 1000 files per directory, with a process
    pool writing through ``os.open``/``os.write``; this is the ``file://`` UFS.
+   With ``--ufs links`` (``auto``, the default, picks it when N files of their
+   own do not fit the disk), the N names are hard links to 4,096 distinct
+   files (file ``i`` holds the bytes of file ``i % 4096``): a name costs a
+   directory entry, not a block and an inode, so 10 M files take ~0.3 GB
+   instead of 41 GB. The worker still caches N pages under N URLs; only the
+   cold fill is easier (the UFS bytes are few and stay in the page cache), so
+   its files/s are not comparable between the two layouts.
 2. **baseline**: a worker over an empty cache directory reads one file (so one
    page is cached), is stopped and started again; its RSS (``VmRSS``) after
    its first hit, its time to that hit and its ``rchar`` at that moment are
@@ -87,9 +94,13 @@ REFERENCE = {
 # -- the dataset -------------------------------------------------------------------------
 
 
-def file_bytes(i: int) -> bytes:
-    """The 2 KiB content of file ``i``: its index as 16 hex digits, 128 times."""
-    return (b"%016x" % i) * (FILE_SIZE // 16)
+LINK_TARGETS = 4096  # distinct files behind the names of a ``links`` dataset
+
+
+def file_bytes(i: int, links: bool = False) -> bytes:
+    """The 2 KiB content of file ``i``: its index (``i % LINK_TARGETS`` in a ``links``
+    dataset) as 16 hex digits, 128 times."""
+    return (b"%016x" % (i % LINK_TARGETS if links else i)) * (FILE_SIZE // 16)
 
 
 def rel_path(i: int) -> str:
@@ -102,14 +113,20 @@ def file_url(root: Path, i: int) -> str:
     return f"file://{root}/{rel_path(i)}"
 
 
-def _write_dir(job: tuple[str, int, int]) -> int:
-    """Write files ``[lo, hi)`` (one directory) under ``root``; returns how many."""
-    root, lo, hi = job
+def _write_dir(job: tuple[str, int, int, bool]) -> int:
+    """Write files ``[lo, hi)`` (one directory) under ``root``, or with ``links`` hard
+    links to the targets (made by ``generate``); returns how many."""
+    root, lo, hi, links = job
     d = os.path.join(root, f"d{lo // FILES_PER_DIR:05d}")
     os.makedirs(d, exist_ok=True)
+    if links:
+        targets = link_targets_dir(Path(root))
+        for i in range(lo, hi):
+            os.link(targets / f"t{i % LINK_TARGETS:04d}.bin", os.path.join(d, _name(i)))
+        return hi - lo
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     for i in range(lo, hi):
-        fd = os.open(os.path.join(d, f"f{i % FILES_PER_DIR:03d}.bin"), flags, 0o644)
+        fd = os.open(os.path.join(d, _name(i)), flags, 0o644)
         try:
             os.write(fd, file_bytes(i))
         finally:
@@ -117,22 +134,46 @@ def _write_dir(job: tuple[str, int, int]) -> int:
     return hi - lo
 
 
-def data_marker(root: Path, n: int) -> Path:
+def _name(i: int) -> str:
+    return f"f{i % FILES_PER_DIR:03d}.bin"
+
+
+def link_targets_dir(root: Path) -> Path:
+    """Where the distinct files of a ``links`` dataset are: beside ``root`` (the worker
+    loads everything under ``root``, and each target is cached once per name)."""
+    return root.parent / f"{root.name}.targets"
+
+
+def data_marker(root: Path, n: int, links: bool = False) -> Path:
     """The file that says ``root`` holds all ``n`` files (next to it: the worker loads
     everything under ``root``)."""
-    return root.parent / f"{root.name}.complete-{n}-{FILE_SIZE}"
+    kind = "-links" if links else ""
+    return root.parent / f"{root.name}.complete-{n}-{FILE_SIZE}{kind}"
 
 
-def generate(root: Path, n: int, procs: int | None = None) -> float:
-    """Write ``n`` files under ``root`` (reused when a marker says they are there);
-    returns the seconds spent, 0.0 when reused."""
-    marker = data_marker(root, n)
+def remove_dataset(root: Path) -> None:
+    """Delete a dataset, its link targets and its markers."""
+    for m in root.parent.glob(f"{root.name}.complete-*"):
+        m.unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(link_targets_dir(root), ignore_errors=True)
+
+
+def generate(root: Path, n: int, procs: int | None = None, links: bool = False) -> float:
+    """Write ``n`` files under ``root`` (hard links to ``LINK_TARGETS`` files with
+    ``links``), reused when a marker says they are there; returns the seconds spent,
+    0.0 when reused."""
+    marker = data_marker(root, n, links)
     if marker.exists():
         return 0.0
-    shutil.rmtree(root, ignore_errors=True)
+    remove_dataset(root)
     root.mkdir(parents=True)
-    marker.unlink(missing_ok=True)
-    jobs = [(str(root), lo, min(lo + FILES_PER_DIR, n)) for lo in range(0, n, FILES_PER_DIR)]
+    if links:
+        targets = link_targets_dir(root)
+        targets.mkdir()
+        for t in range(min(LINK_TARGETS, n)):
+            (targets / f"t{t:04d}.bin").write_bytes(file_bytes(t))
+    jobs = [(str(root), lo, min(lo + FILES_PER_DIR, n), links) for lo in range(0, n, FILES_PER_DIR)]
     procs = procs or os.cpu_count() or 1
     t = time.perf_counter()
     if procs == 1 or len(jobs) == 1:
@@ -336,7 +377,9 @@ def fill_load_job(worker: Worker, root: Path, concurrency: int = 32) -> dict:
             return out
 
 
-def fill_cat(fs, root: Path, n: int, batch: int = 1024, threads: int = 4) -> dict:
+def fill_cat(
+    fs, root: Path, n: int, batch: int = 1024, threads: int = 4, links: bool = False
+) -> dict:
     """Read all ``n`` files cold with batched ``fs.cat`` (``batch`` files a call,
     ``threads`` calls at once); checks every byte. Returns ``seconds``."""
 
@@ -345,7 +388,7 @@ def fill_cat(fs, root: Path, n: int, batch: int = 1024, threads: int = 4) -> dic
         paths = [f"{root}/{rel_path(i)}" for i in idx]
         got = fs.cat(paths)
         for i, p in zip(idx, paths, strict=True):
-            if got[p] != file_bytes(i):
+            if got[p] != file_bytes(i, links):
                 raise AssertionError(f"wrong bytes for {p}")
         return len(paths)
 
@@ -369,7 +412,9 @@ def make_fs(worker: Worker):
     )
 
 
-def warm_batched(fs, root: Path, sample: Sequence[int], batch: int = 1024) -> dict:
+def warm_batched(
+    fs, root: Path, sample: Sequence[int], batch: int = 1024, links: bool = False
+) -> dict:
     """Batched ``fs.cat`` of ``sample``, ``batch`` files a call; checks every byte."""
     t = time.perf_counter()
     for lo in range(0, len(sample), batch):
@@ -377,13 +422,15 @@ def warm_batched(fs, root: Path, sample: Sequence[int], batch: int = 1024) -> di
         paths = [f"{root}/{rel_path(i)}" for i in idx]
         got = fs.cat(paths)
         for i, p in zip(idx, paths, strict=True):
-            if got[p] != file_bytes(i):
+            if got[p] != file_bytes(i, links):
                 raise AssertionError(f"wrong bytes for {p}")
     secs = time.perf_counter() - t
     return {"files": len(sample), "seconds": secs, "files_per_s": len(sample) / secs}
 
 
-def warm_single(fs, root: Path, sample: Sequence[int], threads: int = 8) -> dict:
+def warm_single(
+    fs, root: Path, sample: Sequence[int], threads: int = 8, links: bool = False
+) -> dict:
     """``fs.cat_file`` of each file of ``sample`` from ``threads`` threads; files/s and
     per-file latency percentiles. Checks every byte."""
     lat: list[float] = []
@@ -396,7 +443,7 @@ def warm_single(fs, root: Path, sample: Sequence[int], threads: int = 8) -> dict
             t = time.perf_counter()
             data = fs.cat_file(f"{root}/{rel_path(i)}")
             mine.append(time.perf_counter() - t)
-            if data != file_bytes(i):
+            if data != file_bytes(i, links):
                 raise AssertionError(f"wrong bytes for file {i}")
         with lock:
             lat.extend(mine)
@@ -434,6 +481,7 @@ class StepConfig:
     fill_threads: int = 4
     gen_procs: int | None = None
     keep_data: bool = False
+    links: bool = False  # the dataset's names are hard links (see ``generate``)
     seed: int = 1
     log: Callable[[str], None] = field(default=lambda s: print(f"scale: {s}", file=sys.stderr))
 
@@ -455,8 +503,7 @@ def measure_step(cfg: StepConfig, start: StartFn, stop: Callable[[Worker], None]
         for c in caches:
             shutil.rmtree(c, ignore_errors=True)
         if not cfg.keep_data:
-            data_marker(data, cfg.files).unlink(missing_ok=True)
-            shutil.rmtree(data, ignore_errors=True)
+            remove_dataset(data)
         res["phases"]["cleanup_s"] = time.perf_counter() - t
 
 
@@ -472,15 +519,20 @@ def _measure_step(
     n, log = cfg.files, cfg.log
     phases = res["phases"]  # seconds of what the other numbers leave out (stops)
 
-    log(f"{n:,} files: generating under {data}")
-    gen_s = generate(data, n, cfg.gen_procs)
-    res["generate"] = {"seconds": gen_s, "files_per_s": n / gen_s if gen_s else None}
+    links = cfg.links
+    log(f"{n:,} files: generating under {data}" + (" (hard links)" if links else ""))
+    gen_s = generate(data, n, cfg.gen_procs, links)
+    res["generate"] = {
+        "seconds": gen_s,
+        "files_per_s": n / gen_s if gen_s else None,
+        "ufs": "links" if links else "files",
+    }
     log(f"generated in {gen_s:.1f} s" if gen_s else "dataset reused")
 
     # Baseline: one page cached, restarted, first hit.
     shutil.rmtree(base_dir, ignore_errors=True)
     probe = n // 2
-    probe_url, probe_bytes = file_url(data, probe), file_bytes(probe)
+    probe_url, probe_bytes = file_url(data, probe), file_bytes(probe, links)
     mount, cap = f"file://{data}", capacity_for(n)
     w = start(mount, base_dir, f"base-{n}", cap)
     with requests.Session() as s:
@@ -508,7 +560,7 @@ def _measure_step(
     if cfg.fill == "load":
         job = fill_load_job(w, data, cfg.load_concurrency)
     else:
-        job = fill_cat(make_fs(w), data, n, threads=cfg.fill_threads)
+        job = fill_cat(make_fs(w), data, n, threads=cfg.fill_threads, links=links)
         job.update(jobState="SUCCEEDED", filesLoaded=n, filesFailed=0)
     filled_pages = wait_pages_steady(w, n, timeout=120)
     assert w.proc is not None
@@ -578,10 +630,10 @@ def _measure_step(
         fs = make_fs(w)
         warm: dict = {}
         if sample:
-            warm["batched_first"] = warm_batched(fs, data, sample)
-            warm["batched"] = warm_batched(fs, data, sample)
+            warm["batched_first"] = warm_batched(fs, data, sample, links=links)
+            warm["batched"] = warm_batched(fs, data, sample, links=links)
             single = sample[: min(cfg.single_sample, len(sample))]
-            warm["single"] = warm_single(fs, data, single, cfg.threads)
+            warm["single"] = warm_single(fs, data, single, cfg.threads, links=links)
             ufs_gets = w.metric("alluxiofs_ufs_requests_total", op="get")
             warm["ufs_gets"] = ufs_gets
             assert w.proc is not None
@@ -609,15 +661,27 @@ def ufs_bytes_needed(n: int, block: int) -> int:
     return n * per_file + (n // FILES_PER_DIR + 1) * block
 
 
-def plan_step(n: int, workdir: Path, prev: dict | None) -> tuple[bool, str, dict]:
-    """Whether step ``n`` fits the disk (bytes and inodes) with a margin, and why."""
+def ufs_needed(n: int, block: int, links: bool) -> tuple[int, int]:
+    """(bytes, inodes) a dataset of ``n`` files takes: with ``links`` the targets and
+    ~32 bytes of directory entry per name, else a block-rounded file per name; plus
+    the directories."""
+    dirs = n // FILES_PER_DIR + 1
+    if links:
+        targets = min(LINK_TARGETS, n)
+        return targets * block + n * 32 + dirs * block, targets + dirs + 1
+    return ufs_bytes_needed(n, block), n + dirs
+
+
+def plan_step(
+    n: int, workdir: Path, prev: dict | None, ufs_mode: str = "files"
+) -> tuple[bool, str, dict]:
+    """Whether step ``n`` fits the disk (bytes and inodes) with a margin, and why;
+    ``ufs_mode`` ``auto`` takes a file per name when that fits, else hard links
+    (``est["ufs"]`` says which)."""
     workdir.mkdir(parents=True, exist_ok=True)
     du = shutil.disk_usage(workdir)
     sv = os.statvfs(workdir)
     block = sv.f_frsize or 4096
-    have_data = data_marker(workdir / f"data-{n}", n).exists()
-    ufs = 0 if have_data else ufs_bytes_needed(n, block)
-    ufs_inodes = 0 if have_data else n + n // FILES_PER_DIR + 1
     if prev and prev.get("disk"):
         per_page = prev["disk"]["allocated_bytes"] / prev["files"]
         files_per_page = prev["disk"]["files_per_page"]
@@ -627,9 +691,23 @@ def plan_step(n: int, workdir: Path, prev: dict | None) -> tuple[bool, str, dict
         basis = "pessimistic: a 4 KiB file per page, doubled"
     cache = int(n * per_page)
     cache_inodes = int(n * files_per_page) + 1000
-    need = int((ufs + cache) * 1.1) + 2 * GiB
-    need_inodes = int((ufs_inodes + cache_inodes) * 1.1) + 10_000
+
+    def need_for(links: bool) -> tuple[int, int, int, int]:
+        have = data_marker(workdir / f"data-{n}", n, links).exists()
+        ufs, ufs_inodes = (0, 0) if have else ufs_needed(n, block, links)
+        need = int((ufs + cache) * 1.1) + 2 * GiB
+        need_inodes = int((ufs_inodes + cache_inodes) * 1.1) + 10_000
+        return ufs, ufs_inodes, need, need_inodes
+
+    def fits(need: int, need_inodes: int) -> bool:
+        return need <= du.free and not (sv.f_files and need_inodes > sv.f_favail)
+
+    links = ufs_mode == "links"
+    if ufs_mode == "auto":
+        links = not fits(*need_for(False)[2:])
+    ufs, ufs_inodes, need, need_inodes = need_for(links)
     est = {
+        "ufs": "links" if links else "files",
         "ufs_bytes": ufs,
         "cache_bytes": cache,
         "need_bytes": need,
@@ -755,6 +833,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fill-threads", type=int, default=4, help="fs.cat fill threads (4)")
     ap.add_argument("--gen-procs", type=int, default=None, help="generator processes (CPUs)")
     ap.add_argument("--keep-data", action="store_true", help="keep (and reuse) the datasets")
+    ap.add_argument(
+        "--ufs",
+        choices=["auto", "files", "links"],
+        default="auto",
+        help="dataset layout: a file per name, hard links to 4,096 files, or auto: files "
+        "where they fit the disk (auto)",
+    )
     args = ap.parse_args(argv)
     counts = sorted(int(x.replace("_", "")) for x in args.files.split(",") if x.strip())
     started = time.monotonic()
@@ -776,7 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     prev: dict | None = None
     try:
         for n in counts:
-            ok, why, est = plan_step(n, args.workdir.resolve(), prev)
+            ok, why, est = plan_step(n, args.workdir.resolve(), prev, args.ufs)
             if ok and args.max_minutes is not None:
                 guess = estimate_seconds(n, prev)
                 left = args.max_minutes * 60 - (time.monotonic() - started)
@@ -799,6 +884,7 @@ def main(argv: list[str] | None = None) -> int:
                 fill_threads=args.fill_threads,
                 gen_procs=args.gen_procs,
                 keep_data=args.keep_data,
+                links=est["ufs"] == "links",
             )
             t = time.monotonic()
             try:
