@@ -207,6 +207,35 @@ def proc_io(pid: int) -> dict[str, int]:
     return out
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_costs(pid: int, run: Callable[[], dict]) -> dict:
+    """``run()``'s result plus what it cost: the worker's CPU seconds and the bytes it
+    read from the disk (``read_bytes``: page-cache misses), and this process's (the
+    client's) CPU seconds and disk bytes, per file where the result counts files."""
+    import resource
+
+    def client_cpu() -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime
+
+    me = os.getpid()
+    w0, d0, c0 = proc_cpu_s(pid), proc_io(pid)["read_bytes"], client_cpu()
+    cd0 = proc_io(me)["read_bytes"]
+    out = run()
+    files = max(out.get("files", 1), 1)
+    out["worker_cpu_us_per_file"] = 1e6 * (proc_cpu_s(pid) - w0) / files
+    out["client_cpu_us_per_file"] = 1e6 * (client_cpu() - c0) / files
+    out["worker_disk_read_bytes"] = proc_io(pid)["read_bytes"] - d0
+    # Same-node reads: the client reads the worker's page files itself.
+    out["client_disk_read_bytes"] = proc_io(me)["read_bytes"] - cd0
+    return out
+
+
 def dir_usage(path: Path) -> dict[str, int]:
     """Files, apparent bytes and allocated bytes (``st_blocks * 512``) of every file
     under ``path``, and the same for ``path/index`` (0 when it does not exist)."""
@@ -630,18 +659,30 @@ def _measure_step(
         fs = make_fs(w)
         warm: dict = {}
         if sample:
-            warm["batched_first"] = warm_batched(fs, data, sample, links=links)
-            warm["batched"] = warm_batched(fs, data, sample, links=links)
+            pid = w.proc.pid
+            warm["batched_first"] = with_costs(
+                pid, lambda: warm_batched(fs, data, sample, links=links)
+            )
+            warm["batched"] = with_costs(pid, lambda: warm_batched(fs, data, sample, links=links))
             single = sample[: min(cfg.single_sample, len(sample))]
-            warm["single"] = warm_single(fs, data, single, cfg.threads, links=links)
+            warm["single"] = with_costs(
+                pid, lambda: warm_single(fs, data, single, cfg.threads, links=links)
+            )
             ufs_gets = w.metric("alluxiofs_ufs_requests_total", op="get")
             warm["ufs_gets"] = ufs_gets
+            warm["ufs_requests"] = {
+                op: w.metric("alluxiofs_ufs_requests_total", op=op) for op in ("head", "list")
+            }
             assert w.proc is not None
             warm["rss_bytes_after"] = proc_status_kib(w.proc.pid) * KiB
             log(
                 f"warm: batched {warm['batched']['files_per_s']:,.0f} files/s, single "
                 f"{warm['single']['files_per_s']:,.0f} files/s p99 "
-                f"{warm['single']['p99_ms']:.2f} ms, UFS GETs {ufs_gets:.0f}"
+                f"{warm['single']['p99_ms']:.2f} ms, UFS GETs {ufs_gets:.0f}; batched per file: "
+                f"worker {warm['batched']['worker_cpu_us_per_file']:.1f} us CPU, client "
+                f"{warm['batched']['client_cpu_us_per_file']:.1f} us, disk reads "
+                f"{warm['batched']['worker_disk_read_bytes'] / MiB:.1f} MiB (worker) "
+                f"{warm['batched']['client_disk_read_bytes'] / MiB:.1f} MiB (client)"
             )
         res["warm"] = warm
     finally:
