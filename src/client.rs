@@ -35,6 +35,13 @@ pub(crate) struct NativeClient {
     watch: Option<WatchHandle>,
 }
 
+impl NativeClient {
+    /// The core client (shared with the FUSE mount).
+    pub(crate) fn core(&self) -> Arc<Client> {
+        self.client.clone()
+    }
+}
+
 #[pymethods]
 impl NativeClient {
     /// Build a client for `workers` (a list of `(host, port)`) with the

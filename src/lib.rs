@@ -13,6 +13,7 @@
 //!   [`writer`]: `NativeWriter`; [`load`]: `NativeClient.load`.
 //! - [`holes`]: filling unserved ranges through the Python UFS fallback.
 //! - [`ring`]: the hash ring and path helpers; [`worker`]: `run_worker`.
+//! - [`mount`]: the FUSE mount (`mount`, `unmount`, `NativeMount`).
 
 mod buffer;
 mod client;
@@ -20,6 +21,7 @@ mod conversions;
 mod error;
 mod holes;
 mod load;
+mod mount;
 mod reader;
 mod ring;
 mod runtime;
@@ -59,5 +61,10 @@ fn _alluxiofs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ring::path_id, m)?)?;
     m.add_function(wrap_pyfunction!(worker::run_worker, m)?)?;
     m.add_function(wrap_pyfunction!(client_defaults, m)?)?;
+    m.add_class::<mount::NativeMount>()?;
+    m.add_function(wrap_pyfunction!(mount::mount, m)?)?;
+    m.add_function(wrap_pyfunction!(mount::unmount, m)?)?;
+    m.add_function(wrap_pyfunction!(mount::mount_state, m)?)?;
+    m.add_function(wrap_pyfunction!(mount::init_logging, m)?)?;
     Ok(())
 }

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     from .manage import add_parsers as _add_manage_parsers
 
     _add_manage_parsers(sub)
+    from .mount import add_parsers as _add_mount_parsers
+
+    _add_mount_parsers(sub)
     load = sub.add_parser("load", help="warm the cache with a file or a whole prefix")
     load.add_argument("path")
     load.add_argument("--replicas", type=int, default=1, help="workers per file (1)")
@@ -265,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import run
 
         return run(args, _filesystem)
+    if args.command in ("mount", "unmount"):
+        from .mount import run_cli as _mount_cli
+
+        return _mount_cli(args, argv, _filesystem)
     try:
         fs = _filesystem(args)
         if args.command == "ls":
