@@ -121,8 +121,8 @@ endif
 
 ## test: everything CI runs
 test: system-deps venv $(TEST_S3_DEPS) compat-venv develop
-	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker)"
-	cargo test -p alluxiofs-core -p alluxiofs-worker
+	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker, alluxiofs-fuse)"
+	cargo test -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-fuse
 	@echo ">>> $$(date +%T) pytest"
 	$(TEST_ENV) $(PY) -m pytest tests -q --timeout 300 $(PYTEST_ARGS)
 	@echo ">>> $$(date +%T) make test: all passed"
@@ -136,7 +136,7 @@ bench-placement:
 lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-delay-proxy
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-fuse -p alluxiofs-delay-proxy
 	$(VENV)/bin/ruff check $(wildcard python tests examples benches scripts)
 
 ## demo: release build, then the demo against a local S3 server

@@ -406,3 +406,26 @@ def test_cached_data_is_served_when_the_ufs_is_gone(start_worker, ufs, tmp_path)
     with mounted(w, mp, f"file://{ufs}", args=("--no-kernel-cache",)):
         for p, b in want.items():
             assert (mp / p).read_bytes() == b, p
+
+
+def test_a_file_replaced_at_the_ufs_while_open_never_mixes_versions(start_worker, tmp_path):
+    ufs = tmp_path / "ufs"
+    ufs.mkdir()
+    old = os.urandom(4 * 1024 * 1024)
+    (ufs / "f.bin").write_bytes(old)
+    w = start_worker(f"file://{ufs}", extra_args=["--metadata-ttl", "0s"])
+    mp = tmp_path / "mnt"
+    with mounted(w, mp, f"file://{ufs}", args=("--no-kernel-cache", "--attr-timeout", "0")):
+        with open(mp / "f.bin", "rb", buffering=0) as f:
+            assert f.read(1 << 20) == old[: 1 << 20]
+            new = os.urandom(len(old))
+            (ufs / "f.bin").write_bytes(new)
+            os.utime(ufs / "f.bin", (time.time() + 5, time.time() + 5))
+            try:
+                rest = f.read()
+            except OSError as e:
+                assert e.errno == 116, e  # ESTALE
+            else:
+                assert rest == old[1 << 20 :], "bytes of the new version in an old open"
+        # A new open reads the new version.
+        assert (mp / "f.bin").read_bytes() == new

@@ -131,3 +131,38 @@ def worker_identity(hostname: str) -> str: ...
 def normalize_url(url: str) -> str: ...
 def path_id(url: str) -> str: ...
 def run_worker(argv: list[str]) -> None: ...
+
+class NativeMount:
+    """A live FUSE mount (``alluxiofs mount``); ``unmount()`` ends it."""
+
+    @property
+    def mountpoint(self) -> str: ...
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the mount to end; whether it has."""
+    def unmount(self, wait: float = 2.0) -> bool:
+        """Detach the mount; whether every open file was closed within ``wait`` seconds."""
+    def counters(self) -> dict[str, int]:
+        """Lookups, opens, reads, bytes, UFS bytes, ... since the mount started."""
+
+def mount(
+    client: NativeClient,
+    mountpoint: str,
+    urls: list[str],
+    fallback: bool = True,
+    ufs_options: dict[str, str] | None = None,
+    attr_timeout: float = 60.0,
+    entry_timeout: float = 60.0,
+    kernel_cache: bool = True,
+    threads: int = 16,
+    allow_other: bool = False,
+) -> NativeMount:
+    """Mount ``urls`` (``URL`` or ``NAME=URL``) at ``mountpoint`` through ``client``."""
+
+def unmount(path: str) -> bool:
+    """Detach the FUSE mount at ``path`` (also a dead one); whether one was there."""
+
+def mount_state(path: str) -> str:
+    """``"none"``, ``"mounted"`` or ``"stale"`` (its daemon died)."""
+
+def init_logging(level: str) -> None:
+    """Log to stderr at ``level``, as a worker does."""
