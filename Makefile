@@ -40,7 +40,7 @@ endif
 
 help:
 	@echo "make test | make demo | make lint | make wheel | make venv | make develop | make garage | make clean"
-	@echo "make bench | make bench-quick | make bench-scale | make bench-eviction | make bench-placement"
+	@echo "make bench | make bench-quick | make bench-scale | make bench-fuse | make bench-eviction | make bench-placement"
 
 ## system-deps: apt packages the build and the tests need (installed only when missing)
 system-deps:
@@ -191,6 +191,23 @@ bench-quick: bench-env
 ## test or make bench; e.g. BENCH_ARGS="--files 100000,10000000 --ufs links --max-minutes 90"
 bench-scale: bench-wheel
 	$(BENCH_VENV)/bin/python benches/scale.py $(BENCH_ARGS)
+
+## bench-fuse: alluxiofs mount against s3fs-fuse, rclone mount (--vfs-cache-mode full) and the
+## raw local read over one Garage bucket: small files (16 threads), sequential 8 MiB reads,
+## 4 KiB preads, ls -lR (benches/fuse.py; installs the Debian packages s3fs, rclone and fuse3:
+## rclone mounts through fusermount3)
+.PHONY: bench-fuse
+bench-fuse: bench-wheel garage
+	@missing=""; \
+	command -v s3fs >/dev/null 2>&1 || missing="$$missing s3fs"; \
+	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
+	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
+	if [ -n "$$missing" ]; then \
+		echo ">>> installing the FUSE peers:$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(BENCH_VENV)/bin/python benches/fuse.py $(BENCH_ARGS)
 
 ## bench-eviction: hit ratio per epoch of each eviction policy (LRU, S3-FIFO), a 64 MiB
 ## cache and 1.5x that of data, 4 epochs in sequential and shuffled order (~15 s);
