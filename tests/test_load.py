@@ -325,7 +325,13 @@ def test_cli_ctrl_c_stops_and_a_rerun_resumes(start_worker, bucket_mount, tree, 
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.5)
+    # Interrupt once the load is under way (a fixed sleep raced a slow
+    # start under CI load: the signal came before the load and was lost).
+    deadline = time.monotonic() + 30
+    while w.metric("alluxiofs_cache_misses_total") == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "the load did not start"
+        time.sleep(0.05)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, out + err
