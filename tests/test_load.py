@@ -321,12 +321,15 @@ def test_cli_ctrl_c_stops_and_a_rerun_resumes(start_worker, bucket_mount, tree, 
     proc = subprocess.Popen(
         [sys.executable, "-m", "alluxiofs", "load", prefix, "--bandwidth", "2MiB/s"],
         env=cli_env,
+        # A test run started in the background (`make test &`) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt
+        # handler: give the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Interrupt once the load is under way (a fixed sleep raced a slow
-    # start under CI load: the signal came before the load and was lost).
+    # Interrupt once the load is under way.
     deadline = time.monotonic() + 30
     while w.metric("alluxiofs_cache_misses_total") == 0:
         assert proc.poll() is None and time.monotonic() < deadline, "the load did not start"
