@@ -168,56 +168,53 @@ impl Fs {
     /// The metadata of `url`: from its workers, else from the UFS.
     pub(crate) fn info(&self, url: &str) -> Result<Meta, Errno> {
         Counters::add(&self.counters.metadata_requests, 1);
-        match self.rt.block_on(self.client.info(url)) {
-            Ok(info) => Ok(meta_of(&info)),
-            Err(e) if e.is_worker_fault() => match &self.ufs {
-                Some(ufs) => {
-                    Counters::add(&self.counters.ufs_metadata_requests, 1);
-                    self.rt
-                        .block_on(ufs.info(url))
-                        .map(|(info, _)| meta_of(&info))
-                        .map_err(|e| {
-                            tracing::warn!(url, "metadata from the UFS failed: {e}");
-                            errno_of_ufs(&e)
-                        })
-                }
-                None => {
-                    tracing::warn!(url, "no worker answered for the metadata: {e}");
-                    Err(Errno::EIO)
-                }
-            },
-            Err(e) => {
-                if !matches!(e, CoreError::NotFound { .. }) {
-                    tracing::warn!(url, "metadata: {e}");
-                }
-                Err(errno_of(&e))
-            }
-        }
+        self.metadata("metadata", url, self.client.info(url), |ufs| async move {
+            ufs.info(url).await.map(|(info, _)| info)
+        })
+        .map(|info| meta_of(&info))
     }
 
     /// The children of directory `url`: from its workers, else the UFS.
     fn list(&self, url: &str) -> Result<Vec<FileInfo>, Errno> {
         Counters::add(&self.counters.listings, 1);
-        match self.rt.block_on(self.client.list(url)) {
-            Ok(l) => Ok(l),
-            Err(e) if e.is_worker_fault() => match &self.ufs {
-                Some(ufs) => {
-                    Counters::add(&self.counters.ufs_metadata_requests, 1);
-                    self.rt.block_on(ufs.list(url)).map_err(|e| {
-                        tracing::warn!(url, "listing from the UFS failed: {e}");
-                        errno_of_ufs(&e)
-                    })
-                }
-                None => {
-                    tracing::warn!(url, "no worker answered for the listing: {e}");
-                    Err(Errno::EIO)
-                }
-            },
-            Err(e) => {
-                tracing::warn!(url, "listing: {e}");
-                Err(errno_of(&e))
+        self.metadata("listing", url, self.client.list(url), |ufs| async move {
+            ufs.list(url).await
+        })
+    }
+
+    /// `from_workers`, or `from_ufs` when no worker answered (and the
+    /// fallback is on); `what` names it in the log.
+    fn metadata<T, W, U, F>(
+        &self,
+        what: &str,
+        url: &str,
+        from_workers: W,
+        from_ufs: F,
+    ) -> Result<T, Errno>
+    where
+        W: std::future::Future<Output = alluxiofs_core::Result<T>>,
+        F: FnOnce(Arc<Ufs>) -> U,
+        U: std::future::Future<Output = alluxiofs_worker::error::Result<T>>,
+    {
+        let e = match self.rt.block_on(from_workers) {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if !e.is_worker_fault() {
+            if !matches!(e, CoreError::NotFound { .. }) {
+                tracing::warn!(url, "{what}: {e}");
             }
+            return Err(errno_of(&e));
         }
+        let Some(ufs) = self.ufs.clone() else {
+            tracing::warn!(url, "no worker answered for the {what}: {e}");
+            return Err(Errno::EIO);
+        };
+        Counters::add(&self.counters.ufs_metadata_requests, 1);
+        self.rt.block_on(from_ufs(ufs)).map_err(|e| {
+            tracing::warn!(url, "{what} from the UFS failed: {e}");
+            errno_of_ufs(&e)
+        })
     }
 
     fn attr(&self, ino: u64, meta: &Meta) -> FileAttr {

@@ -354,12 +354,12 @@ pub fn mount(
                 .collect(),
         )
     };
-    let probe = fs::Fs::new(
-        client.clone(),
-        ufs.clone(),
-        rt.clone(),
-        Vec::new(),
-        String::new(),
+    let fs = fs::Fs::new(
+        client,
+        ufs,
+        rt,
+        root_list,
+        root_url,
         dir_meta(),
         opts.clone(),
         counters.clone(),
@@ -367,7 +367,7 @@ pub fn mount(
     // Every URL must be a directory that answers now: a typo fails here,
     // not as an empty mount.
     for r in &roots {
-        match probe.info(&r.url) {
+        match fs.info(&r.url) {
             Ok(m) if m.kind == nodes::Kind::Dir => {}
             Ok(_) => {
                 return Err(MountError::Invalid(format!(
@@ -384,16 +384,6 @@ pub fn mount(
             }
         }
     }
-    let fs = fs::Fs::new(
-        client,
-        ufs,
-        rt,
-        root_list,
-        root_url,
-        dir_meta(),
-        opts.clone(),
-        counters.clone(),
-    );
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
