@@ -99,10 +99,12 @@ impl NativeMount {
 
 /// Mount `urls` (`URL` or `NAME=URL`) at `mountpoint` through `client`.
 /// With `fallback`, what no worker serves is read from the UFS directly
-/// (`ufs_options`: object_store options, e.g. `endpoint`, `region`).
+/// (`ufs_options`: object_store options, e.g. `endpoint`, `region`); with
+/// `write`, new files are written whole through the workers and unlink,
+/// mkdir, rmdir and rename change the UFS.
 #[pyfunction]
 #[pyo3(signature = (client, mountpoint, urls, fallback=true, ufs_options=None,
-    attr_timeout=60.0, entry_timeout=60.0, kernel_cache=true, threads=16, allow_other=false))]
+    attr_timeout=60.0, entry_timeout=60.0, kernel_cache=true, threads=16, allow_other=false, write=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mount(
     py: Python<'_>,
@@ -116,6 +118,7 @@ pub(crate) fn mount(
     kernel_cache: bool,
     threads: usize,
     allow_other: bool,
+    write: bool,
 ) -> PyResult<NativeMount> {
     let roots = MountRoot::from_args(&urls).map_err(PyValueError::new_err)?;
     let secs = |name: &str, v: f64| {
@@ -133,8 +136,10 @@ pub(crate) fn mount(
         kernel_cache,
         threads: threads.clamp(1, 256),
         allow_other,
+        fallback,
+        write,
     };
-    let ufs = if fallback {
+    let ufs = if fallback || write {
         let config = WorkerConfig {
             mounts: roots
                 .iter()
@@ -144,7 +149,7 @@ pub(crate) fn mount(
             ..WorkerConfig::default()
         };
         let ufs = Ufs::new(&config, Arc::new(Metrics::new()))
-            .map_err(|e| PyValueError::new_err(format!("UFS fallback: {e}")))?;
+            .map_err(|e| PyValueError::new_err(format!("UFS access: {e}")))?;
         Some(Arc::new(ufs))
     } else {
         None

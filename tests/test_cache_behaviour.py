@@ -54,6 +54,7 @@ def test_several_cache_dirs(make_fs, start_worker, bucket_mount, dataset, tmp_pa
     w = start_worker(bucket_mount, cache_dir=dirs[0], extra_args=["--cache-dir", str(dirs[1])])
     fs = make_fs([w])
     assert fs.cat_file(dataset.big_path) == dataset.big
+
     # Count page data only: page files and segments (the first dir also holds
     # the worker identity file, each its index).
     def data_bytes(d) -> int:

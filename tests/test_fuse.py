@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import mmap
 import multiprocessing
 import os
@@ -61,7 +62,9 @@ class Mount:
 
 
 @contextlib.contextmanager
-def mounted(worker, mp: Path, *urls: str, args: tuple[str, ...] = ()) -> Iterator[Mount]:
+def mounted(
+    worker, mp: Path, *urls: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[Mount]:
     mp.mkdir(parents=True, exist_ok=True)
     log = mp.parent / f"{mp.name}.mount.log"
     with open(log, "wb") as out:
@@ -69,6 +72,7 @@ def mounted(worker, mp: Path, *urls: str, args: tuple[str, ...] = ()) -> Iterato
             _cli("--worker-hosts", worker.addr, "mount", str(mp), *urls, *args),
             stdout=out,
             stderr=out,
+            env={**os.environ, **(env or {})},
         )
     m = Mount(proc, mp, log)
     try:
@@ -429,3 +433,202 @@ def test_a_file_replaced_at_the_ufs_while_open_never_mixes_versions(start_worker
                 assert rest == old[1 << 20 :], "bytes of the new version in an old open"
         # A new open reads the new version.
         assert (mp / "f.bin").read_bytes() == new
+
+
+# -- --write ------------------------------------------------------------------------------
+
+
+def _errno(fn) -> int:
+    with pytest.raises(OSError) as e:
+        fn()
+    return e.value.errno
+
+
+def test_a_checkpoint_written_through_one_mount_is_read_through_another(
+    start_worker, ufs, tmp_path
+):
+    w = start_worker(f"file://{ufs}")
+    wmp, rmp = tmp_path / "wmnt", tmp_path / "rmnt"
+    state = os.urandom(5 * 1024 * 1024 + 123)
+    with mounted(w, wmp, f"file://{ufs}", args=("--write",)) as wm:
+        os.makedirs(wmp / "ckpt" / "step-100")
+        tmp = wmp / "ckpt" / "step-100" / "model.pt.tmp"
+        with open(tmp, "wb") as f:  # O_WRONLY|O_CREAT|O_TRUNC, written in order
+            for i in range(0, len(state), 300_000):
+                f.write(state[i : i + 300_000])
+        os.rename(tmp, wmp / "ckpt" / "step-100" / "model.pt")
+        (wmp / "ckpt" / "latest").write_text("step-100\n")
+        # A truncating open of an existing file replaces it whole.
+        (wmp / "ckpt" / "latest").write_text("step-100 (final)\n")
+        assert (ufs / "ckpt" / "step-100" / "model.pt").read_bytes() == state
+        assert not (ufs / "ckpt" / "step-100" / "model.pt.tmp").exists()
+        assert (ufs / "ckpt" / "latest").read_text() == "step-100 (final)\n"
+        assert sorted(os.listdir(wmp / "ckpt")) == ["latest", "step-100"]
+        assert os.stat(wmp / "ckpt" / "step-100" / "model.pt").st_size == len(state)
+        # An empty file (touch) is a file too.
+        (wmp / "ckpt" / "DONE").touch()
+        assert (ufs / "ckpt" / "DONE").read_bytes() == b""
+        with mounted(w, rmp, f"file://{ufs}") as rm:
+            assert (rmp / "ckpt" / "step-100" / "model.pt").read_bytes() == state
+            assert (rmp / "ckpt" / "latest").read_text() == "step-100 (final)\n"
+            rm.stop()
+        wm.stop()
+    c, r = wm.counters(), rm.counters()
+    assert c["writes_done"] == 4 and c["write_errors"] == 0 and c["write_fallbacks"] == 0, c
+    assert c["write_bytes"] == len(state) + len("step-100\n") + len("step-100 (final)\n"), c
+    # The rename made the UFS object; the pages the worker kept for the
+    # temporary name do not serve it, so the reader's bytes came through the
+    # worker (which read the renamed object once), never from the UFS itself.
+    assert r["ufs_bytes"] == 0 and r["read_errors"] == 0, r
+
+
+def test_written_files_are_cached_by_the_worker(start_worker, ufs, tmp_path):
+    w = start_worker(f"file://{ufs}")
+    mp = tmp_path / "mnt"
+    data = os.urandom(3 * 1024 * 1024)
+    with mounted(w, mp, f"file://{ufs}", args=("--write", "--no-kernel-cache")) as m:
+        (mp / "w.bin").write_bytes(data)
+        before = w.metric("alluxiofs_ufs_bytes_total")
+        assert (mp / "w.bin").read_bytes() == data
+        # The worker kept the pages it wrote: reading them fetched nothing.
+        assert w.metric("alluxiofs_ufs_bytes_total") == before
+        m.stop()
+    c = m.counters()
+    assert c["ufs_bytes"] == 0 and c["read_bytes"] == len(data), c
+
+
+def test_what_the_mount_cannot_write_is_refused_and_nothing_partial_is_left(
+    start_worker, ufs, tmp_path
+):
+    w = start_worker(f"file://{ufs}")
+    mp = tmp_path / "mnt"
+    with mounted(w, mp, f"file://{ufs}", args=("--write",)) as m:
+        # A write that is not at the end: refused, and the file never appears.
+        f = open(mp / "random.bin", "wb", buffering=0)
+        f.write(b"x" * 10000)
+        f.seek(100)
+        assert _errno(lambda: f.write(b"y" * 10)) == 95  # ENOTSUP
+        assert _errno(f.close) == 95
+        assert not (ufs / "random.bin").exists()
+        # Appends and in-place writes of existing files, truncation to a size.
+        assert _errno(lambda: open(mp / "a" / "s01.txt", "ab")) == 95
+        assert _errno(lambda: open(mp / "a" / "s01.txt", "r+b")) == 95
+        assert _errno(lambda: os.truncate(mp / "a" / "s01.txt", 3)) == 95
+        assert _errno(lambda: os.chown(mp / "a" / "s01.txt", 12345, 12345)) == 1  # EPERM
+        assert (ufs / "a" / "s01.txt").read_bytes() == b"small file 1\n" * 2
+        # Modes and times are accepted (and not kept): cp -p works.
+        os.chmod(mp / "a" / "s01.txt", 0o600)
+        os.utime(mp / "a" / "s01.txt", (1, 1))
+        # Directory calls with their POSIX errors.
+        assert _errno(lambda: os.rmdir(mp / "a")) == 39  # ENOTEMPTY
+        assert _errno(lambda: os.mkdir(mp / "a")) == 17  # EEXIST
+        assert _errno(lambda: os.unlink(mp / "a")) == 21  # EISDIR
+        assert _errno(lambda: os.unlink(mp / "nope")) == 2
+        os.rmdir(mp / "empty-dir")
+        assert not (ufs / "empty-dir").exists()
+        os.unlink(mp / "a" / "s02.txt")
+        assert not (ufs / "a" / "s02.txt").exists()
+        assert not (mp / "a" / "s02.txt").exists()
+        assert "s02.txt" not in os.listdir(mp / "a")
+        # A directory rename on a local UFS is the disk's rename.
+        os.rename(mp / "a" / "b", mp / "a" / "c")
+        assert (ufs / "a" / "c" / "big.bin").exists() and not (ufs / "a" / "b").exists()
+        assert _sha(mp / "a" / "c" / "big.bin") == _sha(ufs / "a" / "c" / "big.bin")
+        # Names that would leave the mounted URL are not names here.
+        assert _errno(lambda: open(mp / "%2e%2e" / "x", "wb")) == 2
+        # A failed write does not break the next one.
+        (mp / "after.txt").write_bytes(b"fine")
+        assert (ufs / "after.txt").read_bytes() == b"fine"
+        m.stop()
+    c = m.counters()
+    assert c["write_errors"] == 1 and c["writes_done"] == 1, c
+    assert c["changes"] == 3, c  # rmdir, unlink, rename
+    log = m.log.read_text()
+    assert "nothing of this file is kept" in log and "truncate refused" in log
+
+
+def test_writes_on_an_object_store_mount(start_worker, s3_server, tmp_path):
+    prefix = f"s3://{s3_server.bucket}/fuse-write-{os.getpid()}-{time.monotonic_ns()}"
+    s3 = s3_server.s3fs()
+    s3.pipe(f"{prefix[5:]}/seed.txt", b"seed")
+    w = start_worker(prefix)
+    mp = tmp_path / "mnt"
+    big = os.urandom(12 * 1024 * 1024 + 5)  # a multipart upload at the worker
+    with mounted(w, mp, prefix, args=("--write",), env=s3_server.worker_env()) as m:
+        # Object stores have no directories: one made here lives in the mount
+        # until a file is written under it.
+        os.mkdir(mp / "run1")
+        assert os.path.isdir(mp / "run1") and "run1" in os.listdir(mp)
+        (mp / "run1" / "weights.bin").write_bytes(big)
+        os.rename(mp / "run1" / "weights.bin", mp / "run1" / "final.bin")
+        assert s3.cat(f"{prefix[5:]}/run1/final.bin") == big
+        assert not s3.exists(f"{prefix[5:]}/run1/weights.bin")
+        assert _sha(mp / "run1" / "final.bin") == hashlib.sha256(big).hexdigest()
+        # A directory rename on an object store is refused with EXDEV (`mv`
+        # then copies and removes, as between disks).
+        assert _errno(lambda: os.rename(mp / "run1", mp / "run2")) == 18
+        mv = subprocess.run(["mv", str(mp / "run1"), str(mp / "run2")], capture_output=True)
+        assert mv.returncode == 0, mv.stderr
+        assert s3.cat(f"{prefix[5:]}/run2/final.bin") == big
+        assert not s3.exists(f"{prefix[5:]}/run1/final.bin")
+        os.mkdir(mp / "scratch")
+        os.rmdir(mp / "scratch")
+        assert "scratch" not in os.listdir(mp)
+        os.unlink(mp / "seed.txt")
+        assert not s3.exists(f"{prefix[5:]}/seed.txt")
+        m.stop()
+    c = m.counters()
+    assert c["writes_done"] >= 2 and c["write_errors"] == 0, c
+
+
+def test_a_write_with_no_worker_goes_to_the_ufs(start_worker, ufs, tmp_path):
+    w = start_worker(f"file://{ufs}")
+    mp = tmp_path / "mnt"
+    with mounted(w, mp, f"file://{ufs}", args=("--write",)) as m:
+        assert (mp / "a" / "s01.txt").read_bytes() == (ufs / "a" / "s01.txt").read_bytes()
+        w.stop()
+        (mp / "a" / "while-down.bin").write_bytes(b"z" * 70000)
+        assert (ufs / "a" / "while-down.bin").read_bytes() == b"z" * 70000
+        m.stop()
+    c = m.counters()
+    assert c["write_fallbacks"] == 1 and c["writes_done"] == 1, c
+
+
+def test_cache_stats_shows_the_live_mounts(start_worker, ufs, tmp_path):
+    w = start_worker(f"file://{ufs}")
+    mp = tmp_path / "mnt"
+    home = tmp_path / "home"
+    env = {"ALLUXIOFS_HOME": str(home)}
+    with mounted(w, mp, f"file://{ufs}", args=("--write",), env=env):
+        (mp / "n.txt").write_bytes(b"1234")
+        assert (mp / "a" / "s01.txt").read_bytes()
+        deadline = time.monotonic() + 10
+        while True:
+            out = subprocess.run(
+                _cli("--worker-hosts", w.addr, "cache", "stats", "--json"),
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env},
+            )
+            assert out.returncode == 0, out.stderr
+            mounts = json.loads(out.stdout)["mounts"]
+            if mounts and mounts[0]["counters"]["writes_done"] == 1:
+                break
+            assert time.monotonic() < deadline, out.stdout
+            time.sleep(0.2)
+        assert mounts[0]["mountpoint"] == str(mp) and mounts[0]["write"] is True
+        assert mounts[0]["counters"]["opens"] >= 1
+        text = subprocess.run(
+            _cli("--worker-hosts", w.addr, "cache", "stats"),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        ).stdout
+        assert f"mount {mp} (pid" in text and "1 files written" in text
+    out = subprocess.run(
+        _cli("--worker-hosts", w.addr, "cache", "stats", "--json"),
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert json.loads(out.stdout)["mounts"] == [], "an ended mount is not listed"

@@ -142,7 +142,8 @@ class NativeMount:
     def unmount(self, wait: float = 2.0) -> bool:
         """Detach the mount; whether every open file was closed within ``wait`` seconds."""
     def counters(self) -> dict[str, int]:
-        """Lookups, opens, reads, bytes, UFS bytes, ... since the mount started."""
+        """Lookups, opens, reads, bytes, UFS bytes, writes, changes, ... since the mount
+        started."""
 
 def mount(
     client: NativeClient,
@@ -155,8 +156,11 @@ def mount(
     kernel_cache: bool = True,
     threads: int = 16,
     allow_other: bool = False,
+    write: bool = False,
 ) -> NativeMount:
-    """Mount ``urls`` (``URL`` or ``NAME=URL``) at ``mountpoint`` through ``client``."""
+    """Mount ``urls`` (``URL`` or ``NAME=URL``) at ``mountpoint`` through ``client``;
+    with ``write``, new files are written whole through the workers and unlink, mkdir,
+    rmdir and rename change the UFS."""
 
 def unmount(path: str) -> bool:
     """Detach the FUSE mount at ``path`` (also a dead one); whether one was there."""

@@ -225,8 +225,11 @@ def _cmd_cache_stats(fs: Any, args: argparse.Namespace) -> None:
     # Bytes the workers served that they did not have to fetch from the UFS
     # themselves: what the cache saved the object store.
     total["ufs_bytes_saved"] = max(0.0, total["bytes_served"] - total["ufs_bytes"])
+    from .mount import live_mounts
+
+    mounts = live_mounts()
     if args.json:
-        print(json.dumps({"total": total, "workers": per}, indent=2))
+        print(json.dumps({"total": total, "workers": per, "mounts": mounts}, indent=2))
         return
     print(f"workers:          {len(rows)}")
     print(f"page hits:        {total['hits']:.0f} ({_ratio(total['hits'], total['misses'])})")
@@ -238,6 +241,13 @@ def _cmd_cache_stats(fs: Any, args: argparse.Namespace) -> None:
     print(f"used / capacity:  {human_size(total['used_bytes'])} / "
           f"{human_size(total['capacity_bytes'])}")  # fmt: skip
     print(f"evictions:        {total['evictions']:.0f}")
+    for m in mounts:
+        c = m["counters"]
+        print(f"mount {m['mountpoint']} (pid {m['pid']}{', writable' if m['write'] else ''}): "
+              f"{c['opens']} opens, {c['reads']} reads, {human_size(c['read_bytes'])} read "
+              f"({human_size(c['ufs_bytes'])} from the UFS), {c['read_errors']} read errors, "
+              f"{c['writes_done']} files written ({human_size(c['write_bytes'])}), "
+              f"{c['changes']} changes")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,15 +7,18 @@ embedded worker), mounts, waits for a signal or an unmount, and unmounts::
 
     alluxiofs mount /mnt/train s3://bucket/train          # foreground; Ctrl-C unmounts
     alluxiofs mount --daemon /mnt/data s3://b/train val=s3://b/val
+    alluxiofs mount --write /mnt/ckpt s3://bucket/checkpoints   # whole-file writes too
     alluxiofs unmount /mnt/data
 
-See ``docs/fuse.md``.
+A running mount writes its counters to a state file beside its log every second;
+``alluxiofs cache stats`` shows the live ones (:func:`live_mounts`). See ``docs/fuse.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +35,7 @@ def add_parsers(sub: Any) -> None:
     """Add the ``mount`` and ``unmount`` subcommands to ``sub``."""
     m = sub.add_parser(
         "mount",
-        help="mount UFS URLs as a local directory (FUSE, read-only)",
+        help="mount UFS URLs as a local directory (FUSE; read-only unless --write)",
         description="Mount URL (or several: each becomes a directory of MOUNTPOINT, named "
         "by its last path segment or NAME=URL) at MOUNTPOINT. Reads go through the cache "
         "workers, and to the UFS for what no worker serves. Runs until Ctrl-C, SIGTERM or "
@@ -62,6 +65,12 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="never read the UFS directly: what no worker serves fails with EIO",
     )
+    m.add_argument(
+        "--write",
+        action="store_true",
+        help="allow writing new files whole and in order (through the workers' write-through "
+        "path), unlink, mkdir, rmdir and rename; random writes and appends fail with ENOTSUP",
+    )
     m.add_argument("--log-level", default="info", help="error, warn, info, debug (info)")
     m.add_argument("--log-file", default=None, help="with --daemon: where to log")
     u = sub.add_parser("unmount", help="unmount an alluxiofs mount (also one left by a crash)")
@@ -74,6 +83,45 @@ def log_path(mountpoint: str) -> Path:
     d = embedded.home() / "mounts"
     d.mkdir(parents=True, exist_ok=True, mode=0o700)
     return d / f"mount-{digest}.log"
+
+
+def state_path(mountpoint: str) -> Path:
+    """The state file of the mount at ``mountpoint`` (its counters, while it runs)."""
+    return log_path(mountpoint).with_suffix(".json")
+
+
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def live_mounts() -> list[dict[str, Any]]:
+    """The mounts running on this machine under this user's cache home: mount point,
+    URLs, pid, start time, whether writable, and their counters (a second old at most).
+    State files of processes that are gone are removed."""
+    d = embedded.home() / "mounts"
+    out = []
+    for f in sorted(d.glob("mount-*.json")) if d.is_dir() else []:
+        try:
+            state = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if not _alive(int(state.get("pid", 0))):
+            f.unlink(missing_ok=True)
+            continue
+        out.append(state)
+    return out
 
 
 def _daemonize(argv: list[str], args: argparse.Namespace) -> int:
@@ -147,16 +195,27 @@ def run_cli(
             kernel_cache=not args.no_kernel_cache,
             threads=args.threads,
             allow_other=args.allow_other,
+            write=args.write,
         )
     except (OSError, ValueError) as e:
         print(f"alluxiofs mount: {e}", file=sys.stderr)
         return 1
-    print(f"alluxiofs mount: {args.mountpoint} mounted", file=sys.stderr, flush=True)
+    mode = "read-write" if args.write else "read-only"
+    print(f"alluxiofs mount: {args.mountpoint} mounted ({mode})", file=sys.stderr, flush=True)
+    state = state_path(args.mountpoint)
+    info = {
+        "mountpoint": os.path.realpath(args.mountpoint),
+        "urls": list(args.urls),
+        "pid": os.getpid(),
+        "started": time.time(),
+        "write": bool(args.write),
+    }
     try:
-        while not stop and not m.wait(0.2):
-            pass
+        while not stop and not m.wait(1.0):
+            _write_state(state, {**info, "counters": m.counters()})
     finally:
         m.unmount()
+        state.unlink(missing_ok=True)
     why = f"signal {signal.Signals(stop[0]).name}" if stop else "unmounted"
     counters = " ".join(f"{k}={v}" for k, v in m.counters().items())
     print(f"alluxiofs mount: {args.mountpoint} ended ({why}); {counters}", file=sys.stderr)

@@ -35,6 +35,7 @@ FIELDS = (
     "bytes_saved",
 )
 
+
 def parse_since(value: str, now: float | None = None) -> float:
     """``30m`` / ``2h`` / ``1d`` / ``90s`` (ago), an ISO time (``2026-11-22T07:00``, local
     time unless it has an offset) or ``@<unix seconds>`` → unix seconds."""

@@ -5,7 +5,8 @@
 //! (lookup, getattr, listings) comes from the URL's preferred workers, and
 //! from the UFS when no worker answers; data comes from the workers in
 //! page-aligned chunks, with any bytes no worker could serve read from the
-//! UFS (the same fallback as the fsspec client). The mount is read-only.
+//! UFS (the same fallback as the fsspec client). The mount is read-only
+//! unless mounted with `--write` (see [`crate::write`]).
 //!
 //! Names: an entry is shown only if its name is a plain file name (not
 //! empty, `.` or `..`, no `/` or NUL) and its URL, normalized, lies
@@ -25,13 +26,15 @@ use alluxiofs_core::{Client, Error as CoreError};
 use alluxiofs_worker::ufs::{ObjectVersion, Ufs};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
 use crate::nodes::{Kind, Meta, Node, Nodes, ROOT};
-use crate::{Counters, MountOptions};
+use crate::write::{MadeDirs, NewFile};
+use crate::{dir_meta, Counters, MountOptions};
 
 /// Largest read or write request the kernel sends (1 MiB).
 pub const MAX_REQUEST: u32 = 1 << 20;
@@ -55,24 +58,30 @@ struct OpenFile {
 
 /// The mounted filesystem.
 pub(crate) struct Fs {
-    client: Arc<Client>,
-    ufs: Option<Arc<Ufs>>,
-    rt: Handle,
+    pub(crate) client: Arc<Client>,
+    /// The UFS: the fallback for reads (with `opts.fallback`) and where
+    /// changes go (with `opts.write`).
+    pub(crate) ufs: Option<Arc<Ufs>>,
+    pub(crate) rt: Handle,
     /// The mounted URLs by name, when there are several (the root lists
     /// them); empty when the root is the one mounted URL.
     roots: Vec<(String, String)>,
-    nodes: Mutex<Nodes>,
+    pub(crate) nodes: Mutex<Nodes>,
     dirs: Mutex<HashMap<u64, Arc<Vec<Entry>>>>,
     files: Mutex<HashMap<u64, OpenFile>>,
+    /// Handles of files being written.
+    pub(crate) writes: Mutex<HashMap<u64, Arc<Mutex<NewFile>>>>,
+    /// Directories made in this mount over an object store.
+    pub(crate) made_dirs: Mutex<MadeDirs>,
     next_fh: AtomicU64,
-    opts: MountOptions,
+    pub(crate) opts: MountOptions,
     uid: u32,
     gid: u32,
     started: std::time::SystemTime,
     pub(crate) counters: Arc<Counters>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -94,8 +103,23 @@ pub(crate) fn meta_of(info: &FileInfo) -> Meta {
     }
 }
 
+/// The listing entry of a directory made in this mount.
+fn made_dir_info(name: &str, url: &str) -> FileInfo {
+    FileInfo {
+        kind: InfoType::Directory,
+        name: name.to_string(),
+        path: url.to_string(),
+        ufs_path: url.to_string(),
+        mtime_ms: 0,
+        length: 0,
+        human_size: String::new(),
+        content_hash: String::new(),
+        in_cache_percent: 0,
+    }
+}
+
 /// The errno for a core error (worker faults are handled before this).
-fn errno_of(e: &CoreError) -> Errno {
+pub(crate) fn errno_of(e: &CoreError) -> Errno {
     match e {
         CoreError::NotFound { .. } => Errno::ENOENT,
         CoreError::IsADirectory { .. } => Errno::EISDIR,
@@ -108,7 +132,7 @@ fn errno_of(e: &CoreError) -> Errno {
     }
 }
 
-fn errno_of_ufs(e: &alluxiofs_worker::error::WorkerError) -> Errno {
+pub(crate) fn errno_of_ufs(e: &alluxiofs_worker::error::WorkerError) -> Errno {
     use alluxiofs_worker::error::WorkerError as W;
     match e {
         W::NotFound { .. } => Errno::ENOENT,
@@ -156,6 +180,8 @@ impl Fs {
             nodes: Mutex::new(Nodes::new(root_url, root)),
             dirs: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
+            writes: Mutex::new(HashMap::new()),
+            made_dirs: Mutex::new(MadeDirs::default()),
             next_fh: AtomicU64::new(1),
             opts,
             uid: rustix::process::geteuid().as_raw(),
@@ -172,14 +198,33 @@ impl Fs {
             ufs.info(url).await.map(|(info, _)| info)
         })
         .map(|info| meta_of(&info))
+        .or_else(|e| {
+            if e == Errno::ENOENT && lock(&self.made_dirs).contains(url) {
+                Ok(dir_meta())
+            } else {
+                Err(e)
+            }
+        })
     }
 
     /// The children of directory `url`: from its workers, else the UFS.
-    fn list(&self, url: &str) -> Result<Vec<FileInfo>, Errno> {
+    pub(crate) fn list(&self, url: &str) -> Result<Vec<FileInfo>, Errno> {
         Counters::add(&self.counters.listings, 1);
-        self.metadata("listing", url, self.client.list(url), |ufs| async move {
+        let listed = self.metadata("listing", url, self.client.list(url), |ufs| async move {
             ufs.list(url).await
-        })
+        });
+        let made = lock(&self.made_dirs).children(url);
+        let mut out = match listed {
+            Ok(v) => v,
+            Err(Errno::ENOENT) if lock(&self.made_dirs).contains(url) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for (name, child) in made {
+            if !out.iter().any(|i| i.name == name) {
+                out.push(made_dir_info(&name, &child));
+            }
+        }
+        Ok(out)
     }
 
     /// `from_workers`, or `from_ufs` when no worker answered (and the
@@ -206,7 +251,7 @@ impl Fs {
             }
             return Err(errno_of(&e));
         }
-        let Some(ufs) = self.ufs.clone() else {
+        let Some(ufs) = self.ufs.clone().filter(|_| self.opts.fallback) else {
             tracing::warn!(url, "no worker answered for the {what}: {e}");
             return Err(Errno::EIO);
         };
@@ -224,9 +269,10 @@ impl Fs {
             // Object stores have no directory times: the mount's start.
             self.started
         };
+        let w = if self.opts.write { 0o200 } else { 0 };
         let (kind, perm, nlink) = match meta.kind {
-            Kind::Dir => (FileType::Directory, 0o555, 2),
-            Kind::File => (FileType::RegularFile, 0o444, 1),
+            Kind::Dir => (FileType::Directory, 0o555 | w, 2),
+            Kind::File => (FileType::RegularFile, 0o444 | w, 1),
         };
         FileAttr {
             ino: INodeNo(ino),
@@ -250,7 +296,7 @@ impl Fs {
     /// Node `ino` with metadata no older than the attribute timeout.
     fn fresh(&self, ino: u64) -> Result<Node, Errno> {
         let node = lock(&self.nodes).get(ino).cloned().ok_or(Errno::ENOENT)?;
-        if node.url.is_empty() || node.fetched.elapsed() < self.opts.attr_timeout {
+        if node.url.is_empty() || node.local || node.fetched.elapsed() < self.opts.attr_timeout {
             return Ok(node);
         }
         let meta = self.info(&node.url)?;
@@ -302,7 +348,7 @@ impl Fs {
     }
 
     /// The URL of `name` in directory `parent`.
-    fn lookup_url(&self, parent: u64, name: &OsStr) -> Result<String, Errno> {
+    pub(crate) fn lookup_url(&self, parent: u64, name: &OsStr) -> Result<String, Errno> {
         let name = name.to_str().ok_or(Errno::ENOENT)?;
         let dir = lock(&self.nodes)
             .get(parent)
@@ -349,7 +395,7 @@ impl Fs {
         };
         buf.truncate(filled);
         if !holes.is_empty() {
-            let Some(ufs) = &self.ufs else {
+            let Some(ufs) = self.ufs.as_ref().filter(|_| self.opts.fallback) else {
                 tracing::warn!(url = %f.url, "no worker could serve the read and the UFS fallback is off: {}", fault.map(|e| e.to_string()).unwrap_or_default());
                 Counters::add(&self.counters.read_errors, 1);
                 return Err(Errno::EIO);
@@ -402,6 +448,15 @@ impl Filesystem for Fs {
                 tracing::info!("the kernel does not offer FUSE capability {cap:?}");
             }
         }
+        // `O_TRUNC` comes with the open (a truncating open starts a new
+        // file), not as a separate setattr.
+        if self.opts.write
+            && config
+                .add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC)
+                .is_err()
+        {
+            tracing::info!("the kernel does not offer FUSE_ATOMIC_O_TRUNC");
+        }
         Ok(())
     }
 
@@ -437,7 +492,8 @@ impl Filesystem for Fs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & (O_TRUNC | O_APPEND) != 0 {
+        let writing = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        if (writing || flags.0 & (O_TRUNC | O_APPEND) != 0) && !self.opts.write {
             return reply.error(Errno::EROFS);
         }
         let node = match self.fresh(ino.0) {
@@ -446,6 +502,20 @@ impl Filesystem for Fs {
         };
         if node.meta.kind == Kind::Dir {
             return reply.error(Errno::EISDIR);
+        }
+        if writing || flags.0 & O_TRUNC != 0 {
+            // A truncating open writes a new file; an empty file may be
+            // written from the start. Anything else would change the
+            // object in place, which the UFS cannot do.
+            if flags.0 & O_APPEND != 0 || (flags.0 & O_TRUNC == 0 && node.meta.size > 0) {
+                tracing::warn!(url = %node.url, "open for append or in-place writes refused: only new or truncated files can be written");
+                return reply.error(Errno::ENOTSUP);
+            }
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            return match self.start_write(&node.url, ino.0, fh) {
+                Ok(()) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            };
         }
         Counters::add(&self.counters.opens, 1);
         let keep = {
@@ -477,6 +547,196 @@ impl Filesystem for Fs {
     }
 
     #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if !self.opts.write {
+            return reply.error(Errno::EROFS);
+        }
+        let url = match self.lookup_url(parent.0, name) {
+            Ok(u) => u,
+            Err(e) => return reply.error(e),
+        };
+        match self.info(&url) {
+            Ok(m) if m.kind == Kind::Dir => return reply.error(Errno::EISDIR),
+            Ok(_) if flags & O_EXCL != 0 => return reply.error(Errno::EEXIST),
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return reply.error(e),
+        }
+        let ino = lock(&self.nodes).looked_up(
+            &url,
+            Meta {
+                kind: Kind::File,
+                size: 0,
+                mtime_ms: 0,
+                version: String::new(),
+            },
+        );
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.start_write(&url, ino, fh) {
+            lock(&self.nodes).forget(ino, 1);
+            return reply.error(e);
+        }
+        let meta = lock(&self.nodes).get(ino).map(|n| n.meta.clone());
+        let Some(meta) = meta else {
+            return reply.error(Errno::ENOENT);
+        };
+        reply.created(
+            &self.opts.entry_timeout.min(self.opts.attr_timeout),
+            &self.attr(ino, &meta),
+            Generation(0),
+            FileHandle(fh),
+            FopenFlags::empty(),
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(f) = self.new_file(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        match self.write_at(&f, offset, data) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if !self.opts.write {
+            return reply.error(Errno::EROFS);
+        }
+        let node = match self.fresh(ino.0) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        if uid.is_some_and(|u| u != self.uid) || gid.is_some_and(|g| g != self.gid) {
+            tracing::warn!(url = %node.url, "chown refused: the UFS has no owners");
+            return reply.error(Errno::EPERM);
+        }
+        if let Some(size) = size {
+            let writing = fh
+                .and_then(|fh| self.new_file(fh.0))
+                .or_else(|| self.writing_ino(ino.0));
+            let current = match &writing {
+                Some(f) => lock(f).written,
+                None => node.meta.size,
+            };
+            if size != current {
+                tracing::warn!(url = %node.url, size, current, "truncate refused: a file can only be written whole");
+                return reply.error(Errno::ENOTSUP);
+            }
+        }
+        if mode.is_some() {
+            tracing::debug!(url = %node.url, "mode change accepted, not kept (the UFS has no modes)");
+        }
+        reply.attr(&self.opts.attr_timeout, &self.attr(ino.0, &node.meta));
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.unlink_name(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.mkdir_name(parent.0, name) {
+            Ok(url) => {
+                let meta = dir_meta();
+                let ino = lock(&self.nodes).looked_up(&url, meta.clone());
+                reply.entry_with_ttls(
+                    &self.opts.attr_timeout,
+                    &self.opts.entry_timeout,
+                    &self.attr(ino, &meta),
+                    Generation(0),
+                );
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.rmdir_name(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.rename_name(parent.0, name, newparent.0, newname, flags.bits()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // A file being written is durable once closed, not before (the
+        // upload completes at close, see `crate::write`); a read-only
+        // handle has nothing to write back.
+        reply.ok()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
         _req: &Request,
@@ -489,6 +749,7 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         let Some(f) = lock(&self.files).get(&fh.0).cloned() else {
+            // Handles of files being written cannot read them back.
             return reply.error(Errno::EBADF);
         };
         if offset >= f.size {
@@ -509,12 +770,20 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Read-only: nothing to write back at a close.
-        reply.ok();
+        // The first close of a file being written completes its upload
+        // and reports the outcome; a file opened for reading has nothing
+        // to write back.
+        match self.new_file(fh.0) {
+            Some(f) => match self.finish_write(&f) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+            None => reply.ok(),
+        }
     }
 
     fn release(
@@ -528,6 +797,7 @@ impl Filesystem for Fs {
         reply: ReplyEmpty,
     ) {
         lock(&self.files).remove(&fh.0);
+        self.release_write(fh.0);
         reply.ok();
     }
 
@@ -671,6 +941,7 @@ fn pseudo_ino(url: &str) -> u64 {
 /// open(2) flags that would change the file (Linux values).
 const O_TRUNC: i32 = 0o1000;
 const O_APPEND: i32 = 0o2000;
+const O_EXCL: i32 = 0o200;
 
 #[cfg(test)]
 mod tests {

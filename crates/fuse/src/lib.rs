@@ -15,14 +15,18 @@
 //!   that long (as with NFS's attribute cache).
 //! - Listings carry attributes (`readdirplus`), so `ls -l` of a directory
 //!   is one listing. Requests are up to 1 MiB.
-//! - Read-only: the mount is `ro`, so the kernel answers writes with
-//!   `EROFS` before they reach it.
+//! - Read-only by default: the mount is `ro`, so the kernel answers writes
+//!   with `EROFS` before they reach it. With [`MountOptions::write`], new
+//!   files are written whole and in order through the owner worker's
+//!   write-through path, and unlink, mkdir, rmdir and rename change the
+//!   UFS (the `write` module says what is refused and with which errno).
 //! - A mount left by a killed process ("transport endpoint is not
 //!   connected") is detached by the next [`mount`] at that path, or by
 //!   [`unmount`].
 
 mod fs;
 mod nodes;
+mod write;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -99,6 +103,11 @@ pub struct MountOptions {
     pub threads: usize,
     /// Let other users than the one mounting use the mount (`allow_other`).
     pub allow_other: bool,
+    /// Read from the UFS what no worker serves (else such reads fail with
+    /// `EIO`).
+    pub fallback: bool,
+    /// Writes: new files written whole, unlink, mkdir, rmdir, rename.
+    pub write: bool,
 }
 
 impl Default for MountOptions {
@@ -109,6 +118,8 @@ impl Default for MountOptions {
             kernel_cache: true,
             threads: 16,
             allow_other: false,
+            fallback: true,
+            write: false,
         }
     }
 }
@@ -136,6 +147,18 @@ pub struct Counters {
     pub read_errors: AtomicU64,
     /// Listing entries not shown (not a plain name under their directory).
     pub names_refused: AtomicU64,
+    /// Files opened for writing.
+    pub writes_started: AtomicU64,
+    /// Of those, completed (the object is at the UFS).
+    pub writes_done: AtomicU64,
+    /// Writes abandoned (a random write, an upload that failed).
+    pub write_errors: AtomicU64,
+    /// Writes that went to the UFS directly because no worker took them.
+    pub write_fallbacks: AtomicU64,
+    /// Bytes written.
+    pub write_bytes: AtomicU64,
+    /// unlink, mkdir, rmdir and rename done.
+    pub changes: AtomicU64,
 }
 
 impl Counters {
@@ -157,6 +180,12 @@ impl Counters {
             ("ufs_bytes", g(&self.ufs_bytes)),
             ("read_errors", g(&self.read_errors)),
             ("names_refused", g(&self.names_refused)),
+            ("writes_started", g(&self.writes_started)),
+            ("writes_done", g(&self.writes_done)),
+            ("write_errors", g(&self.write_errors)),
+            ("write_fallbacks", g(&self.write_fallbacks)),
+            ("write_bytes", g(&self.write_bytes)),
+            ("changes", g(&self.changes)),
         ]
     }
 }
@@ -298,7 +327,8 @@ pub fn unmount(path: &Path) -> std::io::Result<bool> {
 /// until the [`Mounted`] is dropped or unmounted.
 ///
 /// `client` reaches the workers; `ufs` (over the same URLs) serves what
-/// no worker can, or `None` for no fallback (such reads fail with `EIO`).
+/// no worker can (with [`MountOptions::fallback`]) and takes the changes
+/// (with [`MountOptions::write`], which needs it); `None` for neither.
 /// `rt` runs the core's requests. A mount left at `mountpoint` by a dead
 /// daemon is detached first; a live one is an error.
 pub fn mount(
@@ -341,6 +371,11 @@ pub fn mount(
                 e,
             ))
         }
+    }
+    if opts.write && ufs.is_none() {
+        return Err(MountError::Invalid(
+            "a writable mount needs UFS access (the UFS options of the mounted URLs)".into(),
+        ));
     }
     let counters = Arc::new(Counters::default());
     let (root_url, root_list) = if roots.len() == 1 {
@@ -386,7 +421,11 @@ pub fn mount(
     }
     let mut config = Config::default();
     config.mount_options = vec![
-        MountOption::RO,
+        if opts.write {
+            MountOption::RW
+        } else {
+            MountOption::RO
+        },
         MountOption::FSName("alluxiofs".into()),
         MountOption::Subtype("alluxiofs".into()),
         MountOption::NoAtime,
@@ -404,7 +443,7 @@ pub fn mount(
     let session = fuser::Session::new(fs, mountpoint, &config)
         .and_then(|s| s.spawn())
         .map_err(|e| MountError::Io(format!("cannot mount {}", mountpoint.display()), e))?;
-    tracing::info!(mountpoint = %mountpoint.display(), roots = roots.len(), "mounted");
+    tracing::info!(mountpoint = %mountpoint.display(), roots = roots.len(), write = opts.write, "mounted");
     Ok(Mounted {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
@@ -412,7 +451,7 @@ pub fn mount(
     })
 }
 
-fn dir_meta() -> nodes::Meta {
+pub(crate) fn dir_meta() -> nodes::Meta {
     nodes::Meta {
         kind: nodes::Kind::Dir,
         size: 0,

@@ -48,6 +48,9 @@ pub(crate) struct Node {
     /// The version whose bytes the kernel's page cache may hold for this
     /// file (the version of the last open that let it keep them).
     pub(crate) cached_version: Option<String>,
+    /// The metadata is this mount's own (a file it is writing): it is not
+    /// asked of the workers until the write ends.
+    pub(crate) local: bool,
 }
 
 /// The table.
@@ -74,6 +77,7 @@ impl Nodes {
                 fetched: Instant::now(),
                 lookups: 1,
                 cached_version: None,
+                local: false,
             },
         );
         Nodes {
@@ -110,6 +114,7 @@ impl Nodes {
             n.meta = meta;
             n.fetched = Instant::now();
             n.lookups += 1;
+            n.local = false;
             return ino;
         }
         let ino = self.next;
@@ -123,9 +128,38 @@ impl Nodes {
                 fetched: Instant::now(),
                 lookups: 1,
                 cached_version: None,
+                local: false,
             },
         );
         ino
+    }
+
+    /// `url` is gone (unlinked, or renamed away): its inode stays while the
+    /// kernel holds it, but a new lookup of `url` gets a new one.
+    pub(crate) fn removed(&mut self, url: &str) {
+        self.by_url.remove(url);
+    }
+
+    /// `from` is now `to`, and so is everything under it: inodes keep their
+    /// numbers under their new URLs, and whatever `to` was is gone.
+    pub(crate) fn renamed(&mut self, from: &str, to: &str) {
+        let below = format!("{from}/");
+        let moved: Vec<(String, u64)> = self
+            .by_url
+            .iter()
+            .filter(|(u, _)| u.as_str() == from || u.starts_with(&below))
+            .map(|(u, &i)| (u.clone(), i))
+            .collect();
+        self.removed(to);
+        for (old, ino) in moved {
+            self.by_url.remove(&old);
+            let new = format!("{to}{}", &old[from.len()..]);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.url = new.clone();
+                n.cached_version = None;
+            }
+            self.by_url.insert(new, ino);
+        }
     }
 
     /// The kernel dropped `n` references to `ino`; the inode goes with the
@@ -183,8 +217,21 @@ mod tests {
         assert!(t.get(a).is_none());
         let a2 = t.looked_up("file:///d/a", file("2"));
         assert_ne!(a2, a, "a forgotten number is not reused for another lookup");
+        let sub = t.looked_up("file:///d/s", file("1"));
+        let x = t.looked_up("file:///d/s/x", file("1"));
+        let gone = t.looked_up("file:///d/t", file("1"));
+        t.renamed("file:///d/s", "file:///d/t");
+        assert_eq!(t.ino_of("file:///d/t"), Some(sub));
+        assert_eq!(t.ino_of("file:///d/t/x"), Some(x));
+        assert_eq!(t.get(x).unwrap().url, "file:///d/t/x");
+        assert_eq!(t.ino_of("file:///d/s/x"), None);
+        assert!(t.get(gone).is_some(), "the replaced inode stays while held");
+        assert_eq!(t.ino_of("file:///d/a"), Some(a2), "a sibling is untouched");
+        t.removed("file:///d/a");
+        assert_eq!(t.ino_of("file:///d/a"), None);
+        assert!(t.get(a2).is_some(), "held by the kernel still");
         t.forget(ROOT, 10);
         assert!(t.get(ROOT).is_some(), "the root stays");
-        assert_eq!(t.nodes.len(), 3);
+        assert_eq!(t.nodes.len(), 6);
     }
 }

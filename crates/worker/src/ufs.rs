@@ -29,7 +29,7 @@ use alluxiofs_core::info::{human_size, FileInfo, FileType};
 use alluxiofs_core::path::{file_name, is_under, normalize_url, split_url};
 use bytes::Bytes;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -523,6 +523,107 @@ impl Ufs {
             });
         }
         Ok(data)
+    }
+}
+
+/// Changes to the UFS made by a client of it (the FUSE mount's `--write`),
+/// each on a confined URL. Nothing here touches the cache: callers tell the
+/// workers to forget what changed.
+impl Ufs {
+    /// Delete the object `url` (a file).
+    pub async fn delete(&self, url: &str) -> Result<()> {
+        let url = self.confine(url)?;
+        let (store, path) = self.locate(&url)?;
+        store.delete(&path).await.map_err(|e| change_err(&url, e))
+    }
+
+    /// Rename the object `from` to `to` (a copy then a delete where the UFS
+    /// has no rename); with `no_replace`, fail with the UFS's
+    /// `AlreadyExists` error when `to` exists.
+    pub async fn rename(&self, from: &str, to: &str, no_replace: bool) -> Result<()> {
+        let from = self.confine(from)?;
+        let to = self.confine(to)?;
+        let (store, src) = self.locate(&from)?;
+        let (other, dst) = self.locate(&to)?;
+        if !Arc::ptr_eq(&store, &other) {
+            return Err(WorkerError::BadRequest(format!(
+                "{from} -> {to}: a rename stays within one bucket"
+            )));
+        }
+        let r = if no_replace {
+            store.rename_if_not_exists(&src, &dst).await
+        } else {
+            store.rename(&src, &dst).await
+        };
+        r.map_err(|e| change_err(&from, e))
+    }
+
+    /// The local path of a confined `file://` URL; `None` for other schemes.
+    pub fn local_path(&self, url: &str) -> Result<Option<std::path::PathBuf>> {
+        let url = self.confine(url)?;
+        let parts = split_url(&url);
+        Ok((parts.scheme == "file").then(|| std::path::PathBuf::from(format!("/{}", parts.key))))
+    }
+
+    /// Start an upload of the object `url` (replacing it when it exists):
+    /// one PUT for a small object, a multipart upload for a larger one.
+    pub fn upload(&self, url: &str) -> Result<Upload> {
+        let url = self.confine(url)?;
+        let (store, path) = self.locate(&url)?;
+        Ok(Upload {
+            url,
+            writer: object_store::buffered::BufWriter::new(store, path),
+        })
+    }
+}
+
+/// A UFS error of a change (not counted in the read path's UFS metrics).
+fn change_err(url: &str, e: object_store::Error) -> WorkerError {
+    match e {
+        object_store::Error::NotFound { .. } => WorkerError::not_found(url),
+        source => WorkerError::Ufs {
+            path: url.to_string(),
+            source,
+        },
+    }
+}
+
+/// An upload in progress ([`Ufs::upload`]): nothing is visible at the UFS
+/// before [`Upload::finish`]; [`Upload::abort`] (or a drop) keeps nothing.
+pub struct Upload {
+    url: String,
+    writer: object_store::buffered::BufWriter,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("url", &self.url).finish()
+    }
+}
+
+impl Upload {
+    /// Append `data`.
+    pub async fn put(&mut self, data: Bytes) -> Result<()> {
+        self.writer.put(data).await.map_err(|e| WorkerError::Ufs {
+            path: self.url.clone(),
+            source: e,
+        })
+    }
+
+    /// Complete the upload: the object is at the UFS when this returns.
+    pub async fn finish(mut self) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.writer
+            .shutdown()
+            .await
+            .map_err(|e| WorkerError::Internal(format!("{}: completing the upload: {e}", self.url)))
+    }
+
+    /// Give up: nothing of the upload is kept.
+    pub async fn abort(mut self) {
+        if let Err(e) = self.writer.abort().await {
+            tracing::warn!(url = %self.url, "aborting the upload: {e}");
+        }
     }
 }
 
