@@ -177,8 +177,9 @@ bench-env: bench-wheel garage bench-pypi-venv
 	@echo ">>> $$(date +%T) release build: the delay proxy (target/)"
 	cargo build --release -p alluxiofs-delay-proxy
 
-bench: bench-env
+bench: bench-env fuse-peers
 	$(BENCH_VENV)/bin/python benches/suite.py --scale 0.5 --repeat 3 --ray $(BENCH_ARGS)
+	$(BENCH_VENV)/bin/python benches/fuse.py
 
 bench-quick: bench-env
 	$(BENCH_VENV)/bin/python benches/suite.py --quick --scale 0.02 --repeat 2 --no-doc $(BENCH_ARGS)
@@ -192,12 +193,10 @@ bench-quick: bench-env
 bench-scale: bench-wheel
 	$(BENCH_VENV)/bin/python benches/scale.py $(BENCH_ARGS)
 
-## bench-fuse: alluxiofs mount against s3fs-fuse, rclone mount (--vfs-cache-mode full) and the
-## raw local read over one Garage bucket: small files (16 threads), sequential 8 MiB reads,
-## 4 KiB preads, ls -lR (benches/fuse.py; installs the Debian packages s3fs, rclone and fuse3:
-## rclone mounts through fusermount3)
-.PHONY: bench-fuse
-bench-fuse: bench-wheel garage
+## fuse-peers: the FUSE filesystems benches/fuse.py measures against (Debian packages s3fs,
+## rclone and fuse3: rclone mounts through fusermount3), installed when missing
+.PHONY: fuse-peers
+fuse-peers:
 	@missing=""; \
 	command -v s3fs >/dev/null 2>&1 || missing="$$missing s3fs"; \
 	command -v rclone >/dev/null 2>&1 || missing="$$missing rclone"; \
@@ -207,6 +206,13 @@ bench-fuse: bench-wheel garage
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+## bench-fuse: alluxiofs mount against s3fs-fuse, rclone mount (--vfs-cache-mode full) and the
+## raw local read over one Garage bucket: small files (16 threads), sequential 8 MiB reads,
+## 4 KiB preads, pq.read_table by path, ls -lR (benches/fuse.py; also the last step of make
+## bench)
+.PHONY: bench-fuse
+bench-fuse: bench-wheel garage fuse-peers
 	$(BENCH_VENV)/bin/python benches/fuse.py $(BENCH_ARGS)
 
 ## bench-eviction: hit ratio per epoch of each eviction policy (LRU, S3-FIFO), a 64 MiB

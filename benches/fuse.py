@@ -13,6 +13,8 @@ read with plain Python file I/O:
 - **large**: the large file read sequentially in 8 MiB ``read`` calls (MB/s),
   cold, then warm;
 - **pread**: 2,000 random 4 KiB ``os.pread``s of the large file, warm;
+- **parquet**: ``pq.read_table`` of a ``--parquet-mib`` MiB Parquet file by its
+  local path (MB/s of the file), cold, then warm;
 - **ls -lR**: ``ls -lR`` of the small-file tree on a fresh mount (the
   metadata each peer must fetch), seconds.
 
@@ -55,7 +57,21 @@ MiB = 1 << 20
 BUCKET = "fusebench"
 
 
-def make_dataset(root: Path, small: int, small_kib: int, large_mib: int) -> list[str]:
+def make_parquet(path: Path, mib: int) -> None:
+    """A Parquet file of about ``mib`` MiB: 8 float64 columns, 8 row groups."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = max(8, mib * MiB // 64)
+    rng = np.random.default_rng(3)
+    table = pa.table({f"c{i}": rng.random(rows) for i in range(8)})
+    pq.write_table(table, path, row_group_size=rows // 8, compression="none")
+
+
+def make_dataset(
+    root: Path, small: int, small_kib: int, large_mib: int, parquet_mib: int
+) -> list[str]:
     """Write the dataset under ``root``; returns the small files' relative paths."""
     rels = []
     for i in range(small):
@@ -67,6 +83,7 @@ def make_dataset(root: Path, small: int, small_kib: int, large_mib: int) -> list
     with open(root / "large.bin", "wb") as f:
         for _ in range(large_mib):
             f.write(os.urandom(MiB))
+    make_parquet(root / "table.parquet", parquet_mib)
     return rels
 
 
@@ -156,6 +173,15 @@ def preads(path: Path, count: int = 2000) -> dict:
     return {"reads_per_s": count / s}
 
 
+def read_parquet(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    t = time.perf_counter()
+    rows = pq.read_table(path).num_rows
+    s = time.perf_counter() - t
+    return {"MBps": path.stat().st_size / s / 1e6, "seconds": s, "rows": rows}
+
+
 def ls_lr(path: Path) -> dict:
     t = time.perf_counter()
     out = subprocess.run(["ls", "-lR", str(path)], capture_output=True, check=True).stdout
@@ -169,9 +195,11 @@ def measure(name: str, root: Path, rels: list[str], warm_only: bool = False) -> 
         r["ls_lR"] = ls_lr(root / "small")
         r["small_cold"] = read_small(root, rels)
         r["large_cold"] = read_large(root / "large.bin")
+        r["parquet_cold"] = read_parquet(root / "table.parquet")
     r["small_warm"] = read_small(root, rels)
     r["large_warm"] = read_large(root / "large.bin")
     r["pread_warm"] = preads(root / "large.bin")
+    r["parquet_warm"] = read_parquet(root / "table.parquet")
     return r
 
 
@@ -180,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", type=int, default=10_000, help="small files (10,000)")
     ap.add_argument("--small-kib", type=int, default=64, help="KiB each (64)")
     ap.add_argument("--large-mib", type=int, default=512, help="MiB of the large file (512)")
+    ap.add_argument("--parquet-mib", type=int, default=128, help="MiB of the Parquet file (128)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--peers", default="alluxiofs,s3fs-fuse,rclone,raw")
     args = ap.parse_args(argv)
@@ -197,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     try:
         data = work / "data"
-        rels = make_dataset(data, args.small, args.small_kib, args.large_mib)
+        rels = make_dataset(data, args.small, args.small_kib, args.large_mib, args.parquet_mib)
         server = s3server.start_s3_server("garage", bucket=BUCKET, workdir=work / "garage")
         upload(server, data)
         env = dict(os.environ)
@@ -300,6 +329,8 @@ def table(peers: dict) -> str:
         ("large cold MB/s", lambda r: r.get("large_cold", {}).get("MBps"), True),
         ("large warm MB/s", lambda r: r["large_warm"]["MBps"], True),
         ("4 KiB pread/s (warm)", lambda r: r["pread_warm"]["reads_per_s"], True),
+        ("parquet cold MB/s", lambda r: r.get("parquet_cold", {}).get("MBps"), True),
+        ("parquet warm MB/s", lambda r: r["parquet_warm"]["MBps"], True),
     ]
     names = list(peers)
     ours = [n for n in ("alluxiofs", "alluxiofs-nokc") if n in peers]

@@ -632,3 +632,24 @@ def test_cache_stats_shows_the_live_mounts(start_worker, ufs, tmp_path):
         env={**os.environ, **env},
     )
     assert json.loads(out.stdout)["mounts"] == [], "an ended mount is not listed"
+
+
+def test_a_daemon_killed_mid_write_leaves_nothing_at_the_ufs(start_worker, ufs, tmp_path):
+    w = start_worker(f"file://{ufs}")
+    mp = tmp_path / "mnt"
+    with mounted(w, mp, f"file://{ufs}", args=("--write",)) as m:
+        f = open(mp / "half.bin", "wb", buffering=0)
+        f.write(os.urandom(3 * 1024 * 1024))
+        m.proc.kill()
+        m.proc.wait()
+        with contextlib.suppress(OSError):
+            f.close()  # ENOTCONN: the daemon is gone
+        # The worker saw its request cut and kept nothing; no partial object.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert not [n for n in os.listdir(ufs) if n.startswith("half.bin")]
+            time.sleep(0.2)
+    with mounted(w, mp, f"file://{ufs}", args=("--write",)):
+        assert "half.bin" not in os.listdir(mp)
+        (mp / "half.bin").write_bytes(b"whole")
+        assert (ufs / "half.bin").read_bytes() == b"whole"
