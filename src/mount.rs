@@ -104,7 +104,8 @@ impl NativeMount {
 /// mkdir, rmdir and rename change the UFS.
 #[pyfunction]
 #[pyo3(signature = (client, mountpoint, urls, fallback=true, ufs_options=None,
-    attr_timeout=60.0, entry_timeout=60.0, kernel_cache=true, threads=16, allow_other=false, write=false))]
+    attr_timeout=60.0, entry_timeout=60.0, kernel_cache=true, threads=16, allow_other=false, write=false,
+    readahead_kib=4096))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mount(
     py: Python<'_>,
@@ -119,6 +120,7 @@ pub(crate) fn mount(
     threads: usize,
     allow_other: bool,
     write: bool,
+    readahead_kib: u32,
 ) -> PyResult<NativeMount> {
     let roots = MountRoot::from_args(&urls).map_err(PyValueError::new_err)?;
     let secs = |name: &str, v: f64| {
@@ -138,6 +140,7 @@ pub(crate) fn mount(
         allow_other,
         fallback,
         write,
+        readahead: readahead_kib.min(1 << 20).saturating_mul(1024),
     };
     let ufs = if fallback || write {
         let config = WorkerConfig {

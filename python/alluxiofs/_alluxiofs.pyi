@@ -157,6 +157,7 @@ def mount(
     threads: int = 16,
     allow_other: bool = False,
     write: bool = False,
+    readahead_kib: int = 4096,
 ) -> NativeMount:
     """Mount ``urls`` (``URL`` or ``NAME=URL``) at ``mountpoint`` through ``client``;
     with ``write``, new files are written whole through the workers and unlink, mkdir,

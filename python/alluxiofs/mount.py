@@ -59,6 +59,13 @@ def add_parsers(sub: Any) -> None:
         help="drop file bytes from the kernel page cache at every open",
     )
     m.add_argument("--threads", type=int, default=16, help="FUSE request threads (16)")
+    m.add_argument(
+        "--readahead-kib",
+        type=int,
+        default=4096,
+        help="the kernel's readahead for the mount, KiB (4096; its default is 128; needs root; "
+        "0 keeps the default)",
+    )
     m.add_argument("--allow-other", action="store_true", help="let other users use the mount")
     m.add_argument(
         "--no-fallback",
@@ -196,6 +203,7 @@ def run_cli(
             threads=args.threads,
             allow_other=args.allow_other,
             write=args.write,
+            readahead_kib=max(0, args.readahead_kib),
         )
     except (OSError, ValueError) as e:
         print(f"alluxiofs mount: {e}", file=sys.stderr)

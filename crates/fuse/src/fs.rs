@@ -22,6 +22,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use alluxiofs_core::info::{FileInfo, FileType as InfoType};
 use alluxiofs_core::path::{is_under, normalize_url};
+use alluxiofs_core::reader::Reader;
 use alluxiofs_core::{Client, Error as CoreError};
 use alluxiofs_worker::ufs::{ObjectVersion, Ufs};
 use fuser::{
@@ -47,13 +48,17 @@ struct Entry {
     meta: Meta,
 }
 
-/// An open file: the version it was opened at.
+/// An open file: the version it was opened at, and its reader (the core's
+/// sequential readahead, as for the fsspec client's file objects: a cold
+/// file read in order has the next pages in flight while the kernel asks
+/// for these; a same-node warm file is read straight from page files).
 #[derive(Debug, Clone)]
 struct OpenFile {
     url: String,
     size: u64,
     mtime_ms: i64,
     version: String,
+    reader: Arc<Mutex<Reader>>,
 }
 
 /// The mounted filesystem.
@@ -372,11 +377,12 @@ impl Fs {
     /// the holes from the UFS.
     fn read_range(&self, f: &OpenFile, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
         let mut buf = vec![0u8; len];
-        let outcome =
-            self.rt.block_on(
-                self.client
-                    .read_into(&f.url, Some(&f.version), offset, &mut buf),
-            );
+        // Reads of one open file take turns (the reader's window is one
+        // sequence); reads of different opens run in parallel.
+        let outcome = {
+            let mut reader = lock(&f.reader);
+            self.rt.block_on(reader.read_at(offset, &mut buf))
+        };
         let (filled, holes, fault) = match outcome {
             Ok(o) => (o.filled, o.holes, o.fault),
             Err(e) if e.is_worker_fault() => {
@@ -536,6 +542,12 @@ impl Filesystem for Fs {
                 size: node.meta.size,
                 mtime_ms: node.meta.mtime_ms,
                 version: node.meta.version.clone(),
+                reader: Arc::new(Mutex::new(Reader::new(
+                    self.client.clone(),
+                    node.url.clone(),
+                    node.meta.size,
+                    Some(node.meta.version.clone()),
+                ))),
             },
         );
         let flags = if keep {

@@ -108,6 +108,12 @@ pub struct MountOptions {
     pub fallback: bool,
     /// Writes: new files written whole, unlink, mkdir, rmdir, rename.
     pub write: bool,
+    /// The kernel's readahead for the mount, in bytes (its default for a
+    /// FUSE mount is 128 KiB, so a sequential read would reach the daemon
+    /// as 128 KiB requests, one at a time). Set through the mount's
+    /// `/sys/class/bdi/<dev>/read_ahead_kb`, which needs root; 0 leaves the
+    /// kernel's default.
+    pub readahead: u32,
 }
 
 impl Default for MountOptions {
@@ -120,6 +126,7 @@ impl Default for MountOptions {
             allow_other: false,
             fallback: true,
             write: false,
+            readahead: 4 << 20,
         }
     }
 }
@@ -443,12 +450,36 @@ pub fn mount(
     let session = fuser::Session::new(fs, mountpoint, &config)
         .and_then(|s| s.spawn())
         .map_err(|e| MountError::Io(format!("cannot mount {}", mountpoint.display()), e))?;
+    if opts.readahead > 0 {
+        set_readahead(mountpoint, opts.readahead);
+    }
     tracing::info!(mountpoint = %mountpoint.display(), roots = roots.len(), write = opts.write, "mounted");
     Ok(Mounted {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
         counters,
     })
+}
+
+/// Set the kernel's readahead of the mount at `mountpoint` (served by now)
+/// to `bytes`; a failure (not root, no sysfs) is logged and left.
+fn set_readahead(mountpoint: &Path, bytes: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata(mountpoint) {
+        Ok(m) => m.dev(),
+        Err(e) => {
+            tracing::info!(mountpoint = %mountpoint.display(), "readahead left at the kernel's default: {e}");
+            return;
+        }
+    };
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&path, format!("{}", bytes / 1024)) {
+        Ok(()) => tracing::debug!(path, kib = bytes / 1024, "readahead set"),
+        Err(e) => {
+            tracing::info!(path, "readahead left at the kernel's default (128 KiB): {e}")
+        }
+    }
 }
 
 pub(crate) fn dir_meta() -> nodes::Meta {
