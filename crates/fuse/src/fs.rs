@@ -61,6 +61,11 @@ struct OpenFile {
     reader: Arc<Mutex<Reader>>,
 }
 
+thread_local! {
+    /// Each request thread's read buffer (grown to the largest request).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The mounted filesystem.
 pub(crate) struct Fs {
     pub(crate) client: Arc<Client>,
@@ -373,15 +378,26 @@ impl Fs {
         child_url(&dir.0, name).ok_or(Errno::ENOENT)
     }
 
-    /// Read `[offset, offset + len)` of an open file: the workers' bytes,
-    /// the holes from the UFS.
-    fn read_range(&self, f: &OpenFile, offset: u64, len: usize) -> Result<Vec<u8>, Errno> {
-        let mut buf = vec![0u8; len];
+    /// Read `[offset, offset + len)` of an open file into `scratch` (the
+    /// request thread's buffer, reused: no allocation, zero-fill or page
+    /// faults per request): the workers' bytes, the holes from the UFS.
+    /// Returns the bytes of the answer, a prefix of `scratch`.
+    fn read_range<'b>(
+        &self,
+        f: &OpenFile,
+        offset: u64,
+        len: usize,
+        scratch: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], Errno> {
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        let buf = &mut scratch[..len];
         // Reads of one open file take turns (the reader's window is one
         // sequence); reads of different opens run in parallel.
         let outcome = {
             let mut reader = lock(&f.reader);
-            self.rt.block_on(reader.read_at(offset, &mut buf))
+            self.rt.block_on(reader.read_at(offset, buf))
         };
         let (filled, holes, fault) = match outcome {
             Ok(o) => (o.filled, o.holes, o.fault),
@@ -399,7 +415,7 @@ impl Fs {
                 return Err(errno_of(&e));
             }
         };
-        buf.truncate(filled);
+        let buf = &mut buf[..filled.min(len)];
         if !holes.is_empty() {
             let Some(ufs) = self.ufs.as_ref().filter(|_| self.opts.fallback) else {
                 tracing::warn!(url = %f.url, "no worker could serve the read and the UFS fallback is off: {}", fault.map(|e| e.to_string()).unwrap_or_default());
@@ -430,8 +446,12 @@ impl Fs {
                         Counters::add(&self.counters.read_errors, 1);
                         errno_of_ufs(&e)
                     })?;
-                let at = (hole.start - offset) as usize;
-                let n = bytes.len().min(buf.len().saturating_sub(at));
+                let at = ((hole.start - offset) as usize).min(buf.len());
+                let hole_end = ((end - offset) as usize).min(buf.len());
+                // The buffer holds an earlier request's bytes: a hole the
+                // UFS answers short must read as zeros, not as those.
+                buf[at..hole_end].fill(0);
+                let n = bytes.len().min(hole_end - at);
                 buf[at..at + n].copy_from_slice(&bytes[..n]);
                 Counters::add(&self.counters.ufs_bytes, n as u64);
             }
@@ -768,14 +788,14 @@ impl Filesystem for Fs {
             return reply.data(&[]);
         }
         let len = (f.size - offset).min(u64::from(size)) as usize;
-        match self.read_range(&f, offset, len) {
+        SCRATCH.with_borrow_mut(|scratch| match self.read_range(&f, offset, len, scratch) {
             Ok(buf) => {
                 Counters::add(&self.counters.reads, 1);
                 Counters::add(&self.counters.read_bytes, buf.len() as u64);
-                reply.data(&buf)
+                reply.data(buf)
             }
             Err(e) => reply.error(e),
-        }
+        })
     }
 
     fn flush(

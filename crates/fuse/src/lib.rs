@@ -477,7 +477,10 @@ fn set_readahead(mountpoint: &Path, bytes: u32) {
     match std::fs::write(&path, format!("{}", bytes / 1024)) {
         Ok(()) => tracing::debug!(path, kib = bytes / 1024, "readahead set"),
         Err(e) => {
-            tracing::info!(path, "readahead left at the kernel's default (128 KiB): {e}")
+            tracing::info!(
+                path,
+                "readahead left at the kernel's default (128 KiB): {e}"
+            )
         }
     }
 }
