@@ -630,6 +630,14 @@ def test_cache_stats_shows_the_live_mounts(start_worker, ufs, tmp_path):
             env={**os.environ, **env},
         ).stdout
         assert f"mount {mp} (pid" in text and "1 files written" in text
+        since = subprocess.run(
+            _cli("--worker-hosts", w.addr, "cache", "stats", "--since", "1h", "--json"),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+        )
+        assert since.returncode == 0, since.stderr
+        assert json.loads(since.stdout)["mounts"][0]["mountpoint"] == str(mp)
     out = subprocess.run(
         _cli("--worker-hosts", w.addr, "cache", "stats", "--json"),
         capture_output=True,

@@ -204,15 +204,29 @@ _STAT_KEYS = {
 }
 
 
+def _print_mounts(mounts: list[dict[str, Any]]) -> None:
+    """One line per live ``alluxiofs mount`` of this machine (its counters)."""
+    for m in mounts:
+        c = m["counters"]
+        print(f"mount {m['mountpoint']} (pid {m['pid']}{', writable' if m['write'] else ''}): "
+              f"{c['opens']} opens, {c['reads']} reads, {human_size(c['read_bytes'])} read "
+              f"({human_size(c['ufs_bytes'])} from the UFS), {c['read_errors']} read errors, "
+              f"{c['writes_done']} files written ({human_size(c['write_bytes'])}), "
+              f"{c['changes']} changes")  # fmt: skip
+
+
 def _cmd_cache_stats(fs: Any, args: argparse.Namespace) -> None:
     if getattr(args, "since", None):
+        from .mount import live_mounts
         from .stats import cache_window, parse_since, print_report
 
         window = cache_window(fs, parse_since(args.since))
+        mounts = live_mounts()
         if args.json:
-            print(json.dumps(window, indent=2))
+            print(json.dumps({**window, "mounts": mounts}, indent=2))
         else:
             print_report(window)
+            _print_mounts(mounts)
         return
     rows = _worker_rows(fs)
     total = {k: 0.0 for k in _STAT_KEYS}
@@ -241,13 +255,7 @@ def _cmd_cache_stats(fs: Any, args: argparse.Namespace) -> None:
     print(f"used / capacity:  {human_size(total['used_bytes'])} / "
           f"{human_size(total['capacity_bytes'])}")  # fmt: skip
     print(f"evictions:        {total['evictions']:.0f}")
-    for m in mounts:
-        c = m["counters"]
-        print(f"mount {m['mountpoint']} (pid {m['pid']}{', writable' if m['write'] else ''}): "
-              f"{c['opens']} opens, {c['reads']} reads, {human_size(c['read_bytes'])} read "
-              f"({human_size(c['ufs_bytes'])} from the UFS), {c['read_errors']} read errors, "
-              f"{c['writes_done']} files written ({human_size(c['write_bytes'])}), "
-              f"{c['changes']} changes")  # fmt: skip
+    _print_mounts(mounts)
 
 
 def main(argv: list[str] | None = None) -> int:
