@@ -101,7 +101,8 @@ def _name(protocol: str, env: dict[str, str]) -> str:
     return f"{protocol}-{digest[:12]}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (also one of another user)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,7 +122,7 @@ def _healthy(host: str, port: int) -> bool:
 
 def is_running(worker: LocalWorker) -> bool:
     """Whether ``worker``'s process is still alive (a signal-0: cheap enough for every reuse)."""
-    return _alive(worker.pid)
+    return pid_alive(worker.pid)
 
 
 def _read_state(state: Path, token_file: Path) -> LocalWorker | None:
@@ -131,7 +132,7 @@ def _read_state(state: Path, token_file: Path) -> LocalWorker | None:
         worker = LocalWorker(info["host"], int(info["port"]), int(info["pid"]), token, state.stem)
     except (OSError, ValueError, KeyError):
         return None
-    if _alive(worker.pid) and _healthy(worker.host, worker.port):
+    if pid_alive(worker.pid) and _healthy(worker.host, worker.port):
         return worker
     return None
 
@@ -237,14 +238,14 @@ def stop_all(timeout: float = 10.0) -> int:
             pid = int(json.loads(state.read_text())["pid"])
         except (OSError, ValueError, KeyError):
             continue
-        if _alive(pid):
+        if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 _reap(pid)
                 time.sleep(0.05)
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 _reap(pid)

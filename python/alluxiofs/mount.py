@@ -103,16 +103,6 @@ def _write_state(path: Path, state: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def live_mounts() -> list[dict[str, Any]]:
     """The mounts running on this machine under this user's cache home: mount point,
     URLs, pid, start time, whether writable, and their counters (a second old at most).
@@ -124,7 +114,7 @@ def live_mounts() -> list[dict[str, Any]]:
             state = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        if not _alive(int(state.get("pid", 0))):
+        if not embedded.pid_alive(int(state.get("pid", 0))):
             f.unlink(missing_ok=True)
             continue
         out.append(state)
