@@ -91,6 +91,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.host = ""
         self.port = 0
+        self.s3_port: int | None = None
         self.url = ""
         self.generation = 0
         self._start(port=port)
@@ -103,6 +104,9 @@ class Worker:
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()
         cmd = [*worker_command(), "--host", self._listen_host, "--port", str(port)]
+        if "--s3-port" not in self._base_args:
+            # Never Alluxio's fixed 29998 in tests: a free port (in the ready file).
+            cmd += ["--s3-port", "0"]
         cmd += ["--ready-file", str(ready), *self._base_args]
         with open(self.log_path, "ab") as log:
             log.write(f"\n=== start #{self.generation}: {' '.join(cmd)}\n".encode())
@@ -137,6 +141,7 @@ class Worker:
         self.port = int(info["port"])
         self.url = info.get("url") or f"http://{self.host}:{self.port}"
         self.url = self.url.rstrip("/")
+        self.s3_port = info.get("s3_port")
         while time.monotonic() < deadline:
             try:
                 r = requests.get(f"{self.url}/healthz", timeout=2)
@@ -149,6 +154,13 @@ class Worker:
             time.sleep(0.02)
         self.kill()
         raise TimeoutError(f"worker {self.name}: /healthz not ok\n{self.log_tail()}")
+
+    @property
+    def s3_url(self) -> str:
+        """``http://host:port`` of the worker's S3 endpoint."""
+        if self.s3_port is None:
+            raise RuntimeError(f"worker {self.name} has no S3 endpoint")
+        return f"http://{self.host}:{self.s3_port}"
 
     @property
     def addr(self) -> str:

@@ -233,6 +233,81 @@ impl LocalSocket {
     }
 }
 
+/// Where the S3 endpoint listens (`crate::s3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum S3Port {
+    /// Port 29998 (Alluxio's, which its Python client assumes), or a free
+    /// port when the worker's own port is 0; a busy 29998 is logged and the
+    /// worker serves without the endpoint.
+    #[default]
+    Auto,
+    /// No S3 endpoint.
+    Off,
+    /// This port (0: a free one); a busy port is an error.
+    Port(u16),
+}
+
+/// Alluxio's S3 port.
+pub const DEFAULT_S3_PORT: u16 = 29998;
+
+impl S3Port {
+    /// `auto`, `off` or a port number.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "" | "auto" => Ok(S3Port::Auto),
+            "off" | "none" | "false" => Ok(S3Port::Off),
+            p => p
+                .parse::<u16>()
+                .map(S3Port::Port)
+                .map_err(|_| format!("invalid S3 port {p:?} (a port number, auto or off)")),
+        }
+    }
+
+    /// The port to bind for a worker on `http_port`, and whether a busy
+    /// port is an error; `None` when off.
+    pub fn resolve(&self, http_port: u16) -> Option<(u16, bool)> {
+        match *self {
+            S3Port::Off => None,
+            S3Port::Port(p) => Some((p, true)),
+            S3Port::Auto if http_port == 0 => Some((0, true)),
+            S3Port::Auto => Some((DEFAULT_S3_PORT, false)),
+        }
+    }
+}
+
+/// S3 access keys (`ACCESS_KEY:SECRET_KEY` lines, as s3fs-fuse's password
+/// file holds them; `#` starts a comment). Never printed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct S3Keys(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.0.iter().map(|(a, _)| a.as_str()).collect();
+        write!(f, "S3Keys({ids:?}, secrets hidden)")
+    }
+}
+
+impl S3Keys {
+    /// Parse the lines of a key file.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let mut keys = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once(':') {
+                Some((a, s)) if !a.trim().is_empty() && !s.trim().is_empty() => {
+                    keys.push((a.trim().to_string(), s.trim().to_string()))
+                }
+                // The line itself may hold a secret: name the line only.
+                _ => return Err(format!("line {}: expected ACCESS_KEY:SECRET_KEY", n + 1)),
+            }
+        }
+        Ok(S3Keys(keys))
+    }
+}
+
 /// A comma separated list of uids.
 pub fn parse_uids(text: &str) -> std::result::Result<Vec<u32>, String> {
     text.split(',')
@@ -336,6 +411,20 @@ pub struct WorkerConfig {
     /// Bytes per second of UFS fetches for all cache loads together
     /// (`docs/load.md`); `None` = unlimited. Reads are never limited.
     pub load_bandwidth: Option<u64>,
+    /// Where the S3 endpoint listens.
+    pub s3_port: S3Port,
+    /// Bucket names of mounts (mount URL → name), besides the derived ones.
+    pub s3_buckets: BTreeMap<String, String>,
+    /// Answer S3 GETs of objects another worker owns with a 307 to it.
+    pub s3_redirect: bool,
+    /// Serve unsigned S3 requests.
+    pub s3_anonymous: bool,
+    /// One S3 access key id (environment or YAML, never a flag).
+    pub s3_access_key: Option<String>,
+    /// Its secret key (environment or YAML, never a flag).
+    pub s3_secret_key: Option<String>,
+    /// File of S3 access keys.
+    pub s3_keys_file: Option<PathBuf>,
 }
 
 /// Whether an option value looks secret (keys naming a secret, token,
@@ -409,6 +498,16 @@ impl std::fmt::Debug for WorkerConfig {
             .field("pin_quota", &self.pin_quota)
             .field("mount_quotas", &self.mount_quotas)
             .field("load_bandwidth", &self.load_bandwidth)
+            .field("s3_port", &self.s3_port)
+            .field("s3_buckets", &self.s3_buckets)
+            .field("s3_redirect", &self.s3_redirect)
+            .field("s3_anonymous", &self.s3_anonymous)
+            .field("s3_access_key", &self.s3_access_key)
+            .field(
+                "s3_secret_key",
+                &self.s3_secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("s3_keys_file", &self.s3_keys_file)
             .finish()
     }
 }
@@ -461,6 +560,13 @@ impl Default for WorkerConfig {
             pin_quota: crate::rules::PinQuota::default(),
             mount_quotas: Vec::new(),
             load_bandwidth: None,
+            s3_port: S3Port::Auto,
+            s3_buckets: BTreeMap::new(),
+            s3_redirect: false,
+            s3_anonymous: false,
+            s3_access_key: None,
+            s3_secret_key: None,
+            s3_keys_file: None,
         }
     }
 }
@@ -688,6 +794,28 @@ impl WorkerConfig {
             Ok(ip) if ip.is_unspecified() => machine_hostname(),
             _ => host.to_string(),
         }
+    }
+
+    /// The S3 access keys: `s3_access_key` with `s3_secret_key`, then the
+    /// lines of `s3_keys_file`.
+    pub fn resolve_s3_keys(&self) -> Result<S3Keys, WorkerError> {
+        let mut keys = match (&self.s3_access_key, &self.s3_secret_key) {
+            (Some(a), Some(s)) => S3Keys(vec![(a.clone(), s.clone())]),
+            (None, None) => S3Keys::default(),
+            _ => {
+                return Err(cfg_err(
+                    "s3_access_key and s3_secret_key go together: set both or neither",
+                ))
+            }
+        };
+        if let Some(path) = &self.s3_keys_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| cfg_err(format!("cannot read S3 key file {}: {e}", path.display())))?;
+            let more = S3Keys::parse(&text)
+                .map_err(|e| cfg_err(format!("S3 key file {}: {e}", path.display())))?;
+            keys.0.extend(more.0);
+        }
+        Ok(keys)
     }
 
     /// The auth token: `auth_token`, else the trimmed contents of

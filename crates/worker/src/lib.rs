@@ -17,6 +17,8 @@
 //! - [`metrics`]: Prometheus text metrics.
 //! - [`membership`]: identity and registration in etcd.
 //! - [`policy`]: eviction policies (LRU, S3-FIFO); [`rules`]: pins, TTLs, quotas.
+//! - [`s3`]: the S3 endpoint (its own listener, the `s3s` crate for the
+//!   protocol) over the same engine.
 //! - The HTTP front end: [`state`] (the shared [`state::AppState`]),
 //!   [`http`] (query parsing, JSON and data answers), [`routes`] (one module
 //!   per endpoint group), [`app`] (the router and its guard), [`server`]
@@ -45,6 +47,7 @@ pub mod policy;
 pub mod read;
 pub mod routes;
 pub mod rules;
+pub mod s3;
 pub mod server;
 pub mod state;
 pub mod store;

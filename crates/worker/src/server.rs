@@ -28,6 +28,7 @@ pub struct RunningWorker {
     ready_file: Option<PathBuf>,
     membership: Option<Membership>,
     local: Option<LocalServer>,
+    s3: Option<crate::s3::S3Server>,
 }
 
 impl RunningWorker {
@@ -39,6 +40,11 @@ impl RunningWorker {
     /// `http://host:port` of this worker.
     pub fn url(&self) -> String {
         base_url(&self.host, self.addr.port())
+    }
+
+    /// The S3 endpoint's address, when it listens.
+    pub fn s3_addr(&self) -> Option<SocketAddr> {
+        self.s3.as_ref().map(crate::s3::S3Server::addr)
     }
 
     /// The shared state (metrics, page store) of this worker.
@@ -83,6 +89,9 @@ impl RunningWorker {
         self.state.shutting_down.store(true, Ordering::Relaxed);
         if let Some(local) = self.local.take() {
             local.stop();
+        }
+        if let Some(s3) = self.s3.take() {
+            s3.stop().await;
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -131,6 +140,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         .map_err(|e| WorkerError::io("local address", e))?;
     let url = base_url(&host, addr.port());
     let local = start_local(&state, addr.port());
+    let s3 = crate::s3::start(&state, addr.port()).await?;
     if let Some(f) = &ready_file {
         write_ready_file(
             f,
@@ -138,6 +148,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
             addr.port(),
             &url,
             local.as_ref().map(LocalServer::path),
+            s3.as_ref().map(|s| s.addr().port()),
         )?;
     }
     tracing::info!(
@@ -188,6 +199,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         ready_file,
         membership,
         local,
+        s3,
     })
 }
 
@@ -232,8 +244,10 @@ pub fn write_ready_file(
     port: u16,
     url: &str,
     local_socket: Option<&Path>,
+    s3_port: Option<u16>,
 ) -> Result<()> {
     let body = serde_json::json!({
+        "s3_port": s3_port,
         "host": host,
         "port": port,
         "pid": std::process::id(),

@@ -39,6 +39,10 @@ pub struct AppState {
     pub loads: LoadJobs,
     /// The same-node read socket, once it listens ([`crate::local`]).
     pub local_socket: OnceLock<PathBuf>,
+    /// The S3 endpoint's port, once it listens ([`crate::s3`]).
+    pub s3_port: OnceLock<u16>,
+    /// The S3 endpoint's counters.
+    pub s3_counters: Arc<crate::s3::S3Counters>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,6 +80,8 @@ impl AppState {
             shutting_down: AtomicBool::new(false),
             history,
             local_socket: OnceLock::new(),
+            s3_port: OnceLock::new(),
+            s3_counters: Arc::default(),
         }))
     }
 }

@@ -207,6 +207,14 @@ fn text(t: &str) -> Result<String, String> {
     Ok(t.to_string())
 }
 
+fn parse_bool(t: &str) -> Result<bool, String> {
+    match t.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(format!("expected true or false, not {other:?}")),
+    }
+}
+
 fn path(t: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(t))
 }
@@ -260,7 +268,8 @@ YAML > default.",
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
 _MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _METADATA_CAPACITY, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
 _ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
-_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH, _LOCAL_SOCKET, _LOCAL_UIDS.\n\
+_ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH, _LOCAL_SOCKET, _LOCAL_UIDS, _S3_PORT, _S3_BUCKETS (comma separated URL=NAME), _S3_REDIRECT, \
+_S3_ANONYMOUS, _S3_ACCESS_KEY, _S3_SECRET_KEY, _S3_KEYS_FILE.\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
     )]
     pub struct Cli;
@@ -572,6 +581,72 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         set: |c, v| c.load_bandwidth = v,
         default: "unlimited",
     }
+    s3_port: String {
+        flag: "Port of the S3 endpoint: a number (0 picks a free port), `auto` or `off` \
+               [default: auto: 29998, or a free port when --port is 0]."
+            [long, value_name = "PORT"] Option<String> => cloned,
+        env: "ALLUXIOFS_WORKER_S3_PORT" => text,
+        yaml: s3_port,
+        check: |name, v: String| crate::config::S3Port::parse(&v).map_err(|e| format!("{name}: {e}")),
+        set: |c, v| c.s3_port = v,
+        default: "`auto`: 29998, or a free port when `port` is 0",
+    }
+    s3_buckets: BTreeMap<String, String> {
+        flag: "S3 bucket name of a mount, e.g. file:///data/train=train (repeatable) \
+               [default: s3://, gs://, az:// mounts keep their bucket; others are named by their first path segment]."
+            [long = "s3-bucket", value_name = "URL=NAME", value_parser = parse_key_value]
+            Vec<(String, String)> => |v| (!v.is_empty()).then(|| v.iter().cloned().collect()),
+        env: "ALLUXIOFS_WORKER_S3_BUCKETS" => |t| list(t)
+            .iter()
+            .map(|item| parse_key_value(item))
+            .collect(),
+        yaml: s3_buckets,
+        check: ok,
+        set: |c, v| c.s3_buckets = v,
+        default: "derived from the mounts",
+    }
+    s3_redirect: bool {
+        flag: "Answer S3 GETs of objects another worker owns with a 307 redirect to it \
+               (for clients that follow redirects) instead of forwarding."
+            [long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true"] Option<bool> => cloned,
+        env: "ALLUXIOFS_WORKER_S3_REDIRECT" => parse_bool,
+        yaml: s3_redirect,
+        check: ok,
+        set: |c, v| c.s3_redirect = v,
+        default: "`false`",
+    }
+    s3_anonymous: bool {
+        flag: "Serve unsigned S3 requests (without it, requests must be signed with a configured key)."
+            [long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true"] Option<bool> => cloned,
+        env: "ALLUXIOFS_WORKER_S3_ANONYMOUS" => parse_bool,
+        yaml: s3_anonymous,
+        check: ok,
+        set: |c, v| c.s3_anonymous = v,
+        default: "`false`",
+    }
+    s3_access_key: String {
+        env: "ALLUXIOFS_WORKER_S3_ACCESS_KEY" => text,
+        yaml: s3_access_key,
+        check: some,
+        set: |c, v| c.s3_access_key = v,
+        default: "none",
+    }
+    s3_secret_key: String {
+        env: "ALLUXIOFS_WORKER_S3_SECRET_KEY" => text,
+        yaml: s3_secret_key,
+        check: some,
+        set: |c, v| c.s3_secret_key = v,
+        default: "none",
+    }
+    s3_keys_file: PathBuf {
+        flag: "File of S3 access keys, one ACCESS_KEY:SECRET_KEY per line."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_S3_KEYS_FILE" => path,
+        yaml: s3_keys_file,
+        check: some,
+        set: |c, v| c.s3_keys_file = v,
+        default: "none",
+    }
 }
 
 #[cfg(test)]
@@ -618,6 +693,11 @@ mod tests {
             "eviction_policy" => ("lru", "s3fifo", "lru"),
             "pin_quota" => ("10%", "20%", "30%"),
             "mount_quotas" => ("{/y: 1MiB}", "/e=2MiB", "/f=3MiB"),
+            "s3_port" => ("1111", "off", "3333"),
+            "s3_buckets" => ("{/y: by}", "/e=be", "/f=bf"),
+            "s3_redirect" | "s3_anonymous" => ("true", "false", "true"),
+            "s3_access_key" | "s3_secret_key" => ("ky", "ke", ""),
+            "s3_keys_file" => ("/y", "/e", "/f"),
             "load_bandwidth" => ("1MiB", "2MiB", "3MiB"),
             "local_socket" => ("/y.sock", "off", "/f.sock"),
             "local_uids" => ("'1'", "2,3", "4"),
@@ -781,7 +861,7 @@ mod tests {
             .get_after_help()
             .expect("after_help")
             .to_string()
-            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .split(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
             .map(str::to_string)
             .collect();
         for s in SETTINGS {

@@ -33,6 +33,7 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         "cluster": state.config.cluster_name,
         "registration": state.registration.borrow().as_str(),
         "local_socket": state.local_socket.get().map(|p| p.display().to_string()),
+        "s3_port": state.s3_port.get(),
         "boot_id": alluxiofs_core::local::boot_id(),
     }))
 }

@@ -1,0 +1,316 @@
+//! Multipart uploads, kept on disk until they complete.
+//!
+//! An upload is a directory `<first cache dir>/.s3-uploads/<upload id>/`
+//! holding `target` (the URL being written) and one file per part
+//! (`part-00001`, written to a temporary name and renamed, so a part file
+//! is always whole) with its MD5 beside it (`part-00001.md5`). Nothing is
+//! in memory, so an upload survives a worker restart, and parts may come
+//! in any order, concurrently, and be sent again.
+//!
+//! Completing reads the named parts in order into one stream through the
+//! write-through path (the owner's, like a PUT), then removes the
+//! directory; aborting removes it. The upload id is a random UUID and is
+//! checked to be one, so it never names a path outside the uploads
+//! directory. Uploads older than [`STALE_AFTER`] are removed when the
+//! endpoint starts. Parts take disk space outside the cache's capacity
+//! until the upload completes or is aborted.
+
+use crate::error::{Result, WorkerError};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use md5::{Digest, Md5};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// Most parts of one upload (S3's limit).
+pub const MAX_PARTS: i32 = 10_000;
+
+/// Uploads not completed within this long are removed at start.
+pub const STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The multipart uploads of one worker.
+#[derive(Debug, Clone)]
+pub struct Uploads {
+    dir: PathBuf,
+}
+
+/// One part as the complete request names it.
+#[derive(Debug, Clone)]
+pub struct NamedPart {
+    /// 1 to [`MAX_PARTS`].
+    pub number: i32,
+    /// The ETag the client got for it, if it says.
+    pub etag: Option<String>,
+}
+
+fn io(ctx: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorkerError {
+    let ctx = ctx.into();
+    move |e| WorkerError::io(ctx, e)
+}
+
+fn no_such_upload(id: &str) -> WorkerError {
+    WorkerError::NotFound {
+        path: id.to_string(),
+        hint: ": no such multipart upload (completed, aborted or never created)".into(),
+    }
+}
+
+impl Uploads {
+    /// Uploads under `dir`; removes those older than [`STALE_AFTER`].
+    pub fn open(dir: PathBuf) -> Uploads {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_AFTER);
+                if old {
+                    tracing::info!(upload = ?e.file_name(), "removing a stale multipart upload");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        Uploads { dir }
+    }
+
+    fn upload_dir(&self, id: &str) -> Result<PathBuf> {
+        let ok = uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == id);
+        if !ok {
+            return Err(no_such_upload(id));
+        }
+        Ok(self.dir.join(id))
+    }
+
+    /// Start an upload of `url`; returns its id.
+    pub async fn create(&self, url: &str) -> Result<String> {
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let dir = self.dir.join(&id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io(format!("cannot create {}", dir.display())))?;
+        tokio::fs::write(dir.join("target"), url)
+            .await
+            .map_err(io(format!("cannot write {}", dir.display())))?;
+        Ok(id)
+    }
+
+    /// The URL upload `id` writes.
+    pub async fn target(&self, id: &str) -> Result<String> {
+        let dir = self.upload_dir(id)?;
+        tokio::fs::read_to_string(dir.join("target"))
+            .await
+            .map_err(|_| no_such_upload(id))
+    }
+
+    fn part_path(dir: &Path, number: i32) -> PathBuf {
+        dir.join(format!("part-{number:05}"))
+    }
+
+    /// Store part `number` of upload `id` from `body`; returns its MD5 (hex).
+    pub async fn put_part<S, E>(&self, id: &str, number: i32, body: S) -> Result<String>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        if !(1..=MAX_PARTS).contains(&number) {
+            return Err(WorkerError::BadRequest(format!(
+                "part number {number} is outside 1 to {MAX_PARTS}"
+            )));
+        }
+        let dir = self.upload_dir(id)?;
+        if !tokio::fs::try_exists(dir.join("target"))
+            .await
+            .unwrap_or(false)
+        {
+            return Err(no_such_upload(id));
+        }
+        let part = Self::part_path(&dir, number);
+        let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+        let result = async {
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(io(format!("cannot create {}", tmp.display())))?;
+            let mut md5 = Md5::new();
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk
+                    .map_err(|e| WorkerError::BadRequest(format!("the part's body failed: {e}")))?;
+                md5.update(&chunk);
+                f.write_all(&chunk)
+                    .await
+                    .map_err(io(format!("cannot write {}", tmp.display())))?;
+            }
+            f.flush().await.map_err(io("flush part"))?;
+            let hex: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            tokio::fs::write(part.with_extension("md5"), &hex)
+                .await
+                .map_err(io("write part checksum"))?;
+            tokio::fs::rename(&tmp, &part)
+                .await
+                .map_err(io(format!("cannot rename to {}", part.display())))?;
+            Ok(hex)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// The part files of `parts` in order, checked: ascending numbers,
+    /// each stored, each ETag (when given) its MD5. Returns the paths and
+    /// the multipart ETag (`md5(md5s)-N`, as S3 computes it).
+    pub async fn check_parts(
+        &self,
+        id: &str,
+        parts: &[NamedPart],
+    ) -> Result<(Vec<PathBuf>, String)> {
+        let dir = self.upload_dir(id)?;
+        if parts.is_empty() {
+            return Err(WorkerError::BadRequest(
+                "a multipart upload is completed with at least one part".into(),
+            ));
+        }
+        let mut paths = Vec::with_capacity(parts.len());
+        let mut all = Md5::new();
+        let mut last = 0;
+        for p in parts {
+            if p.number <= last {
+                return Err(WorkerError::Conflict(format!(
+                    "InvalidPartOrder: part {} after part {last}",
+                    p.number
+                )));
+            }
+            last = p.number;
+            let path = Self::part_path(&dir, p.number);
+            let md5 = tokio::fs::read_to_string(path.with_extension("md5"))
+                .await
+                .map_err(|_| {
+                    WorkerError::BadRequest(format!(
+                        "InvalidPart: part {} was not uploaded",
+                        p.number
+                    ))
+                })?;
+            if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+                return Err(WorkerError::BadRequest(format!(
+                    "InvalidPart: part {} was not uploaded",
+                    p.number
+                )));
+            }
+            if let Some(tag) = &p.etag {
+                if tag.trim_matches('"') != md5 {
+                    return Err(WorkerError::BadRequest(format!(
+                        "InvalidPart: part {} has ETag {md5}, not {tag}",
+                        p.number
+                    )));
+                }
+            }
+            let raw: Vec<u8> = (0..md5.len())
+                .step_by(2)
+                .filter_map(|i| u8::from_str_radix(md5.get(i..i + 2)?, 16).ok())
+                .collect();
+            all.update(&raw);
+            paths.push(path);
+        }
+        let hex: String = all.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok((paths, format!("{hex}-{}", parts.len())))
+    }
+
+    /// Remove upload `id` (after completing or aborting it).
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let dir = self.upload_dir(id)?;
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_such_upload(id)),
+            Err(e) => Err(WorkerError::io(
+                format!("cannot remove {}", dir.display()),
+                e,
+            )),
+        }
+    }
+}
+
+/// The bytes of `paths`, one after another, read in 1 MiB chunks.
+pub fn concat(paths: Vec<PathBuf>) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::iter(paths)
+        .then(|p| async move { tokio::fs::File::open(p).await })
+        .map(|f| match f {
+            Ok(f) => file_chunks(f).left_stream(),
+            Err(e) => futures::stream::once(async move { Err(e) }).right_stream(),
+        })
+        .flatten()
+}
+
+/// A file as a stream of chunks.
+fn file_chunks(f: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> + Send {
+    use tokio::io::AsyncReadExt;
+    futures::stream::unfold(Some(f), |state| async move {
+        let mut f = state?;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parts_in_order_make_the_object_and_bad_ids_name_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let u = Uploads::open(tmp.path().join("up"));
+        let id = u.create("file:///x/y").await.unwrap();
+        assert_eq!(u.target(&id).await.unwrap(), "file:///x/y");
+        let body = |s: &'static str| futures::stream::iter([Ok::<_, String>(Bytes::from(s))]);
+        let e2 = u.put_part(&id, 2, body("world")).await.unwrap();
+        let e1 = u.put_part(&id, 1, body("hello ")).await.unwrap();
+        assert_eq!(e1.len(), 32, "hex MD5: {e1}");
+        let parts = [
+            NamedPart {
+                number: 1,
+                etag: Some(format!("\"{e1}\"")),
+            },
+            NamedPart {
+                number: 2,
+                etag: Some(e2.clone()),
+            },
+        ];
+        let (paths, etag) = u.check_parts(&id, &parts).await.unwrap();
+        assert!(etag.ends_with("-2"));
+        let bytes: Vec<Bytes> = concat(paths).map(|r| r.unwrap()).collect().await;
+        assert_eq!(bytes.concat(), b"hello world");
+        let wrong = [NamedPart {
+            number: 1,
+            etag: Some(e2),
+        }];
+        assert!(u.check_parts(&id, &wrong).await.is_err());
+        let order = [
+            NamedPart {
+                number: 2,
+                etag: None,
+            },
+            NamedPart {
+                number: 1,
+                etag: None,
+            },
+        ];
+        assert!(u.check_parts(&id, &order).await.is_err());
+        assert!(u.put_part(&id, 0, body("x")).await.is_err());
+        u.remove(&id).await.unwrap();
+        assert!(u.target(&id).await.is_err());
+        for bad in ["../../etc", "x", "", "00000000-0000-0000-0000-00000000000G"] {
+            assert!(u.target(bad).await.is_err(), "{bad}");
+            assert!(u.remove(bad).await.is_err(), "{bad}");
+        }
+    }
+}
