@@ -163,6 +163,20 @@ pub struct Metrics {
     pub segments_compacted: AtomicU64,
     /// Body bytes of range and page answers.
     pub bytes_served: AtomicU64,
+    /// Requests the S3 endpoint answered by an operation of its own.
+    pub s3_requests: AtomicU64,
+    /// Of those, the ones answered with an S3 error.
+    pub s3_errors: AtomicU64,
+    /// Object bytes the S3 endpoint sent.
+    pub s3_bytes_out: AtomicU64,
+    /// Object bytes the S3 endpoint received (PutObject, UploadPart).
+    pub s3_bytes_in: AtomicU64,
+    /// S3 reads streamed from the path's owner worker.
+    pub s3_forwarded: AtomicU64,
+    /// S3 reads answered with a redirect to the owner.
+    pub s3_redirected: AtomicU64,
+    /// S3 reads of another worker's path served here (owner unreachable).
+    pub s3_owner_failovers: AtomicU64,
     /// Metadata lookups answered from the metadata cache.
     pub metadata_hits: AtomicU64,
     /// Metadata lookups that asked the UFS.
@@ -331,6 +345,41 @@ impl Metrics {
             "alluxiofs_bytes_served_total",
             "Body bytes of range and page answers, and data bytes of pages passed to same-node readers.",
             Self::get(&self.bytes_served),
+        );
+        counter(
+            "alluxiofs_s3_requests_total",
+            "Requests the S3 endpoint answered by an operation (errors included).",
+            Self::get(&self.s3_requests),
+        );
+        counter(
+            "alluxiofs_s3_errors_total",
+            "S3 requests answered with an S3 error.",
+            Self::get(&self.s3_errors),
+        );
+        counter(
+            "alluxiofs_s3_bytes_out_total",
+            "Object bytes sent by the S3 endpoint.",
+            Self::get(&self.s3_bytes_out),
+        );
+        counter(
+            "alluxiofs_s3_bytes_in_total",
+            "Object bytes received by the S3 endpoint (PutObject, UploadPart).",
+            Self::get(&self.s3_bytes_in),
+        );
+        counter(
+            "alluxiofs_s3_forwarded_total",
+            "S3 reads streamed from the owner worker of the path.",
+            Self::get(&self.s3_forwarded),
+        );
+        counter(
+            "alluxiofs_s3_redirected_total",
+            "S3 reads answered with a 307 redirect to the owner worker.",
+            Self::get(&self.s3_redirected),
+        );
+        counter(
+            "alluxiofs_s3_owner_failovers_total",
+            "S3 reads of another worker's path served here because the owner did not answer.",
+            Self::get(&self.s3_owner_failovers),
         );
         counter(
             "alluxiofs_local_requests_total",

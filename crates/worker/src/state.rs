@@ -41,8 +41,6 @@ pub struct AppState {
     pub local_socket: OnceLock<PathBuf>,
     /// The S3 endpoint's port, once it listens ([`crate::s3`]).
     pub s3_port: OnceLock<u16>,
-    /// The S3 endpoint's counters.
-    pub s3_counters: Arc<crate::s3::S3Counters>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -81,7 +79,6 @@ impl AppState {
             history,
             local_socket: OnceLock::new(),
             s3_port: OnceLock::new(),
-            s3_counters: Arc::default(),
         }))
     }
 }
