@@ -36,7 +36,7 @@ else
 SUDO := sudo
 endif
 
-.PHONY: help system-deps venv garage compat-venv develop develop-release wheel test lint demo clean bench-placement
+.PHONY: help system-deps venv garage compat-venv compat-venv-1.1 develop develop-release wheel test lint demo clean bench-placement
 
 help:
 	@echo "make test | make demo | make lint | make wheel | make venv | make develop | make garage | make clean"
@@ -83,6 +83,18 @@ $(COMPAT_VENV)/.installed:
 	$(COMPAT_VENV)/bin/pip install -q --disable-pip-version-check alluxiofs==1.0.3
 	touch $@
 
+## compat-venv-1.1: the alluxiofs client from PyPI (1.1.17) in its own venv, for the test of
+## our workers' S3 endpoint (tests/test_compat_pypi_s3.py); cached in ~/.cache/alluxiofs
+## (its pycurl comes as a manylinux wheel)
+COMPAT_VENV_1_1 := $(HOME)/.cache/alluxiofs/compat-1.1.17
+compat-venv-1.1: $(COMPAT_VENV_1_1)/.installed
+
+$(COMPAT_VENV_1_1)/.installed:
+	@echo ">>> installing the PyPI alluxiofs 1.1.17 client into $(COMPAT_VENV_1_1)"
+	python3 -m venv $(COMPAT_VENV_1_1)
+	$(COMPAT_VENV_1_1)/bin/pip install -q --disable-pip-version-check alluxiofs==1.1.17
+	touch $@
+
 ## develop: build the extension (dev profile) into .venv
 develop: system-deps venv
 	@echo ">>> $$(date +%T) maturin develop (dev profile, target/)"
@@ -120,7 +132,7 @@ TEST_ENV :=
 endif
 
 ## test: everything CI runs
-test: system-deps venv $(TEST_S3_DEPS) compat-venv develop
+test: system-deps venv $(TEST_S3_DEPS) compat-venv compat-venv-1.1 develop
 	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker, alluxiofs-fuse)"
 	cargo test -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-fuse
 	@echo ">>> $$(date +%T) pytest"
