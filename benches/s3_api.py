@@ -24,11 +24,12 @@ Measures, each ``--repeat`` times (median; the readers interleaved per
 repeat, so drift hits all of them alike):
 
 - **parquet**: ``pq.read_table(path, columns=[2 of 20], pre_buffer=True)`` of
-  every file, one after the other, by ``pyarrow.fs.S3FileSystem`` to the
-  worker's endpoint (warm: after one priming pass), by our fsspec filesystem
-  (``fsspec.filesystem("alluxiofs", ...)`` as ``benches/readers.py`` builds
-  it; warm, same worker), and by ``S3FileSystem`` straight to the UFS (through
-  the proxy: every read is remote). MB/s of the projected column chunks.
+  every file, one after the other (``--passes`` times per run), by
+  ``pyarrow.fs.S3FileSystem`` to the worker's endpoint (warm: after one
+  priming pass), by our fsspec filesystem (``fsspec.filesystem("alluxiofs",
+  ...)`` as ``benches/readers.py`` builds it; warm, same worker), and by
+  ``S3FileSystem`` straight to the UFS (through the proxy: every read is
+  remote). MB/s of the projected column chunks.
 - **small**: every small file read whole (``get_object``, ``obstore.get``)
   by a pool of ``--threads`` threads, by boto3 and by obstore, to the
   endpoint (warm) and straight to the UFS; files/s and MB/s. Our fsspec
@@ -174,12 +175,14 @@ def obstore_store(endpoint: str, key: str, secret: str, region: str):
 # -- measures ----------------------------------------------------------------------
 
 
-def parquet_pass(read: Callable[[str], object], keys: list[str], nbytes: int) -> dict:
-    """``read(key)`` of every file in turn; MB/s of the projected chunks."""
+def parquet_pass(
+    read: Callable[[str], object], keys: list[str], nbytes: int, passes: int = 1
+) -> dict:
+    """``read(key)`` of every file in turn, ``passes`` times; MB/s of the projected chunks."""
     t = time.perf_counter()
-    rows = sum(read(k).num_rows for k in keys)
+    rows = sum(read(k).num_rows for _ in range(passes) for k in keys)
     s = time.perf_counter() - t
-    return {"seconds": s, "MBps": nbytes / s / 1e6, "rows": rows}
+    return {"seconds": s, "MBps": nbytes * passes / s / 1e6, "rows": rows, "passes": passes}
 
 
 def small_pass(get: Callable[[str], int], keys: list[str], size: int, threads: int) -> dict:
@@ -206,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         "--parquet-rows", type=int, default=None, help="rows each (209,715: 32 MiB of values)"
     )
     ap.add_argument("--row-group", type=int, default=65_536, help="rows per row group (65,536)")
+    ap.add_argument(
+        "--passes",
+        type=int,
+        default=10,
+        help="passes over the Parquet files per run (10: a warm pass is ~50 ms, too short "
+        "to time alone on a busy machine)",
+    )
     ap.add_argument("--small", type=int, default=None, help="small files (2,000)")
     ap.add_argument("--small-kib", type=int, default=100, help="KiB each (100)")
     ap.add_argument("--threads", type=int, default=16, help="small-file reader threads (16)")
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(1, args.repeat + 1):
             for name, read in parquet.items():
                 before = ufs_requests(proxy)
-                r = parquet_pass(read, pq_keys, pq_need)
+                r = parquet_pass(read, pq_keys, pq_need, args.passes)
                 ufs_req[name] = ufs_req.get(name, 0) + ufs_requests(proxy) - before
                 runs.setdefault(name, []).append(r)
                 print(f"s3api: #{rep} {name:28s} {r['MBps']:8.1f} MB/s", file=sys.stderr)
@@ -400,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.rate if "namespace" in net_note else None,
             "network": net_note,
             "threads": args.threads,
+            "parquet_passes": args.passes,
             "worker_metadata_ttl": args.metadata_ttl,
             "spec": spec,
             "columns": PROJECTED,
