@@ -40,7 +40,7 @@ endif
 
 help:
 	@echo "make test | make demo | make lint | make wheel | make venv | make develop | make garage | make clean"
-	@echo "make bench | make bench-quick | make bench-scale | make bench-fuse | make bench-eviction | make bench-placement"
+	@echo "make bench | make bench-quick | make bench-scale | make bench-fuse | make bench-s3 | make bench-eviction | make bench-placement"
 
 ## system-deps: apt packages the build and the tests need (installed only when missing)
 system-deps:
@@ -192,6 +192,7 @@ bench-env: bench-wheel garage bench-pypi-venv
 bench: bench-env fuse-peers
 	$(BENCH_VENV)/bin/python benches/suite.py --scale 0.5 --repeat 3 --ray $(BENCH_ARGS)
 	$(BENCH_VENV)/bin/python benches/fuse.py
+	$(BENCH_VENV)/bin/python benches/s3_api.py
 
 bench-quick: bench-env
 	$(BENCH_VENV)/bin/python benches/suite.py --quick --scale 0.02 --repeat 2 --no-doc $(BENCH_ARGS)
@@ -226,6 +227,15 @@ fuse-peers:
 .PHONY: bench-fuse
 bench-fuse: bench-wheel garage fuse-peers
 	$(BENCH_VENV)/bin/python benches/fuse.py $(BENCH_ARGS)
+
+## bench-s3: the worker's S3 endpoint on the suite's remote UFS (Garage behind the shaped veth
+## and the delay proxy): Parquet 2 of 20 columns by PyArrow's S3 through the endpoint (warm)
+## against our fsspec path (warm) and PyArrow's S3 straight to the UFS; small files by boto3
+## and obstore, endpoint against UFS (benches/s3_api.py, ~2.5 min; also part of make bench);
+## writes benches/results/s3-api-<date>.json
+.PHONY: bench-s3
+bench-s3: bench-env
+	$(BENCH_VENV)/bin/python benches/s3_api.py $(BENCH_ARGS)
 
 ## bench-eviction: hit ratio per epoch of each eviction policy (LRU, S3-FIFO), a 64 MiB
 ## cache and 1.5x that of data, 4 epochs in sequential and shuffled order (~15 s);
