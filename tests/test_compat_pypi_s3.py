@@ -23,10 +23,9 @@ directory (``file://`` mount): the namespace shares the filesystem. Needs root
 and iproute2 (skipped elsewhere; CI runs as root); the namespace is removed
 and the workers stopped (SIGTERM, then SIGKILL) whatever happens.
 
-Found doing this (``test_bare_cat_file_whole_object``, a strict xfail):
 ``cat_file(url)`` with no ``end`` makes 1.1.17 send ``Range: bytes=0--2``;
-Alluxio's S3 API (``S3RangeSpec``) and AWS ignore a Range they cannot parse
-and send the whole object, ours answers 400 ``InvalidArgument``.
+Alluxio's S3 API and AWS ignore a Range they cannot parse and send the whole
+object, and so does ours (``test_bare_cat_file_whole_object``).
 """
 
 from __future__ import annotations
@@ -325,13 +324,6 @@ def test_pypi_1_1_client_reads_through_s3_endpoint(cluster):
     assert 0 < ufs <= sum(len(d) for d in cluster.files.values()), (ufs, read)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="1.1.17's cat_file(url) sends `Range: bytes=0--2` (offset 0, length -1); "
-    "Alluxio's S3 API and AWS ignore a Range they cannot parse and send the whole "
-    "object, our S3 endpoint answers 400 InvalidArgument",
-)
 def test_bare_cat_file_whole_object(cluster):
     files = {r: d for r, d in cluster.files.items() if not r.endswith("big.bin")}
     out = cluster.run_client({"bare_cat": [cluster.url(r) for r in files]})

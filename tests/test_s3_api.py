@@ -143,7 +143,7 @@ def test_list_with_delimiter_pagination_and_start_after(s3w, s3_server, dataset)
     keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
     assert keys == [f"listing/many/{k}" for k in names]
     r = s3.list_objects_v2(
-        Bucket=dataset.bucket, Prefix="listing/many/k1", StartAfter="listing/many/k1497"
+        Bucket=dataset.bucket, Prefix="listing/many/k1", StartAfter="listing/many/k1497.txt"
     )
     assert [o["Key"] for o in r["Contents"]] == ["listing/many/k1498.txt", "listing/many/k1499.txt"]
     # Recursive (no delimiter) reaches the nested file; sizes and ETags are the UFS's.

@@ -257,6 +257,8 @@ async fn handle(
                 .into_response();
         }
     }
+    let mut req = req;
+    drop_unusable_range(req.headers_mut());
     let req = req.map(s3s::Body::http_body_unsync);
     match shared.service.call(req).await {
         Ok(resp) => resp.map(axum::body::Body::new),
@@ -268,6 +270,22 @@ async fn handle(
             )
                 .into_response()
         }
+    }
+}
+
+/// Remove a `Range` header that is no single byte range (`bytes=0--2`,
+/// `bytes=0-1,5-9`, `items=0-1`): as S3 (and RFC 9110) does, the answer is
+/// then the whole object, not an error. Alluxio's Python client 1.1.17
+/// sends `bytes=0--2` for a whole-file read.
+fn drop_unusable_range(headers: &mut axum::http::HeaderMap) {
+    let usable = match headers.get(axum::http::header::RANGE) {
+        None => return,
+        Some(v) => v
+            .to_str()
+            .is_ok_and(|t| dto::Range::parse(t.trim()).is_ok()),
+    };
+    if !usable {
+        headers.remove(axum::http::header::RANGE);
     }
 }
 
