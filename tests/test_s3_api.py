@@ -149,7 +149,8 @@ def test_list_with_delimiter_pagination_and_start_after(s3w, s3_server, dataset)
     # Recursive (no delimiter) reaches the nested file; sizes and ETags are the UFS's.
     r = s3.list_objects_v2(Bucket=dataset.bucket, Prefix="listing/sub")
     assert [(o["Key"], o["Size"]) for o in r["Contents"]] == [("listing/sub/a/b.txt", 1)]
-    assert r["Contents"][0]["ETag"].strip('"') == ufs.info(f"{base}/sub/a/b.txt")["ETag"].strip('"')
+    ufs_etag = ufs.info(f"{base}/sub/a/b.txt")["ETag"].strip('"')
+    assert r["Contents"][0]["ETag"].strip('"') == ufs_etag
     # A prefix that names nothing is an empty listing, not an error.
     assert s3.list_objects_v2(Bucket=dataset.bucket, Prefix="no/such/")["KeyCount"] == 0
     buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]
@@ -288,7 +289,8 @@ def test_hostile_input_gets_s3_errors_and_nothing_outside_the_mount(
     assert r.status_code == 400
     # The listing of the bucket's top shows the mount, not the secret.
     r = requests.get(f"{base}?list-type=2&delimiter=/", timeout=10)
-    assert r.status_code == 200 and "secret.txt" not in r.text and "<Prefix>data/</Prefix>" in r.text
+    assert r.status_code == 200 and "secret.txt" not in r.text
+    assert "<Prefix>data/</Prefix>" in r.text
     up = requests.post(f"{base}/data/x.bin?uploads", timeout=10)
     assert up.status_code == 200, up.text
     upload_id = up.text.split("<UploadId>")[1].split("</UploadId>")[0]
@@ -301,7 +303,7 @@ def test_hostile_input_gets_s3_errors_and_nothing_outside_the_mount(
     assert r.status_code == 403
     assert ufs.cat_file(f"{dataset.bucket}/secret.txt") == b"TOP-SECRET-BYTES"
     r = requests.request("PATCH", f"{base}/{key}", timeout=10)
-    assert r.status_code < 500
+    assert r.status_code == 501 and "<Code>NotImplemented</Code>" in r.text
     assert requests.get(f"{w.url}/healthz", timeout=5).status_code == 200
     assert w.alive
 
