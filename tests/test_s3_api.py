@@ -156,7 +156,8 @@ def test_list_with_delimiter_pagination_and_start_after(s3w, s3_server, dataset)
     buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert buckets == [dataset.bucket]
     s3.head_bucket(Bucket=dataset.bucket)
-    assert s3.get_bucket_location(Bucket=dataset.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    location = s3.get_bucket_location(Bucket=dataset.bucket)
+    assert location["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
 def test_put_multipart_and_delete_reach_the_ufs(s3w, s3_server, dataset):
