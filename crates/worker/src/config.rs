@@ -796,6 +796,19 @@ impl WorkerConfig {
         }
     }
 
+    /// Where clients of this worker's cluster find its membership (etcd
+    /// endpoints, cluster, credentials), for the worker's own client calls.
+    pub fn etcd_client_config(&self) -> Result<alluxiofs_core::discovery::EtcdConfig, WorkerError> {
+        let user = self.resolve_etcd_user()?;
+        Ok(alluxiofs_core::discovery::EtcdConfig {
+            endpoints: self.etcd.clone(),
+            cluster: self.cluster_name.clone(),
+            username: user.as_ref().map(|u| u.0.clone()),
+            password: user.map(|u| u.1),
+            ..Default::default()
+        })
+    }
+
     /// The S3 access keys: `s3_access_key` with `s3_secret_key`, then the
     /// lines of `s3_keys_file`.
     pub fn resolve_s3_keys(&self) -> Result<S3Keys, WorkerError> {

@@ -22,7 +22,7 @@ use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use crate::ufs::ObjectVersion;
 use alluxiofs_core::client::{Client, ClientConfig, WorkerAddr};
-use alluxiofs_core::discovery::{discover, EtcdConfig};
+use alluxiofs_core::discovery::discover;
 use alluxiofs_core::info::human_size;
 use alluxiofs_core::load::{
     load_files, Bandwidth, FileLoadResult, LoadCounters, LoadOptions, LoadSummary,
@@ -381,14 +381,7 @@ async fn cluster_client(peers: &Peers) -> Result<Client> {
     let workers = if cfg.etcd.is_empty() {
         vec![peers.this.clone()]
     } else {
-        let user = cfg.resolve_etcd_user()?;
-        let etcd = EtcdConfig {
-            endpoints: cfg.etcd.clone(),
-            cluster: cfg.cluster_name.clone(),
-            username: user.as_ref().map(|u| u.0.clone()),
-            password: user.map(|u| u.1),
-            ..EtcdConfig::default()
-        };
+        let etcd = cfg.etcd_client_config()?;
         let found = discover(&etcd)
             .await
             .map_err(|e| WorkerError::Unavailable(format!("cluster membership: {e}")))?;

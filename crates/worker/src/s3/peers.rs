@@ -19,7 +19,7 @@ use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use alluxiofs_core::client::{Client, WorkerAddr};
 use alluxiofs_core::config::ClientConfig;
-use alluxiofs_core::discovery::{discover, spawn_watch, EtcdConfig, WatchHandle};
+use alluxiofs_core::discovery::{discover, spawn_watch, WatchHandle};
 use alluxiofs_core::path::path_id;
 use alluxiofs_core::protocol::{FILE_SIZE_HEADER, VERSION_HEADER};
 use alluxiofs_core::ring::WorkerIdentity;
@@ -81,14 +81,7 @@ impl Peers {
             s3_ports: Mutex::new(HashMap::new()),
         });
         if !config.etcd.is_empty() {
-            let user = config.resolve_etcd_user()?;
-            let etcd = EtcdConfig {
-                endpoints: config.etcd.clone(),
-                cluster: config.cluster_name.clone(),
-                username: user.as_ref().map(|u| u.0.clone()),
-                password: user.map(|u| u.1),
-                ..EtcdConfig::default()
-            };
+            let etcd = config.etcd_client_config()?;
             let client_config = ClientConfig {
                 page_size: config.page_size,
                 placement: config.placement,
