@@ -169,7 +169,7 @@ def ensure_local_worker(
         log_path = wdir / f"{name}.log"
         cmd = [
             sys.executable, "-m", "alluxiofs", "worker",
-            "--host", "127.0.0.1", "--port", "0",
+            "--host", "127.0.0.1", "--port", "0", "--s3-port", "off",
             "--mount", mount,
             "--cache-dir", str(pages),
             "--capacity", str(capacity),

@@ -237,8 +237,9 @@ impl LocalSocket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum S3Port {
     /// Port 29998 (Alluxio's, which its Python client assumes), or a free
-    /// port when the worker's own port is 0; a busy 29998 is logged and the
-    /// worker serves without the endpoint.
+    /// port when the worker's own port is 0. The endpoint is an extra
+    /// here: a busy 29998, or a mount that cannot be a bucket, is logged
+    /// and the worker serves without it.
     #[default]
     Auto,
     /// No S3 endpoint.
@@ -269,7 +270,7 @@ impl S3Port {
         match *self {
             S3Port::Off => None,
             S3Port::Port(p) => Some((p, true)),
-            S3Port::Auto if http_port == 0 => Some((0, true)),
+            S3Port::Auto if http_port == 0 => Some((0, false)),
             S3Port::Auto => Some((DEFAULT_S3_PORT, false)),
         }
     }

@@ -151,3 +151,55 @@ fn run_cli_returns_ok_for_help_and_errors_otherwise() {
         .expect_err("unsupported scheme");
     assert!(err.to_string().contains("unsupported scheme"), "{err}");
 }
+
+/// A worker on `file:///` (no bucket name to derive) still starts under the
+/// default `s3_port: auto`, without the endpoint and saying why; asking for
+/// the endpoint on a port makes the same mount a start error.
+#[test]
+fn a_mount_without_a_bucket_name_turns_off_only_an_automatic_s3_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--mount", "/", "--cache-dir"])
+        .arg(dir.path().join("cache"))
+        .arg("--ready-file")
+        .arg(&ready)
+        .env_remove("ALLUXIOFS_WORKER_S3_PORT")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = wait_for(&ready, Duration::from_secs(20));
+    let info: Option<serde_json::Value> = std::fs::read(&ready)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(started, "the worker did not start:\n{log}");
+    assert!(status.success(), "exit status {status}:\n{log}");
+    assert_eq!(info.unwrap()["s3_port"], serde_json::Value::Null);
+    assert!(
+        log.contains("S3 endpoint off") && log.contains("s3_buckets"),
+        "no reason for the endpoint being off in:\n{log}"
+    );
+
+    let explicit = Command::new(BIN)
+        .args([
+            "--port",
+            "0",
+            "--s3-port",
+            "0",
+            "--mount",
+            "/",
+            "--cache-dir",
+        ])
+        .arg(dir.path().join("cache2"))
+        .output()
+        .unwrap();
+    assert_eq!(explicit.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&explicit.stderr);
+    assert!(err.contains("name it in s3_buckets"), "{err}");
+}

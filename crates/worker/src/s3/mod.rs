@@ -165,8 +165,8 @@ delegate! {
 }
 
 /// Start the S3 endpoint of `state` beside the worker on `http_port`, as
-/// `config.s3_port` says; `None` when it is off (or its default port is
-/// taken, which is logged).
+/// `config.s3_port` says; `None` when it is off, or when under `auto` its
+/// port is taken or a mount cannot be a bucket (both logged).
 pub async fn start(
     state: &Arc<AppState>,
     http_port: u16,
@@ -198,7 +198,18 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| WorkerError::io("S3 local address", e))?;
-    let (service, front) = build(state)?;
+    let (service, front) = match build(state) {
+        Ok(built) => built,
+        // Under `auto` the endpoint is an extra: a mount that cannot be a
+        // bucket turns it off, never the worker.
+        Err(e) if !must => {
+            tracing::warn!(
+                "S3 endpoint off: {e}; set s3_port to a port to make this an error, or off"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     if state.config.resolve_s3_keys()?.0.is_empty() && !state.config.s3_anonymous {
         tracing::warn!(
             "S3 endpoint on {addr} refuses every request: configure access keys \
@@ -289,8 +300,14 @@ fn drop_unusable_range(headers: &mut axum::http::HeaderMap) {
     }
 }
 
+/// The query parameter a redirect adds: a request that carries it was
+/// redirected once already and is served where it lands, so two workers
+/// whose cluster views disagree for a moment cannot bounce a client
+/// between them.
+const REDIRECTED: &str = "alluxiofs-redirected";
+
 /// Where a GET of an object another worker owns is redirected:
-/// `http://<owner>:<its S3 port><path and query>`.
+/// `http://<owner>:<its S3 port><path and query>&alluxiofs-redirected=1`.
 async fn redirect_target(front: &S3Front, uri: &axum::http::Uri) -> Option<String> {
     let path = uri.path();
     let query = uri.query().unwrap_or("");
@@ -299,7 +316,7 @@ async fn redirect_target(front: &S3Front, uri: &axum::http::Uri) -> Option<Strin
         let k = kv.split('=').next().unwrap_or("");
         matches!(
             k,
-            "uploadId" | "partNumber" | "list-type" | "location" | "acl" | "tagging"
+            "uploadId" | "partNumber" | "list-type" | "location" | "acl" | "tagging" | REDIRECTED
         )
     }) {
         return None;
@@ -319,6 +336,9 @@ async fn redirect_target(front: &S3Front, uri: &axum::http::Uri) -> Option<Strin
     } else {
         owner.host.clone()
     };
-    let q = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let q = match uri.query() {
+        Some(q) if !q.is_empty() => format!("?{q}&{REDIRECTED}=1"),
+        _ => format!("?{REDIRECTED}=1"),
+    };
     Some(format!("http://{host}:{port}{path}{q}"))
 }
