@@ -92,9 +92,12 @@ def test_get_ranges_conditions_and_the_ufs_etag(s3w, s3_server, dataset):
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 416
 
     etag = whole["ETag"]
-    assert s3.get_object(Bucket=dataset.bucket, Key=key, IfMatch=etag, Range="bytes=0-0")[
-        "Body"
-    ].read() == big[:1]
+    assert (
+        s3.get_object(Bucket=dataset.bucket, Key=key, IfMatch=etag, Range="bytes=0-0")[
+            "Body"
+        ].read()
+        == big[:1]
+    )
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket=dataset.bucket, Key=key, IfMatch='"not-the-etag"')
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
@@ -192,9 +195,10 @@ def test_put_multipart_and_delete_reach_the_ufs(s3w, s3_server, dataset):
     s3.complete_multipart_upload(
         Bucket=dataset.bucket, Key=mkey, UploadId=up, MultipartUpload={"Parts": parts}
     )
-    assert hashlib.sha256(ufs.cat_file(f"{dataset.bucket}/{mkey}")).digest() == hashlib.sha256(
-        big
-    ).digest()
+    assert (
+        hashlib.sha256(ufs.cat_file(f"{dataset.bucket}/{mkey}")).digest()
+        == hashlib.sha256(big).digest()
+    )
     got = s3.get_object(Bucket=dataset.bucket, Key=mkey, Range="bytes=12345678-12399999")
     assert got["Body"].read() == big[12345678:12400000]
     with pytest.raises(ClientError) as e:  # the upload is gone once completed
@@ -430,10 +434,17 @@ def test_redirects_to_the_owner(start_worker, bucket_mount, etcd_server, dataset
             redirected += 1
             loc = r.headers["Location"]
             assert int(loc.split(":")[2].split("/")[0]) in ports, loc
+            assert loc.endswith("?alluxiofs-redirected=1"), loc
             assert requests.get(loc, timeout=10).content == data
         else:
             assert r.status_code == 200 and r.content == data
         assert requests.get(f"{workers[0].s3_url}/{path}", timeout=10).content == data
+        # A request redirected once is served where it lands (no loops
+        # while the workers' cluster views disagree).
+        once = requests.get(
+            f"{workers[0].s3_url}/{path}?alluxiofs-redirected=1", allow_redirects=False, timeout=10
+        )
+        assert once.status_code == 200 and once.content == data
     assert redirected > 0
     assert workers[0].metrics()["alluxiofs_s3_redirected_total"] >= redirected
 
