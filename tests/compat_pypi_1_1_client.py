@@ -8,8 +8,9 @@ read, the ``ls`` and ``info`` answers, and every request the client sent.
 What 1.1.17 does (alluxiofs/client/core.py of that release):
 
 - every operation first asks ``GET /v1/node?path=<url>`` of the worker its
-  list picks (``hash(url) % len(workers)``) and keeps that worker when the
-  answer is an HTTP error (ours is a 404: no such endpoint);
+  list picks (``hash(url) % len(workers)``) and goes to the worker the
+  answer names (``{"Host", "HttpServerPort"}``; it keeps its own pick when
+  the answer is an HTTP error);
 - ``info`` is ``GET /v1/info?path=<url>``, ``ls`` is ``GET /v1/files?path=<url>``;
 - every data read is ``GET http://<worker host>:29998<name from /v1/info>``
   with ``Range: bytes=<first>-<last>`` (pycurl, port 29998 hard-coded): the
@@ -55,10 +56,11 @@ def _record_requests():
 
     def recorded(self, request, **kwargs):
         response = send(self, request, **kwargs)
-        SENT.append(
-            {"via": "requests", "method": request.method, "url": request.url,
-             "status": response.status_code}
-        )  # fmt: skip
+        entry = {"via": "requests", "method": request.method, "url": request.url,
+                 "status": response.status_code}  # fmt: skip
+        if "/v1/node" in request.url and response.ok:
+            entry["answer"] = response.json()
+        SENT.append(entry)
         return response
 
     requests.Session.send = recorded

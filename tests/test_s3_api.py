@@ -407,10 +407,33 @@ def _wait_forwarding(workers, dataset, s3, metric: str) -> None:
     raise AssertionError(f"no read through {workers[0].name} counted in {metric}")
 
 
+def _owners(workers, url: str) -> list[tuple[str, int]]:
+    out = []
+    for w in workers:
+        r = requests.get(f"{w.url}/v1/node", params={"path": url}, timeout=10)
+        assert r.status_code == 200, r.text
+        out.append((r.json()["Host"], r.json()["HttpServerPort"]))
+    return out
+
+
 def test_reads_are_served_from_the_owner(start_worker, bucket_mount, etcd_server, dataset):
     workers = _cluster(start_worker, bucket_mount, etcd_server, redirect=False)
     s3 = _client(workers[0].s3_url, None)
     _wait_forwarding(workers, dataset, s3, "alluxiofs_s3_forwarded_total")
+    # /v1/node (Alluxio's client 1.1 asks it): every worker names the same
+    # owner, a live worker of this cluster, and not always itself.
+    ports = {w.port for w in workers}
+    deadline = time.monotonic() + 20
+    while True:
+        named = [_owners(workers, f"s3://{p}") for p in dataset.small]
+        if all(len(set(o)) == 1 for o in named) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(len(set(o)) == 1 for o in named), named
+    assert {o[0][1] for o in named} <= ports and len({o[0][1] for o in named}) > 1, named
+    outside = {"path": "file:///etc/passwd"}
+    bad = requests.get(f"{workers[0].url}/v1/node", params=outside, timeout=10)
+    assert 400 <= bad.status_code < 500, bad.text
     key = _key(dataset, dataset.big_path)
     for _ in range(2):
         assert s3.get_object(Bucket=dataset.bucket, Key=key)["Body"].read() == dataset.big

@@ -34,6 +34,7 @@
 pub mod app;
 pub mod atomic;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod history;

@@ -139,6 +139,10 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         .local_addr()
         .map_err(|e| WorkerError::io("local address", e))?;
     let url = base_url(&host, addr.port());
+    let _ = state.http_port.set(addr.port());
+    // Follow the membership from the start (the S3 endpoint and /v1/node
+    // place paths with it).
+    state.cluster()?;
     let local = start_local(&state, addr.port());
     let s3 = crate::s3::start(&state, addr.port()).await?;
     if let Some(f) = &ready_file {

@@ -8,6 +8,7 @@
 //! the load job table (`/v1/load`).
 
 use crate::cache::ReadThrough;
+use crate::cluster::Peers;
 use crate::config::WorkerConfig;
 use crate::error::Result;
 use crate::history::{spawn_sampler, History};
@@ -41,6 +42,10 @@ pub struct AppState {
     pub local_socket: OnceLock<PathBuf>,
     /// The S3 endpoint's port, once it listens ([`crate::s3`]).
     pub s3_port: OnceLock<u16>,
+    /// The HTTP API's port, once it listens.
+    pub http_port: OnceLock<u16>,
+    /// The cluster view ([`crate::cluster`]), started on first use.
+    cluster: OnceLock<Arc<Peers>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,6 +84,21 @@ impl AppState {
             history,
             local_socket: OnceLock::new(),
             s3_port: OnceLock::new(),
+            http_port: OnceLock::new(),
+            cluster: OnceLock::new(),
         }))
+    }
+
+    /// This worker's view of the cluster: with etcd, discovery starts in
+    /// the background on the first call (inside a tokio runtime); until
+    /// it succeeds, and without etcd, every path is this worker's.
+    pub fn cluster(&self) -> Result<Arc<Peers>> {
+        if let Some(c) = self.cluster.get() {
+            return Ok(c.clone());
+        }
+        let started = Peers::start(&self.config, self.identity, self.auth_token.clone())?;
+        // Two first calls at once: one view is kept, the other dropped
+        // (its discovery task holds only a weak reference and ends).
+        Ok(self.cluster.get_or_init(|| started).clone())
     }
 }

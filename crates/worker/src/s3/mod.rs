@@ -31,7 +31,6 @@ pub mod buckets;
 pub mod list;
 pub mod multipart;
 mod ops;
-pub mod peers;
 
 use crate::config::{S3Keys, WorkerConfig};
 use crate::error::WorkerError;
@@ -40,7 +39,6 @@ use crate::state::AppState;
 use buckets::{valid_name, Buckets};
 use multipart::Uploads;
 pub use ops::S3Front;
-use peers::Peers;
 use s3s::auth::{SecretKey, SimpleAuth};
 use s3s::dto;
 use s3s::service::{S3Service, S3ServiceBuilder};
@@ -106,7 +104,7 @@ fn build(state: &Arc<AppState>) -> crate::error::Result<(S3Service, Arc<S3Front>
     let cache = state.cache.clone();
     let buckets = Buckets::new(&cache.ufs().mounts(), &config.s3_buckets)?;
     let keys: S3Keys = config.resolve_s3_keys()?;
-    let peers = Peers::start(config, state.identity, state.auth_token.clone())?;
+    let peers = state.cluster()?;
     let uploads = Uploads::open(cache.spool_dir().with_file_name(".s3-uploads"));
     let front = Arc::new(S3Front {
         cache,

@@ -4,8 +4,8 @@
 use super::buckets::{Bucket, Buckets};
 use super::list;
 use super::multipart::{self, NamedPart, Uploads};
-use super::peers::Peers;
 use crate::cache::ReadThrough;
+use crate::cluster::Peers;
 use crate::error::WorkerError;
 use crate::history::History;
 use crate::metrics::Metrics;

@@ -1,5 +1,6 @@
-//! The cluster as the S3 endpoint sees it: who owns a path, and the
-//! worker-to-worker calls that serve it from the owner's page store.
+//! The cluster as a worker sees it: who owns a path (the S3 endpoint and
+//! `GET /v1/node` ask), and the worker-to-worker calls that serve it from
+//! the owner's page store.
 //!
 //! - **Owner.** With etcd, the endpoint follows the membership as every
 //!   client does (the core [`Client`]: discovery, then a watch) and places
