@@ -26,6 +26,12 @@ create_exception!(
 );
 create_exception!(
     _alluxiofs,
+    UfsUnreachableError,
+    PyConnectionError,
+    "The workers cannot reach the UFS (an outage), and nothing they hold could serve the request; the UFS is not tried from here either."
+);
+create_exception!(
+    _alluxiofs,
     ObjectChangedError,
     AlluxioError,
     "The object changed in the UFS (new ETag or mtime) while a file was open."
@@ -96,6 +102,7 @@ pub(crate) fn to_pyerr(err: Error) -> PyErr {
         Error::Timeout(..) => timeout_err(msg),
         Error::WorkerUnavailable { .. } | Error::NoWorkers(_) => PyConnectionError::new_err(msg),
         Error::UfsFailure { path, .. } => PyConnectionError::new_err((EIO, msg, path)),
+        Error::UfsUnreachable { path, .. } => UfsUnreachableError::new_err((EIO, msg, path)),
         Error::Io(e) => match e.raw_os_error() {
             Some(errno) => AlluxioError::new_err((errno, msg)),
             None => AlluxioError::new_err(msg),
@@ -110,6 +117,7 @@ pub(crate) fn to_pyerr(err: Error) -> PyErr {
 pub(crate) fn unserved(msg: String, fault: Option<&Error>) -> PyErr {
     match fault {
         Some(Error::Timeout(..)) => timeout_err(msg),
+        Some(Error::UfsUnreachable { .. }) => UfsUnreachableError::new_err(msg),
         _ => PyConnectionError::new_err(msg),
     }
 }

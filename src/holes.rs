@@ -24,7 +24,9 @@ use crate::error::unserved;
 /// marks the end of the file.
 ///
 /// Without a fallback, holes raise: `WorkerTimeoutError` when `fault` (why
-/// the first hole was left) is a timeout, else `ConnectionError`.
+/// the first hole was left) is a timeout, else `ConnectionError`. A hole a
+/// worker left because the UFS is unreachable raises `UfsUnreachableError`
+/// (a `ConnectionError`) at once, fallback or not.
 pub(crate) fn fill_holes(
     fallback: Option<&Bound<'_, PyAny>>,
     url: &str,
@@ -37,6 +39,9 @@ pub(crate) fn fill_holes(
     if holes.is_empty() {
         return Ok(core_filled);
     }
+    // The workers cannot reach the UFS: neither can this process, most
+    // likely, and trying would only wait out the same outage.
+    let fallback = fallback.filter(|_| !fault.is_some_and(Error::is_ufs_unreachable));
     let Some(fallback) = fallback else {
         let mut msg = format!(
             "{url}: no cache worker could serve bytes {}..{} and the UFS fallback is off",

@@ -52,6 +52,10 @@ fn _alluxiofs(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<error::ObjectChangedError>(),
     )?;
     m.add("WorkerTimeoutError", error::worker_timeout_error(py)?)?;
+    m.add(
+        "UfsUnreachableError",
+        py.get_type::<error::UfsUnreachableError>(),
+    )?;
     m.add_class::<client::NativeClient>()?;
     m.add_class::<reader::NativeReader>()?;
     m.add_class::<writer::NativeWriter>()?;

@@ -15,6 +15,9 @@ class AlluxioError(OSError):
 class ObjectChangedError(AlluxioError):
     """The object changed in the UFS while a file was open."""
 
+class UfsUnreachableError(ConnectionError):
+    """The workers cannot reach the UFS and hold nothing that could serve the request."""
+
 class WorkerTimeoutError(TimeoutError, ConnectionError):
     """A cache worker did not answer within connect_timeout or request_timeout."""
 

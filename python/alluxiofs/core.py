@@ -369,7 +369,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         try:
             return client.info(url) if op == "info" else client.list(url)
         except (ConnectionError, TimeoutError) as e:
-            if not self.options.fallback:
+            # A worker that cannot reach the UFS: this process would only
+            # wait out the same outage.
+            if not self.options.fallback or isinstance(e, _alluxiofs.UfsUnreachableError):
                 raise
             self.counters.add("metadata_fallbacks")
             logger.warning("alluxiofs: %s of %s from the UFS: %s", op, url, e)
@@ -480,6 +482,15 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
             return b""
         return self._client().read(url, s, e, None, self._fallback())
 
+    def _falls_back(self, r: object) -> bool:
+        """Whether a read that ended in ``r`` is tried at the UFS: a worker fault
+        with ``fallback`` on, unless the workers said the UFS is unreachable."""
+        return (
+            isinstance(r, ConnectionError)
+            and not isinstance(r, _alluxiofs.UfsUnreachableError)
+            and self.options.fallback
+        )
+
     def _read_whole(self, urls: list[str], on_error: str = "raise") -> list[bytes | Exception]:
         """Whole files in one native call (one batch request per owner worker).
 
@@ -488,7 +499,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         """
         out = self._client().read_files(urls, self._fallback())
         for i, r in enumerate(out):
-            if isinstance(r, ConnectionError) and self.options.fallback:
+            if self._falls_back(r):
                 data = self.target_fs.cat_file(self._target_path(urls[i]))
                 self.counters.add("ufs_fallback_reads")
                 self.counters.add("ufs_fallback_bytes", len(data))
@@ -508,7 +519,7 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         """
         out = self._client().read_ranges(urls, [0] * len(urls), limits, self._fallback())
         for i, r in enumerate(out):
-            if isinstance(r, ConnectionError) and self.options.fallback:
+            if self._falls_back(r):
                 data = self.target_fs.cat_file(self._target_path(urls[i]), start=0, end=limits[i])
                 self.counters.add("ufs_fallback_reads")
                 self.counters.add("ufs_fallback_bytes", len(data))

@@ -49,6 +49,11 @@ pub enum ErrorKind {
     Internal,
     /// The UFS failed for this one path, in a way the worker could not map.
     UfsFailure,
+    /// The UFS cannot be reached at all (connection refused or reset,
+    /// timeouts, 5xx and throttling after retries), or the worker knows
+    /// of an outage it is waiting out. Nothing better can come of asking
+    /// the UFS again now: a client does not fall back to it.
+    UfsUnreachable,
     /// The worker as a whole cannot serve (shutting down).
     Unavailable,
     /// A request did not finish in time (client side; a proxy's 504).
@@ -60,7 +65,7 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Every kind, in the order [`ErrorKind::from_status`] prefers them
     /// (the first kind of a status is the one a code-less answer means).
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::InvalidArgument,
         ErrorKind::IsADirectory,
         ErrorKind::Unauthenticated,
@@ -75,6 +80,7 @@ impl ErrorKind {
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
         ErrorKind::QuotaExceeded,
+        ErrorKind::UfsUnreachable,
     ];
 
     /// THE table: the HTTP status and the code of each kind.
@@ -96,6 +102,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => (503, "unavailable"),
             ErrorKind::Timeout => (504, "timeout"),
             ErrorKind::QuotaExceeded => (507, "quota_exceeded"),
+            // 502 as UfsFailure: an older client sees a fault of the UFS.
+            ErrorKind::UfsUnreachable => (502, "ufs_unreachable"),
         }
     }
 
@@ -203,6 +211,18 @@ pub enum Error {
         /// What the worker said.
         message: String,
     },
+    /// The worker is up but cannot reach the UFS (a 502 with the code
+    /// `ufs_unreachable`): the next replica may still serve the read from
+    /// its cache, but a client does not fall back to the UFS itself.
+    #[error("worker {worker}: the UFS is unreachable for {path}: {message}")]
+    UfsUnreachable {
+        /// `host:port` of the worker.
+        worker: String,
+        /// The UFS URL.
+        path: String,
+        /// What the worker said.
+        message: String,
+    },
     /// A worker request did not finish in time: the connection was not made
     /// within `connect_timeout` or the answer (body included) did not come
     /// within `request_timeout`. The limit, then what timed out (the worker's
@@ -268,6 +288,15 @@ impl Clone for Error {
                 path: path.clone(),
                 message: message.clone(),
             },
+            Error::UfsUnreachable {
+                worker,
+                path,
+                message,
+            } => Error::UfsUnreachable {
+                worker: worker.clone(),
+                path: path.clone(),
+                message: message.clone(),
+            },
             Error::Timeout(d, m) => Error::Timeout(*d, m.clone()),
             Error::NoWorkers(m) => Error::NoWorkers(m.clone()),
             Error::Http {
@@ -327,6 +356,13 @@ impl Error {
                 message,
             };
         }
+        if kind == Some(ErrorKind::UfsUnreachable) {
+            return Error::UfsUnreachable {
+                worker: worker.to_string(),
+                path,
+                message,
+            };
+        }
         let Some(kind) = kind.or_else(|| ErrorKind::from_status(status)) else {
             return Error::Http {
                 worker: worker.to_string(),
@@ -355,6 +391,7 @@ impl Error {
             // (A code-less 502 lands here too: see above.)
             ErrorKind::Internal
             | ErrorKind::UfsFailure
+            | ErrorKind::UfsUnreachable
             | ErrorKind::Unavailable
             | ErrorKind::Timeout
             | ErrorKind::QuotaExceeded => Error::WorkerUnavailable {
@@ -376,6 +413,7 @@ impl Error {
             Error::ObjectChanged { .. } => ErrorKind::ObjectChanged,
             Error::WorkerUnavailable { .. } | Error::NoWorkers(_) => ErrorKind::Unavailable,
             Error::UfsFailure { .. } => ErrorKind::UfsFailure,
+            Error::UfsUnreachable { .. } => ErrorKind::UfsUnreachable,
             Error::Timeout(..) => ErrorKind::Timeout,
             Error::Http { status, .. } => {
                 ErrorKind::from_status(*status).unwrap_or(ErrorKind::Internal)
@@ -401,6 +439,7 @@ impl Error {
             self,
             Error::WorkerUnavailable { .. }
                 | Error::UfsFailure { .. }
+                | Error::UfsUnreachable { .. }
                 | Error::Timeout(..)
                 | Error::NoWorkers(_)
         ) || matches!(self, Error::Http { status, .. } if *status >= 500)
@@ -411,7 +450,17 @@ impl Error {
     /// the worker stays in use for other paths and is not retried for this
     /// one (it already retried its UFS).
     pub fn is_path_fault(&self) -> bool {
-        matches!(self, Error::UfsFailure { .. })
+        matches!(
+            self,
+            Error::UfsFailure { .. } | Error::UfsUnreachable { .. }
+        )
+    }
+
+    /// Whether a worker said it cannot reach the UFS: a read it left
+    /// unserved is not tried at the UFS by the client either (it would
+    /// only wait out the same outage).
+    pub fn is_ufs_unreachable(&self) -> bool {
+        matches!(self, Error::UfsUnreachable { .. })
     }
 }
 

@@ -182,7 +182,10 @@ impl Client {
 pub(super) fn exhausted(owner: String, last: Option<Error>) -> Error {
     match last {
         Some(
-            e @ (Error::WorkerUnavailable { .. } | Error::UfsFailure { .. } | Error::Timeout(..)),
+            e @ (Error::WorkerUnavailable { .. }
+            | Error::UfsFailure { .. }
+            | Error::UfsUnreachable { .. }
+            | Error::Timeout(..)),
         ) => e,
         Some(e) => Error::WorkerUnavailable {
             worker: owner,
