@@ -283,3 +283,104 @@ def ufs_requests(workers: Iterable[Worker], op: str | None = None) -> float:
 def worker_hosts(workers: Iterable[Worker]) -> str:
     """The ``worker_hosts`` string for a list of workers."""
     return ",".join(w.addr for w in workers)
+
+
+class TcpProxy:
+    """A TCP proxy on a free loopback port in front of ``target``: a slow link
+    (``delay`` seconds held back per chunk) or, between :meth:`down` and
+    :meth:`up`, an outage (every connection, open or new, is reset)."""
+
+    def __init__(self, target_host: str, target_port: int, delay: float = 0.0):
+        import asyncio
+        import threading
+
+        self.target = (target_host, target_port)
+        self.delay = delay
+        self.port = free_port()
+        self._down = False
+        self._open: set = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "proxy did not start"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for t in tasks:
+            t.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
+
+    async def _pipe(self, r, w) -> None:
+        import asyncio
+
+        try:
+            while data := await r.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    @staticmethod
+    def _reset(w) -> None:
+        sock = w.get_extra_info("socket")
+        if sock is not None:
+            import socket
+            import struct
+
+            # SO_LINGER 0: close with a RST, as a dead server's host does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.close()
+
+    async def _handle(self, r, w) -> None:
+        import asyncio
+
+        if self._down:
+            self._reset(w)
+            return
+        try:
+            ur, uw = await asyncio.open_connection(*self.target)
+        except OSError:
+            w.close()
+            return
+        self._open.update((w, uw))
+        try:
+            await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+        finally:
+            self._open.difference_update((w, uw))
+
+    def down(self) -> None:
+        """From now on, reset every connection (the open ones too)."""
+
+        def cut() -> None:
+            self._down = True
+            for w in list(self._open):
+                self._reset(w)
+
+        self._loop.call_soon_threadsafe(cut)
+
+    def up(self) -> None:
+        """Pass connections through again."""
+        self._down = False
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

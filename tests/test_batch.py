@@ -11,14 +11,13 @@ cannot be started without it); here it is the baseline of the timing.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-from harness import Worker, free_port
+from harness import TcpProxy, Worker
 
 N_FILES = 1000
 BIG = 2 * 1024 * 1024 + 12_345  # over max_chunk (1 MiB below): head in the batch, rest by range
@@ -92,64 +91,13 @@ def test_cat_of_many_files_is_one_request_per_owner(
 # -- a worker killed mid-batch -------------------------------------------------------
 
 
-class DelayProxy:
-    """A TCP proxy that holds every chunk back ``delay`` seconds (a slow UFS link)."""
-
-    def __init__(self, target_host: str, target_port: int, delay: float):
-        self.target = (target_host, target_port)
-        self.delay = delay
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "delay proxy did not start"
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        )
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        tasks = asyncio.all_tasks(self._loop)
-        for t in tasks:
-            t.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
-
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while data := await r.read(65536):
-                await asyncio.sleep(self.delay)
-                w.write(data)
-                await w.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            w.close()
-
-    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            ur, uw = await asyncio.open_connection(*self.target)
-        except OSError:
-            w.close()
-            return
-        await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
 @pytest.fixture
 def slow_s3(s3_server) -> Iterator[str]:
     """The S3 endpoint behind a 20 ms-per-chunk proxy."""
     from urllib.parse import urlsplit
 
     u = urlsplit(s3_server.endpoint_url)
-    proxy = DelayProxy(u.hostname, u.port, 0.02)
+    proxy = TcpProxy(u.hostname, u.port, delay=0.02)
     yield f"http://127.0.0.1:{proxy.port}"
     proxy.close()
 

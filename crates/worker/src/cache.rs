@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::read::{share, PageReader, SharedErr};
 use crate::store::{DirSpec, PageKey, PageStore, StoreOptions};
 use crate::ufs::{ObjectVersion, Ufs};
+use alluxiofs_core::error::ErrorKind;
 use alluxiofs_core::info::FileInfo;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -130,6 +131,8 @@ pub struct ReadThrough {
     spool_dir: PathBuf,
     /// Set once the path ids of the cached URLs were learnt from disk.
     ids_learnt: std::sync::Once,
+    /// See [`WorkerConfig::stale_if_error`].
+    stale_if_error: Duration,
 }
 
 impl ReadThrough {
@@ -175,6 +178,7 @@ impl ReadThrough {
             meta_inflight: Mutex::new(HashMap::new()),
             spool_dir,
             ids_learnt: std::sync::Once::new(),
+            stale_if_error: config.stale_if_error,
         }))
     }
 
@@ -243,6 +247,34 @@ impl ReadThrough {
     /// wanted), which a miss may answer with one GET bringing the pages too
     /// (see [`Self::cold_range`]).
     async fn lookup(
+        self: &Arc<Self>,
+        url: &str,
+        fresh: bool,
+        want: Option<Range<u64>>,
+    ) -> Result<CachedInfo> {
+        match self.lookup_ufs(url, fresh, want).await {
+            Err(e) if e.kind() == ErrorKind::UfsUnreachable => {
+                match self.meta.stale_info(url, self.stale_if_error) {
+                    Some(c) => {
+                        self.served_stale(url);
+                        Ok(c)
+                    }
+                    None => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// Count (and log at debug) metadata served past its TTL because the
+    /// UFS is unreachable.
+    fn served_stale(&self, url: &str) {
+        Metrics::add(&self.metrics.ufs_stale_served, 1);
+        tracing::debug!(url, "UFS unreachable: serving the last verified metadata");
+    }
+
+    /// [`Self::lookup`] before the stale-if-error fallback.
+    async fn lookup_ufs(
         self: &Arc<Self>,
         url: &str,
         fresh: bool,
@@ -537,9 +569,22 @@ impl ReadThrough {
             }
             None => {
                 Metrics::add(&self.metrics.metadata_misses, 1);
-                let c = self.ufs.list(url).await?;
-                self.meta.put_list(url, &c);
-                c
+                match self.ufs.list(url).await {
+                    Ok(c) => {
+                        self.meta.put_list(url, &c);
+                        c
+                    }
+                    Err(e) if e.kind() == ErrorKind::UfsUnreachable => {
+                        match self.meta.stale_list(url, self.stale_if_error) {
+                            Some(c) => {
+                                self.served_stale(url);
+                                c
+                            }
+                            None => return Err(e),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         };
         Ok(children.into_iter().map(|c| self.with_percent(c)).collect())

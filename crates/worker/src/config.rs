@@ -39,6 +39,8 @@ pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 pub use alluxiofs_core::protocol::DEFAULT_PAGE_SIZE;
 /// Default metadata TTL: 60 s.
 pub const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(60);
+/// Default [`WorkerConfig::stale_if_error`].
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(3600);
 /// Default memory budget of the metadata cache: 512 MiB (about 270,000
 /// file infos; at 64 MiB a warm pass over 100,000 small files missed its
 /// infos and ran 6.7x slower, one HEAD per file).
@@ -362,6 +364,10 @@ pub struct WorkerConfig {
     pub page_size: u64,
     /// How long file metadata is cached; zero = ask the UFS every time.
     pub metadata_ttl: Duration,
+    /// How long past `metadata_ttl` the last verified metadata of a file
+    /// may be served while its UFS is unreachable ([`crate::outage`]);
+    /// zero = never.
+    pub stale_if_error: Duration,
     /// Memory budget of the metadata cache, bytes (estimated, see
     /// [`crate::meta`]); 0 = cache no metadata.
     pub metadata_capacity: u64,
@@ -473,6 +479,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("memory_capacity", &self.memory_capacity)
             .field("page_size", &self.page_size)
             .field("metadata_ttl", &self.metadata_ttl)
+            .field("stale_if_error", &self.stale_if_error)
             .field("metadata_capacity", &self.metadata_capacity)
             .field("ufs_options", &redacted(&self.ufs_options))
             .field(
@@ -539,6 +546,7 @@ impl Default for WorkerConfig {
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             page_size: DEFAULT_PAGE_SIZE,
             metadata_ttl: DEFAULT_METADATA_TTL,
+            stale_if_error: DEFAULT_STALE_IF_ERROR,
             metadata_capacity: DEFAULT_METADATA_CAPACITY,
             ufs_options: BTreeMap::new(),
             auth_token: None,

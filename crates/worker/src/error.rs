@@ -69,6 +69,15 @@ pub enum WorkerError {
         #[source]
         source: object_store::Error,
     },
+    /// The UFS could not be reached, or is in an outage the worker is
+    /// waiting out ([`crate::outage`]).
+    #[error("{path}: the UFS is unreachable: {reason}")]
+    UfsUnreachable {
+        /// The UFS URL.
+        path: String,
+        /// What failed, and for how long.
+        reason: String,
+    },
     /// Local I/O failed (cache directory, ready file, socket).
     #[error("{context}: {source}")]
     Io {
@@ -129,6 +138,7 @@ impl WorkerError {
                 // from a worker that cannot serve at all (503).
                 _ => ErrorKind::UfsFailure,
             },
+            WorkerError::UfsUnreachable { .. } => ErrorKind::UfsUnreachable,
             WorkerError::Conflict(_) => ErrorKind::Conflict,
             WorkerError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             WorkerError::Unavailable(_) => ErrorKind::Unavailable,
@@ -215,7 +225,11 @@ impl IntoResponse for WorkerError {
         let kind = self.kind();
         let status = self.status();
         let message = self.to_string();
-        if status.is_server_error() {
+        if kind == ErrorKind::UfsUnreachable {
+            // Logged once per outage by crate::ufs; every request of it
+            // would flood the log.
+            tracing::debug!(status = status.as_u16(), "request failed: {message}");
+        } else if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = ?self, "request failed: {message}");
         } else {
             tracing::debug!(status = status.as_u16(), "request refused: {message}");

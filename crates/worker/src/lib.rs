@@ -44,6 +44,7 @@ pub mod local;
 pub mod membership;
 pub mod meta;
 pub mod metrics;
+pub mod outage;
 pub mod policy;
 pub mod read;
 pub mod routes;

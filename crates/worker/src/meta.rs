@@ -337,6 +337,29 @@ impl MetaCache {
         (t.elapsed() < self.ttl).then(|| c.clone())
     }
 
+    /// The info of `url` when it expired less than `window` ago (the last
+    /// verified version, to serve while the UFS is unreachable); `None`
+    /// when it is fresh (ask [`Self::info`]), older, or never cached.
+    pub fn stale_info(&self, url: &str, window: Duration) -> Option<CachedInfo> {
+        if self.ttl.is_zero() || window.is_zero() {
+            return None;
+        }
+        let maps = self.maps();
+        let (t, c) = maps.infos.get(url)?;
+        (t.elapsed() < self.ttl.saturating_add(window)).then(|| c.clone())
+    }
+
+    /// The listing of `url` when it expired less than `window` ago (see
+    /// [`Self::stale_info`]).
+    pub fn stale_list(&self, url: &str, window: Duration) -> Option<Vec<FileInfo>> {
+        if self.ttl.is_zero() || window.is_zero() {
+            return None;
+        }
+        let maps = self.maps();
+        let (t, l) = maps.lists.get(url)?;
+        (t.elapsed() < self.ttl.saturating_add(window)).then(|| l.clone())
+    }
+
     /// Remember the info of `url`.
     pub fn put_info(&self, url: &str, cached: CachedInfo) {
         self.remember(url);

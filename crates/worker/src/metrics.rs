@@ -177,6 +177,14 @@ pub struct Metrics {
     pub s3_redirected: AtomicU64,
     /// S3 reads of another worker's path served here (owner unreachable).
     pub s3_owner_failovers: AtomicU64,
+    /// UFS outages begun (a store that could not be reached, see
+    /// [`crate::outage`]).
+    pub ufs_outages: AtomicU64,
+    /// Requests answered at once with `ufs_unreachable` during an outage.
+    pub ufs_fail_fast: AtomicU64,
+    /// Lookups answered with the last verified metadata because the UFS
+    /// was unreachable (`stale_if_error`).
+    pub ufs_stale_served: AtomicU64,
     /// Metadata lookups answered from the metadata cache.
     pub metadata_hits: AtomicU64,
     /// Metadata lookups that asked the UFS.
@@ -380,6 +388,21 @@ impl Metrics {
             "alluxiofs_s3_owner_failovers_total",
             "S3 reads of another worker's path served here because the owner did not answer.",
             Self::get(&self.s3_owner_failovers),
+        );
+        counter(
+            "alluxiofs_ufs_outages_total",
+            "UFS outages begun: a store that could not be reached (refused, reset, timed out, 5xx or 429 after retries).",
+            Self::get(&self.ufs_outages),
+        );
+        counter(
+            "alluxiofs_ufs_fail_fast_total",
+            "UFS requests not sent during an outage, answered at once with ufs_unreachable.",
+            Self::get(&self.ufs_fail_fast),
+        );
+        counter(
+            "alluxiofs_ufs_stale_served_total",
+            "Metadata lookups answered with the last verified version while the UFS was unreachable (stale_if_error).",
+            Self::get(&self.ufs_stale_served),
         );
         counter(
             "alluxiofs_local_requests_total",

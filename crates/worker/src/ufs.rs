@@ -21,10 +21,17 @@
 //!   (ETag, Last-Modified, Content-Range), which carries what a HEAD does.
 //!   It falls back to a HEAD only when the GET could not say (an empty
 //!   object's 416, a range past the end, an error).
+//! - **Outages.** Each remote store retries a request at most
+//!   [`UFS_RETRIES`] times within [`UFS_RETRY_TIMEOUT`] (`object_store`'s
+//!   own defaults, 10 retries within 3 minutes, made a dead UFS cost a
+//!   reader tens of seconds). A request that still could not reach the
+//!   store begins an outage ([`crate::outage`]): requests to that store
+//!   fail at once with `ufs_unreachable` until it is tried again.
 
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use crate::metrics::{Metrics, UfsOp};
+use crate::outage::{is_outage, Outages};
 use alluxiofs_core::info::{human_size, FileInfo, FileType};
 use alluxiofs_core::path::{file_name, is_under, normalize_url, split_url};
 use bytes::Bytes;
@@ -139,6 +146,26 @@ pub struct Ufs {
     ufs_options: BTreeMap<String, String>,
     stores: Mutex<HashMap<(String, String), Arc<dyn ObjectStore>>>,
     metrics: Arc<Metrics>,
+    outages: Outages,
+}
+
+/// Retries of one UFS request (after the first try) by `object_store`.
+pub const UFS_RETRIES: usize = 3;
+/// No retry of a UFS request starts later than this after its first try.
+pub const UFS_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn ufs_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: UFS_RETRIES,
+        retry_timeout: UFS_RETRY_TIMEOUT,
+        ..Default::default()
+    }
+}
+
+/// The outage key of `url`'s store: `scheme://authority`.
+fn store_of(url: &str) -> String {
+    let p = split_url(url);
+    format!("{}://{}", p.scheme, p.authority)
 }
 
 impl std::fmt::Debug for Ufs {
@@ -176,6 +203,7 @@ impl Ufs {
             ufs_options: config.ufs_options.clone(),
             stores: Mutex::new(HashMap::new()),
             metrics,
+            outages: Outages::default(),
         };
         // Build every mount's client now (no network): bad options fail at
         // start, not on the first request.
@@ -211,6 +239,10 @@ impl Ufs {
         let path =
             Path::parse(parts.key).map_err(|e| WorkerError::BadRequest(format!("{url}: {e}")))?;
         let key = (parts.scheme.to_string(), parts.authority.to_string());
+        if let Err(e) = self.outages.admit(&store_of(url), url) {
+            Metrics::add(&self.metrics.ufs_fail_fast, 1);
+            return Err(e);
+        }
         let mut stores = self
             .stores
             .lock()
@@ -246,7 +278,9 @@ impl Ufs {
             "file" => Arc::new(object_store::local::LocalFileSystem::new()),
             "s3" => {
                 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-                let mut b = AmazonS3Builder::from_env().with_bucket_name(authority);
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(authority)
+                    .with_retry(ufs_retry());
                 for (k, v) in &opts {
                     let key: AmazonS3ConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
@@ -255,7 +289,9 @@ impl Ufs {
             }
             "gs" => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-                let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(authority);
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(authority)
+                    .with_retry(ufs_retry());
                 for (k, v) in &opts {
                     let key: GoogleConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
@@ -264,7 +300,9 @@ impl Ufs {
             }
             "az" => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-                let mut b = MicrosoftAzureBuilder::from_env().with_container_name(authority);
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(authority)
+                    .with_retry(ufs_retry());
                 for (k, v) in &opts {
                     let key: AzureConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
@@ -274,7 +312,9 @@ impl Ufs {
             "http" | "https" => {
                 use object_store::http::HttpBuilder;
                 use object_store::ClientConfigKey;
-                let mut b = HttpBuilder::new().with_url(format!("{scheme}://{authority}"));
+                let mut b = HttpBuilder::new()
+                    .with_url(format!("{scheme}://{authority}"))
+                    .with_retry(ufs_retry());
                 for (k, v) in &opts {
                     let key: ClientConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
@@ -296,6 +336,23 @@ impl Ufs {
         if !matches!(e, object_store::Error::NotFound { .. }) {
             self.metrics.ufs_error(op);
         }
+        if is_outage(&e) {
+            let store = store_of(url);
+            let reason = e.to_string();
+            if self.outages.failed(&store, &reason) {
+                Metrics::add(&self.metrics.ufs_outages, 1);
+                tracing::warn!(
+                    store,
+                    "UFS unreachable: {reason}; failing its requests fast, trying again in {:?}",
+                    crate::outage::FIRST_WAIT
+                );
+            }
+            return WorkerError::UfsUnreachable {
+                path: url.to_string(),
+                reason,
+            };
+        }
+        self.answered(url);
         match e {
             object_store::Error::NotFound { .. } => WorkerError::not_found(url),
             source => WorkerError::Ufs {
@@ -303,6 +360,24 @@ impl Ufs {
                 source,
             },
         }
+    }
+
+    /// The store of `url` answered (whatever it said): an outage of it is
+    /// over.
+    fn answered(&self, url: &str) {
+        let store = store_of(url);
+        if let Some(lasted) = self.outages.answered(&store) {
+            tracing::warn!(
+                store,
+                "UFS reachable again after {:.1} s",
+                lasted.as_secs_f64()
+            );
+        }
+    }
+
+    /// Whether the store of `url` is in an outage.
+    pub fn in_outage(&self, url: &str) -> bool {
+        self.outages.is_down(&store_of(url))
     }
 
     /// HEAD `url`: its current version, or `None` when no object is there.
@@ -317,8 +392,14 @@ impl Ufs {
             ..Default::default()
         };
         match store.get_opts(&path, opts).await {
-            Ok(r) => Ok(Some(ObjectVersion::from_meta(url, &r.meta))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Ok(r) => {
+                self.answered(url);
+                Ok(Some(ObjectVersion::from_meta(url, &r.meta)))
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                self.answered(url);
+                Ok(None)
+            }
             Err(e) => Err(self.ufs_err(UfsOp::Head, url, e)),
         }
     }
@@ -333,7 +414,10 @@ impl Ufs {
         self.metrics.ufs_request(UfsOp::List);
         let prefix = (!path.as_ref().is_empty()).then_some(&path);
         let listing = match store.list_with_delimiter(prefix).await {
-            Ok(l) => l,
+            Ok(l) => {
+                self.answered(url);
+                l
+            }
             Err(object_store::Error::NotFound { .. }) => return Ok((Vec::new(), false)),
             Err(e) => return Err(self.ufs_err(UfsOp::List, url, e)),
         };
@@ -435,6 +519,7 @@ impl Ufs {
         };
         let err = match store.get_opts(&path, opts).await {
             Ok(result) => {
+                self.answered(url);
                 let v = ObjectVersion::from_meta(url, &result.meta);
                 let got = result.range.clone();
                 let data = match result.bytes().await {
@@ -456,8 +541,11 @@ impl Ufs {
                 return Ok((v.file_info(), Some(v), data));
             }
             Err(object_store::Error::NotFound { .. }) => {
+                self.answered(url);
                 return Ok((self.info_not_file(url).await?, None, Bytes::new()));
             }
+            // No HEAD after it: that would only wait out the same outage.
+            Err(e) if is_outage(&e) => return Err(self.ufs_err(UfsOp::Get, url, e)),
             Err(e) => e,
         };
         let (info, v) = self.info(url).await?;
@@ -502,6 +590,7 @@ impl Ufs {
             .get_opts(&path, opts)
             .await
             .map_err(|e| self.ufs_err(UfsOp::Get, url, e))?;
+        self.answered(url);
         let found = ObjectVersion::from_meta(url, &result.meta);
         if found.version != expected.version {
             return Err(WorkerError::Changed {

@@ -266,7 +266,7 @@ file (--config, keys in snake_case) or an ALLUXIOFS_WORKER_* environment variabl
 YAML > default.",
         after_help = "Sizes: 1048576, 64KiB, 1MiB, 10GiB (MB/GB are read as MiB/GiB). Durations: 60s, 500ms, 0.\n\
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
-_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _METADATA_CAPACITY, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
+_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _STALE_IF_ERROR, _METADATA_CAPACITY, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
 _ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
 _ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH, _LOCAL_SOCKET, _LOCAL_UIDS, _S3_PORT, _S3_BUCKETS (comma separated URL=NAME), _S3_REDIRECT, \
 _S3_ANONYMOUS, _S3_ACCESS_KEY, _S3_SECRET_KEY, _S3_KEYS_FILE.\n\
@@ -349,6 +349,15 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         check: duration,
         set: |c, v| c.metadata_ttl = v,
         default: "`60s`",
+    }
+    stale_if_error: DurationValue {
+        flag: "While the UFS is unreachable, serve cached files whose metadata expired at most this long ago; 0 never [default: 1h]."
+            [long, value_name = "DURATION", value_parser = parse_duration] Option<Duration> => duration_flag,
+        env: "ALLUXIOFS_WORKER_STALE_IF_ERROR" => duration_text,
+        yaml: stale_if_error,
+        check: duration,
+        set: |c, v| c.stale_if_error = v,
+        default: "`1h`",
     }
     metadata_capacity: SizeValue {
         flag: "Memory for cached file metadata; 0 caches none [default: 512MiB]."
@@ -675,7 +684,7 @@ mod tests {
             "capacity" | "memory_capacity" => ("1GiB", "2GiB", "3GiB"),
             "metadata_capacity" => ("1MiB", "2MiB", "0"),
             "page_size" => ("64KiB", "128KiB", "256KiB"),
-            "metadata_ttl" | "etcd_lease_ttl" => ("2s", "3s", "4s"),
+            "metadata_ttl" | "etcd_lease_ttl" | "stale_if_error" => ("2s", "3s", "4s"),
             "ufs_options" => ("{k: y}", "", "k=f"),
             "auth_token" => ("ty", "te", ""),
             "auth_token_file" | "ready_file" | "etcd_password_file" => ("/y", "/e", "/f"),

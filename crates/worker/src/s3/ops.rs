@@ -56,9 +56,10 @@ fn s3_err(e: WorkerError) -> S3Error {
         ErrorKind::ObjectChanged => S3ErrorCode::PreconditionFailed,
         ErrorKind::AlreadyExists | ErrorKind::Conflict => S3ErrorCode::OperationAborted,
         ErrorKind::QuotaExceeded => S3ErrorCode::InvalidRequest,
-        ErrorKind::UfsFailure | ErrorKind::Unavailable | ErrorKind::Timeout => {
-            S3ErrorCode::ServiceUnavailable
-        }
+        ErrorKind::UfsFailure
+        | ErrorKind::UfsUnreachable
+        | ErrorKind::Unavailable
+        | ErrorKind::Timeout => S3ErrorCode::ServiceUnavailable,
         ErrorKind::Internal => S3ErrorCode::InternalError,
     };
     if code == S3ErrorCode::InternalError {
