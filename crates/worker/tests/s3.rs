@@ -1,6 +1,7 @@
 //! The worker against a real S3 API (moto_server on a loopback port picked
-//! at run time). Skipped, with a note, when `moto_server` is not installed
-//! (`pip install 'moto[server]'`).
+//! at run time). `make test` puts the project's virtual environment, which
+//! has `moto_server`, on the PATH; without it the test fails and says how to
+//! get it (`pip install 'moto[server]'`).
 
 use alluxiofs_core::info::FileInfo;
 use alluxiofs_core::path::path_id;
@@ -33,18 +34,17 @@ impl Drop for Moto {
 }
 
 fn start_moto() -> Option<Moto> {
-    let mut child = match Command::new("moto_server")
+    let mut child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("skipping the S3 test: moto_server not available ({e})");
-            return None;
-        }
-    };
+        .unwrap_or_else(|e| {
+            panic!(
+                "moto_server not on the PATH ({e}): run `make test`, or \
+                 `pip install 'moto[server]'` and put it on the PATH"
+            )
+        });
     let stderr = child.stderr.take()?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -115,7 +115,7 @@ fn bytes_of(seed: u8, len: usize) -> Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_through_from_s3() {
-    let Some(moto) = start_moto() else { return };
+    let moto = start_moto().expect("moto_server did not say where it listens");
     // Create the bucket (moto accepts an unsigned request), then objects.
     let resp = reqwest::Client::new()
         .put(format!("{}/bkt", moto.endpoint))
