@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alluxiofs_core::discovery::{discover, spawn_watch, EtcdConfig, WatchHandle};
+use alluxiofs_core::discovery::{discover, spawn_watch, EtcdConfig, EtcdTls, WatchHandle};
 use alluxiofs_core::load::LoadOptions;
 use alluxiofs_core::manage::{manage, ManageOp};
 use alluxiofs_core::{Client, Reader, WorkerAddr};
@@ -67,7 +67,8 @@ impl NativeClient {
     /// `placement` in `options` is an error.
     #[staticmethod]
     #[pyo3(signature = (endpoints, cluster="DefaultAlluxioCluster".to_string(), username=None,
-        password=None, options=None))]
+        password=None, options=None, tls_ca=None, tls_cert=None, tls_key=None))]
+    #[allow(clippy::too_many_arguments)]
     fn from_etcd(
         py: Python<'_>,
         endpoints: Vec<String>,
@@ -75,6 +76,9 @@ impl NativeClient {
         username: Option<String>,
         password: Option<String>,
         options: Option<&Bound<'_, PyAny>>,
+        tls_ca: Option<String>,
+        tls_cert: Option<String>,
+        tls_key: Option<String>,
     ) -> PyResult<Self> {
         let settings = client_settings(options)?;
         let mut config = settings.config;
@@ -84,6 +88,18 @@ impl NativeClient {
             username,
             password,
             connect_timeout: config.connect_timeout.max(Duration::from_secs(1)),
+            tls: None,
+        };
+        let tls_on = tls_ca.is_some()
+            || tls_cert.is_some()
+            || etcd.endpoints.iter().any(|e| e.starts_with("https://"));
+        let etcd = EtcdConfig {
+            tls: tls_on.then(|| EtcdTls {
+                ca: tls_ca.map(Into::into),
+                cert: tls_cert.map(Into::into),
+                key: tls_key.map(Into::into),
+            }),
+            ..etcd
         };
         let found = run(py, || discover(&etcd))?;
         if let Some(published) = found.placement {

@@ -188,6 +188,46 @@ const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        name: "tls",
+        default: |py, c| c.tls.enabled.into_py_any(py),
+        set: |s, v| {
+            s.config.tls.enabled = v.extract()?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "tls_ca",
+        default: |py, c| path_str(&c.tls.ca).into_py_any(py),
+        set: |s, v| {
+            s.config.tls.ca = v.extract::<Option<String>>()?.map(Into::into);
+            Ok(())
+        },
+    },
+    Opt {
+        name: "tls_verify",
+        default: |py, c| c.tls.verify.into_py_any(py),
+        set: |s, v| {
+            s.config.tls.verify = v.extract()?;
+            Ok(())
+        },
+    },
+    Opt {
+        name: "tls_cert",
+        default: |py, c| path_str(&c.tls.cert).into_py_any(py),
+        set: |s, v| {
+            s.config.tls.cert = v.extract::<Option<String>>()?.map(Into::into);
+            Ok(())
+        },
+    },
+    Opt {
+        name: "tls_key",
+        default: |py, c| path_str(&c.tls.key).into_py_any(py),
+        set: |s, v| {
+            s.config.tls.key = v.extract::<Option<String>>()?.map(Into::into);
+            Ok(())
+        },
+    },
+    Opt {
         name: "placement",
         default: |py, _| Option::<String>::None.into_py_any(py),
         set: |s, v| {
@@ -196,6 +236,10 @@ const OPTIONS: &[Opt] = &[
         },
     },
 ];
+
+fn path_str(p: &Option<std::path::PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
+}
 
 /// `client_defaults()`: every client option and its default, from
 /// [`ClientConfig::default`].

@@ -81,7 +81,7 @@ def start_worker(
     request: pytest.FixtureRequest, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., Worker]]:
     """Factory: ``start_worker(mounts, cache_dir=None, capacity="1GiB", extra_args=(), env=None,
-    host="127.0.0.1", port=0)``.
+    host="127.0.0.1", port=0, http=None)``.
 
     ``mounts`` is a URL or a list of URLs (``--mount``); the worker's UFS
     credentials come from ``s3_server.worker_env()`` plus ``env``. Every worker
@@ -99,6 +99,7 @@ def start_worker(
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        http: dict[str, object] | None = None,
     ) -> Worker:
         name = f"w{len(workers)}"
         if isinstance(mounts, str):
@@ -114,7 +115,7 @@ def start_worker(
         full_env.update(s3_server.worker_env())
         full_env.setdefault("RUST_BACKTRACE", "1")
         full_env.update(env or {})
-        w = Worker(args, full_env, run_dir, name, host=host, port=port)
+        w = Worker(args, full_env, run_dir, name, host=host, port=port, http=http)
         workers.append(w)
         return w
 

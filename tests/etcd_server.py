@@ -25,7 +25,10 @@ def _free_port() -> int:
 class EtcdServer:
     """One etcd member: ``stop()`` kills it, ``start()`` restarts it on the same ports and data."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: dict[str, str] | None = None) -> None:
+        """``tls``: ``cert``, ``key`` and ``ca`` files: clients must speak TLS and present a
+        certificate signed by ``ca`` (``--client-cert-auth``)."""
+        self.tls = tls
         self.dir = Path(tempfile.mkdtemp(prefix="alluxiofs-etcd-"))
         self.client_port = _free_port()
         self.peer_port = _free_port()
@@ -34,8 +37,9 @@ class EtcdServer:
 
     @property
     def endpoint(self) -> str:
-        """``http://127.0.0.1:PORT`` for clients."""
-        return f"http://127.0.0.1:{self.client_port}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS) for clients."""
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> None:
         """Start (or restart) the member and wait until it answers /health."""
@@ -50,6 +54,18 @@ class EtcdServer:
             "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"default={peer}",
         ]  # fmt: skip
+        context = None
+        if self.tls:
+            cmd += [
+                "--cert-file", self.tls["cert"],
+                "--key-file", self.tls["key"],
+                "--trusted-ca-file", self.tls["ca"],
+                "--client-cert-auth",
+            ]  # fmt: skip
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.tls["ca"])
+            context.load_cert_chain(self.tls["cert"], self.tls["key"])
         log = open(self.dir / "etcd.log", "ab")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
@@ -60,7 +76,9 @@ class EtcdServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(f"{self.endpoint}/health", timeout=1) as r:
+                with urllib.request.urlopen(
+                    f"{self.endpoint}/health", timeout=1, context=context
+                ) as r:
                     if r.status == 200:
                         return
             except OSError:

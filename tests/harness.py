@@ -81,7 +81,11 @@ class Worker:
         name: str,
         host: str = "127.0.0.1",
         port: int = 0,
+        http: Mapping[str, object] | None = None,
     ):
+        # requests' keyword arguments for the worker's own HTTP API: with
+        # TLS, ``verify`` (the CA file) and ``cert`` (a client certificate).
+        self.http = dict(http or {})
         self._base_args = list(args)
         self._listen_host = host
         self._env = dict(env)
@@ -144,7 +148,7 @@ class Worker:
         self.s3_port = info.get("s3_port")
         while time.monotonic() < deadline:
             try:
-                r = requests.get(f"{self.url}/healthz", timeout=2)
+                r = requests.get(f"{self.url}/healthz", timeout=2, **self.http)
                 if r.status_code == 200:
                     return
             except requests.RequestException:
@@ -157,10 +161,11 @@ class Worker:
 
     @property
     def s3_url(self) -> str:
-        """``http://host:port`` of the worker's S3 endpoint."""
+        """``http://host:port`` (``https://`` with TLS) of the worker's S3 endpoint."""
         if self.s3_port is None:
             raise RuntimeError(f"worker {self.name} has no S3 endpoint")
-        return f"http://{self.host}:{self.s3_port}"
+        scheme = self.url.split("://", 1)[0]
+        return f"{scheme}://{self.host}:{self.s3_port}"
 
     @property
     def addr(self) -> str:
@@ -211,7 +216,7 @@ class Worker:
 
     def healthz(self) -> dict:
         """GET /healthz as a dict (``worker_id``, ``cluster``, ``registration``, ...)."""
-        r = requests.get(f"{self.url}/healthz", timeout=10)
+        r = requests.get(f"{self.url}/healthz", timeout=10, **self.http)
         r.raise_for_status()
         return r.json()
 
@@ -230,7 +235,7 @@ class Worker:
 
     def metrics_samples(self) -> list[tuple[str, dict[str, str], float]]:
         """All samples of GET /metrics."""
-        r = requests.get(f"{self.url}/metrics", timeout=10)
+        r = requests.get(f"{self.url}/metrics", timeout=10, **self.http)
         r.raise_for_status()
         return parse_prometheus(r.text)
 

@@ -204,6 +204,7 @@ def test_client_defaults_are_declared_once_in_rust():
         "request_timeout": 30.0, "retries": 2, "max_chunk": 8 << 20, "max_parallel": 16,
         "coalesce_gap": 1 << 20, "auth_token": None, "readahead_initial": 1 << 20,
         "readahead_max": 64 << 20, "local_reads": True, "placement": None,
+        "tls": False, "tls_ca": None, "tls_verify": True, "tls_cert": None, "tls_key": None,
     }  # fmt: skip
     assert ClientOptions().native_options() == defaults
     with pytest.raises(ValueError, match=r"pagesize.*page_size, vnodes"):

@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     conn.add_argument("--cluster-name", help="cluster name in etcd (DefaultAlluxioCluster)")
     conn.add_argument("--config", help="YAML file of client options")
     conn.add_argument("--target-protocol", help="UFS protocol when paths have no scheme")
+    conn.add_argument("--tls-ca", help="PEM CA bundle of the workers' certificates (HTTPS)")
+    conn.add_argument("--tls-cert", help="PEM client certificate for workers that require one")
+    conn.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    conn.add_argument(
+        "--no-tls-verify", action="store_true", help="do not check worker certificates (testing)"
+    )
     sub = p.add_subparsers(dest="command", metavar="command")
     sub.add_parser("worker", help="run a cache worker (alluxiofs worker --help)", add_help=False)
     sub.add_parser("version", help="print the version")
@@ -99,6 +105,12 @@ def _filesystem(args: argparse.Namespace) -> Any:
         kwargs["cluster_name"] = args.cluster_name
     if args.config:
         kwargs["config_file"] = args.config
+    for name in ("tls_ca", "tls_cert", "tls_key"):
+        if getattr(args, name):
+            kwargs[name] = getattr(args, name)
+    if args.no_tls_verify:
+        kwargs["tls"] = True
+        kwargs["tls_verify"] = False
     if args.target_protocol:
         kwargs["target_protocol"] = args.target_protocol
     elif "://" in str(getattr(args, "path", "")):

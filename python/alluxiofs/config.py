@@ -55,6 +55,13 @@ class ClientOptions:
     """etcd user, if etcd has authentication on."""
     etcd_password: str | None = None
     """etcd password for ``etcd_username``."""
+    etcd_tls_ca: str | None = None
+    """PEM CA bundle of etcd's certificate: talk to etcd over TLS (also on for ``https://``
+    endpoints, then with the system's roots)."""
+    etcd_tls_cert: str | None = None
+    """PEM client certificate for an etcd that requires one (``--client-cert-auth``)."""
+    etcd_tls_key: str | None = None
+    """PEM private key of ``etcd_tls_cert``."""
     placement: str | None = _NATIVE["placement"]
     """Placement of paths on workers: ``alluxio`` (the Alluxio-compatible ring, the default) or
     ``rendezvous`` (better balanced; alluxiofs-only clusters). With etcd the cluster's published
@@ -92,6 +99,16 @@ class ClientOptions:
     """Bearer token the workers require, if any."""
     auth_token_file: str | None = None
     """File holding the token (alternative to ``auth_token``)."""
+    tls: bool = _NATIVE["tls"]
+    """Speak HTTPS to the workers (implied by ``tls_ca`` and ``tls_cert``)."""
+    tls_ca: str | None = _NATIVE["tls_ca"]
+    """PEM CA bundle trusted for the workers' certificates, instead of the system's roots."""
+    tls_verify: bool = _NATIVE["tls_verify"]
+    """Check the workers' certificates and host names (turn off for testing only)."""
+    tls_cert: str | None = _NATIVE["tls_cert"]
+    """PEM client certificate for workers that require one (mutual TLS)."""
+    tls_key: str | None = _NATIVE["tls_key"]
+    """PEM private key of ``tls_cert``."""
     fallback: bool = True
     """Read from the UFS when no worker can answer (fail open, counted in ``stats()``)."""
     embedded_capacity: int = 10 << 30
@@ -116,7 +133,7 @@ class ClientOptions:
     _SECONDS = ("connect_timeout", "request_timeout")
     _INTS = ("worker_http_port", "etcd_port", "vnodes", "replicas", "retries", "max_parallel",
              "parquet_prefetch_depth")  # fmt: skip
-    _BOOLS = ("fallback", "local_reads")
+    _BOOLS = ("fallback", "local_reads", "tls", "tls_verify")
 
     def native_options(self) -> dict[str, Any]:
         """The options of the native client (``NativeClient(workers, options)``)."""
@@ -172,6 +189,10 @@ def resolve_options(
     if opts.auth_token is None and opts.auth_token_file:
         with open(opts.auth_token_file) as f:
             opts.auth_token = f.read().strip()
+    if (opts.tls_cert is None) != (opts.tls_key is None):
+        raise ValueError("tls_cert and tls_key go together: set both or neither")
+    if (opts.etcd_tls_cert is None) != (opts.etcd_tls_key is None):
+        raise ValueError("etcd_tls_cert and etcd_tls_key go together: set both or neither")
     if opts.page_size <= 0:
         raise ValueError("page_size must be positive")
     if opts.replicas < 1:

@@ -302,6 +302,9 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
                     username=o.etcd_username,
                     password=o.etcd_password,
                     options=native,
+                    tls_ca=o.etcd_tls_ca,
+                    tls_cert=o.etcd_tls_cert,
+                    tls_key=o.etcd_tls_key,
                 )
             elif o.worker_hosts:
                 workers = parse_worker_hosts(o.worker_hosts, o.worker_http_port)

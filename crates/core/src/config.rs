@@ -54,6 +54,9 @@ pub struct ClientConfig {
     /// passes over its Unix socket instead of HTTP (`crate::local`).
     /// Default true.
     pub local_reads: bool,
+    /// HTTPS to workers: trusted roots, verification, client certificate
+    /// ([`crate::tls`]). Default off.
+    pub tls: crate::tls::ClientTls,
 }
 
 impl ClientConfig {
@@ -90,6 +93,7 @@ impl Default for ClientConfig {
             readahead_initial: 1 << 20,
             readahead_max: 64 << 20,
             local_reads: true,
+            tls: crate::tls::ClientTls::default(),
         }
     }
 }

@@ -60,6 +60,66 @@ pub struct EtcdConfig {
     pub password: Option<String>,
     /// Timeout to connect and for each read. Default 5 s.
     pub connect_timeout: Duration,
+    /// TLS to etcd (`https://` endpoints). Default none.
+    pub tls: Option<EtcdTls>,
+}
+
+/// TLS to etcd: the CA that signed etcd's certificate, and the client
+/// certificate etcd asks for when it runs with `--client-cert-auth`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM bundle of the certificate authorities to trust; none: the
+    /// system's roots.
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM client certificate.
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTls {
+    /// The TLS options of an etcd connection; files that cannot be read
+    /// are errors naming the setting.
+    pub fn options(&self) -> Result<etcd_client::TlsOptions> {
+        let read = |p: &std::path::Path, setting: &str| {
+            std::fs::read(p)
+                .map_err(|e| Error::InvalidArgument(format!("{setting} {}: {e}", p.display())))
+        };
+        let mut o = etcd_client::TlsOptions::new();
+        match &self.ca {
+            Some(ca) => {
+                o = o.ca_certificate(etcd_client::Certificate::from_pem(read(ca, "etcd_tls_ca")?))
+            }
+            None => o = o.with_enabled_roots(),
+        }
+        match (&self.cert, &self.key) {
+            (None, None) => {}
+            (Some(c), Some(k)) => {
+                o = o.identity(etcd_client::Identity::from_pem(
+                    read(c, "etcd_tls_cert")?,
+                    read(k, "etcd_tls_key")?,
+                ))
+            }
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "etcd_tls_cert and etcd_tls_key go together: set both or neither".into(),
+                ))
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// `endpoints` with `https://` when `tls` is set, so that setting a CA is
+/// enough (a mix of schemes is refused by etcd's client anyway).
+pub fn with_scheme(endpoints: &[String], tls: bool) -> Vec<String> {
+    endpoints
+        .iter()
+        .map(|e| {
+            let rest = e.split_once("://").map_or(e.as_str(), |(_, r)| r);
+            format!("{}://{rest}", if tls { "https" } else { "http" })
+        })
+        .collect()
 }
 
 impl Default for EtcdConfig {
@@ -70,6 +130,7 @@ impl Default for EtcdConfig {
             username: None,
             password: None,
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -85,7 +146,8 @@ impl EtcdConfig {
         })
     }
 
-    fn options(&self) -> ConnectOptions {
+    /// The connect options: timeouts, keep-alive, user, TLS.
+    pub fn options(&self) -> Result<ConnectOptions> {
         let mut o = ConnectOptions::new()
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -93,7 +155,15 @@ impl EtcdConfig {
         if let Some(user) = &self.username {
             o = o.with_user(user.clone(), self.password.clone().unwrap_or_default());
         }
-        o
+        if let Some(tls) = &self.tls {
+            o = o.with_tls(tls.options()?);
+        }
+        Ok(o)
+    }
+
+    /// The endpoints with the scheme TLS asks for.
+    pub fn urls(&self) -> Vec<String> {
+        with_scheme(&self.endpoints, self.tls.is_some())
     }
 
     fn describe(&self) -> String {
@@ -167,7 +237,7 @@ fn etcd_error(cfg: &EtcdConfig, what: &str, e: impl std::fmt::Display) -> Error 
 }
 
 async fn connect(cfg: &EtcdConfig) -> Result<etcd_client::Client> {
-    let fut = etcd_client::Client::connect(&cfg.endpoints, Some(cfg.options()));
+    let fut = etcd_client::Client::connect(cfg.urls(), Some(cfg.options()?));
     match tokio::time::timeout(cfg.connect_timeout, fut).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(etcd_error(cfg, "cannot connect to", e)),

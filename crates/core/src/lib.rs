@@ -37,6 +37,7 @@ pub mod placement;
 pub mod protocol;
 pub mod reader;
 pub mod ring;
+pub mod tls;
 pub mod write;
 
 pub use client::{Client, ClientConfig, RangeResult, ReadOutcome, Stats, WorkerAddr};

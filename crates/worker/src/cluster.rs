@@ -41,6 +41,8 @@ pub struct Peers {
     client: OnceLock<Arc<Client>>,
     watch: Mutex<Option<WatchHandle>>,
     http: reqwest::Client,
+    /// `https` when the cluster speaks TLS.
+    scheme: &'static str,
     token: Option<String>,
     s3_ports: Mutex<HashMap<String, u16>>,
 }
@@ -66,11 +68,15 @@ impl Peers {
         me: WorkerIdentity,
         token: Option<String>,
     ) -> Result<Arc<Self>> {
-        let http = reqwest::Client::builder()
+        let tls = config.peer_tls();
+        let builder = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
-            .read_timeout(FORWARD_TIMEOUT)
+            .read_timeout(FORWARD_TIMEOUT);
+        let http = tls
+            .apply(builder)
+            .map_err(|e| WorkerError::Config(e.to_string()))?
             .build()
             .map_err(|e| WorkerError::Internal(format!("HTTP client: {e}")))?;
         let peers = Arc::new(Peers {
@@ -78,6 +84,7 @@ impl Peers {
             client: OnceLock::new(),
             watch: Mutex::new(None),
             http,
+            scheme: tls.scheme(),
             token: token.clone(),
             s3_ports: Mutex::new(HashMap::new()),
         });
@@ -87,6 +94,7 @@ impl Peers {
                 page_size: config.page_size,
                 placement: config.placement,
                 auth_token: token,
+                tls: tls.clone(),
                 ..ClientConfig::default()
             };
             let weak = Arc::downgrade(&peers);
@@ -166,7 +174,7 @@ impl Peers {
     ) -> Result<BoxStream<'static, std::result::Result<Bytes, std::io::Error>>> {
         let target = format!(
             "{}/v1/range/{}?ufsFullPath={}&offset={start}&length={}&version={}",
-            owner.base_url(),
+            owner.url_with(self.scheme),
             path_id(url),
             enc(url),
             end - start,
@@ -211,7 +219,7 @@ impl Peers {
         url: &str,
         body: reqwest::Body,
     ) -> Result<serde_json::Value> {
-        let target = format!("{}/v1/write?path={}", owner.base_url(), enc(url));
+        let target = format!("{}/v1/write?path={}", owner.url_with(self.scheme), enc(url));
         let mut r = self.http.put(target).body(body);
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
@@ -258,7 +266,7 @@ impl Peers {
         let resp = tokio::time::timeout(
             Duration::from_secs(2),
             self.http
-                .get(format!("{}/healthz", owner.base_url()))
+                .get(format!("{}/healthz", owner.url_with(self.scheme)))
                 .send(),
         )
         .await

@@ -377,6 +377,20 @@ pub struct WorkerConfig {
     pub auth_token: Option<String>,
     /// File holding the auth token (read at start, whitespace trimmed).
     pub auth_token_file: Option<PathBuf>,
+    /// PEM certificate chain of the HTTPS listeners (`crate::tls`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle of the client certificates the HTTP API requires.
+    pub tls_client_ca: Option<PathBuf>,
+    /// PEM CA bundle trusted for requests to peer workers.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM CA bundle of etcd's certificate.
+    pub etcd_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for etcd.
+    pub etcd_tls_cert: Option<PathBuf>,
+    /// PEM private key of `etcd_tls_cert`.
+    pub etcd_tls_key: Option<PathBuf>,
     /// Where to write `{"host","port","pid","url"}` once listening.
     pub ready_file: Option<PathBuf>,
     /// The Unix socket of same-node reads (`crate::local`).
@@ -551,6 +565,13 @@ impl Default for WorkerConfig {
             ufs_options: BTreeMap::new(),
             auth_token: None,
             auth_token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_ca: None,
+            etcd_tls_ca: None,
+            etcd_tls_cert: None,
+            etcd_tls_key: None,
             ready_file: None,
             local_socket: LocalSocket::Auto,
             local_uids: Vec::new(),
@@ -633,9 +654,9 @@ pub fn normalize_etcd_endpoint(text: &str) -> Result<String, String> {
     };
     let url = url::Url::parse(&with_scheme)
         .map_err(|e| format!("invalid etcd endpoint {text:?}: {e}"))?;
-    if url.scheme() != "http" {
+    if url.scheme() != "http" && url.scheme() != "https" {
         return Err(format!(
-            "invalid etcd endpoint {text:?}: only http:// is supported (no TLS)"
+            "invalid etcd endpoint {text:?}: the scheme must be http:// or https://"
         ));
     }
     let host = url
@@ -648,7 +669,7 @@ pub fn normalize_etcd_endpoint(text: &str) -> Result<String, String> {
         ));
     }
     let port = url.port().unwrap_or(DEFAULT_ETCD_PORT);
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("{}://{host}:{port}", url.scheme()))
 }
 
 fn parse_worker_id(text: &str) -> Result<uuid::Uuid, String> {
@@ -760,6 +781,24 @@ impl WorkerConfig {
         if matches!(&self.advertise_host, Some(h) if h.trim().is_empty()) {
             return Err(cfg_err("advertise_host is empty"));
         }
+        let pair = |a: &Option<PathBuf>, b: &Option<PathBuf>, names: &str| {
+            if a.is_some() != b.is_some() {
+                Err(cfg_err(format!("{names} go together: set both or neither")))
+            } else {
+                Ok(())
+            }
+        };
+        pair(&self.tls_cert, &self.tls_key, "tls_cert and tls_key")?;
+        pair(
+            &self.etcd_tls_cert,
+            &self.etcd_tls_key,
+            "etcd_tls_cert and etcd_tls_key",
+        )?;
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(cfg_err(
+                "tls_client_ca needs tls_cert and tls_key (client certificates are asked for over TLS)",
+            ));
+        }
         Ok(())
     }
 
@@ -814,8 +853,51 @@ impl WorkerConfig {
             cluster: self.cluster_name.clone(),
             username: user.as_ref().map(|u| u.0.clone()),
             password: user.map(|u| u.1),
+            tls: self.etcd_tls(),
             ..Default::default()
         })
+    }
+
+    /// TLS to etcd: on when a file of it is set or an endpoint is
+    /// `https://`.
+    pub fn etcd_tls(&self) -> Option<alluxiofs_core::discovery::EtcdTls> {
+        let on = self.etcd_tls_ca.is_some()
+            || self.etcd_tls_cert.is_some()
+            || self.etcd.iter().any(|e| e.starts_with("https://"));
+        on.then(|| alluxiofs_core::discovery::EtcdTls {
+            ca: self.etcd_tls_ca.clone(),
+            cert: self.etcd_tls_cert.clone(),
+            key: self.etcd_tls_key.clone(),
+        })
+    }
+
+    /// Whether the listeners speak HTTPS.
+    pub fn serves_tls(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// `https` when the listeners speak TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.serves_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// How this worker's own requests to its peers use TLS: HTTPS when it
+    /// serves HTTPS (a cluster speaks one scheme), trusting `tls_ca`, and
+    /// presenting its own certificate when the cluster requires client
+    /// certificates.
+    pub fn peer_tls(&self) -> alluxiofs_core::tls::ClientTls {
+        let mtls = self.tls_client_ca.is_some();
+        alluxiofs_core::tls::ClientTls {
+            enabled: self.serves_tls(),
+            ca: self.tls_ca.clone(),
+            verify: true,
+            cert: self.tls_cert.clone().filter(|_| mtls),
+            key: self.tls_key.clone().filter(|_| mtls),
+        }
     }
 
     /// The S3 access keys: `s3_access_key` with `s3_secret_key`, then the
@@ -1046,8 +1128,12 @@ mod tests {
         };
         assert_eq!(v6.resolve_advertise_host(), machine_hostname());
 
+        assert_eq!(
+            normalize_etcd_endpoint("https://h").unwrap(),
+            "https://h:2379"
+        );
         for bad in [
-            "https://h:2379",
+            "ftp://h:2379",
             "http://h:2379/v3",
             "h:notaport",
             "http://:2379",

@@ -53,6 +53,7 @@ pub mod s3;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod ufs;
 pub mod units;
 pub mod write;

@@ -376,6 +376,7 @@ async fn cluster_client(peers: &Peers) -> Result<Client> {
         page_size: peers.page_size,
         placement: cfg.placement,
         auth_token: peers.auth_token.clone(),
+        tls: cfg.peer_tls(),
         ..ClientConfig::default()
     };
     let workers = if cfg.etcd.is_empty() {

@@ -152,6 +152,8 @@ pub struct MembershipSettings {
     pub user: Option<(String, String)>,
     /// The placement this worker agrees to.
     pub placement: Placement,
+    /// TLS to etcd.
+    pub tls: Option<alluxiofs_core::discovery::EtcdTls>,
 }
 
 impl std::fmt::Debug for MembershipSettings {
@@ -162,6 +164,7 @@ impl std::fmt::Debug for MembershipSettings {
             .field("lease_ttl", &self.lease_ttl)
             .field("user", &self.user.as_ref().map(|(u, _)| u))
             .field("placement", &self.placement)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -178,6 +181,7 @@ impl MembershipSettings {
             lease_ttl: config.etcd_lease_ttl,
             user: config.resolve_etcd_user()?,
             placement: config.placement,
+            tls: config.etcd_tls(),
         }))
     }
 
@@ -405,10 +409,17 @@ impl Registrar {
         if let Some((user, password)) = &self.settings.user {
             options = options.with_user(user.clone(), password.clone());
         }
+        if let Some(tls) = &self.settings.tls {
+            options = options.with_tls(tls.options().map_err(|e| e.to_string())?);
+        }
+        let endpoints = alluxiofs_core::discovery::with_scheme(
+            &self.settings.endpoints,
+            self.settings.tls.is_some(),
+        );
         bounded(
             "connect",
             CONNECT_TIMEOUT + OP_TIMEOUT,
-            Client::connect(self.settings.endpoints.clone(), Some(options)),
+            Client::connect(endpoints, Some(options)),
         )
         .await
     }
@@ -678,6 +689,7 @@ mod tests {
             lease_ttl: Duration::from_millis(2500),
             user: Some(("u".into(), "secret-pw".into())),
             placement: Placement::default(),
+            tls: None,
         };
         assert_eq!(s.ttl_secs(), 3);
         s.lease_ttl = Duration::from_secs(10);

@@ -9,7 +9,6 @@ use crate::membership::{Membership, MembershipSettings, Registration};
 use crate::state::AppState;
 use alluxiofs_core::membership::WorkerRecord;
 use alluxiofs_core::ring::WorkerIdentity;
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -29,6 +28,7 @@ pub struct RunningWorker {
     membership: Option<Membership>,
     local: Option<LocalServer>,
     s3: Option<crate::s3::S3Server>,
+    tls_reload: Option<JoinHandle<()>>,
 }
 
 impl RunningWorker {
@@ -37,9 +37,9 @@ impl RunningWorker {
         self.addr
     }
 
-    /// `http://host:port` of this worker.
+    /// `http://host:port` (`https://` with TLS) of this worker.
     pub fn url(&self) -> String {
-        base_url(&self.host, self.addr.port())
+        base_url(self.state.config.scheme(), &self.host, self.addr.port())
     }
 
     /// The S3 endpoint's address, when it listens.
@@ -87,6 +87,9 @@ impl RunningWorker {
             m.shutdown().await;
         }
         self.state.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(t) = self.tls_reload.take() {
+            t.abort();
+        }
         if let Some(local) = self.local.take() {
             local.stop();
         }
@@ -111,11 +114,11 @@ impl RunningWorker {
     }
 }
 
-fn base_url(host: &str, port: u16) -> String {
+fn base_url(scheme: &str, host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
-        format!("http://[{host}]:{port}")
+        format!("{scheme}://[{host}]:{port}")
     } else {
-        format!("http://{host}:{port}")
+        format!("{scheme}://{host}:{port}")
     }
 }
 
@@ -125,6 +128,11 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
     let host = config.host.clone();
     let port = config.port;
     let ready_file = config.ready_file.clone();
+    let scheme = config.scheme();
+    let tls = match crate::tls::TlsFiles::of(&config) {
+        Some(files) => Some(crate::tls::TlsServer::load(files)?),
+        None => None,
+    };
     let state = tokio::task::spawn_blocking(move || AppState::new(config))
         .await
         .map_err(|e| WorkerError::Internal(format!("startup task: {e}")))??;
@@ -134,17 +142,22 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         .to_string();
     let listener = tokio::net::TcpListener::bind((bind_host.as_str(), port))
         .await
-        .map_err(|e| WorkerError::io(format!("cannot listen on {}", base_url(&host, port)), e))?;
+        .map_err(|e| {
+            WorkerError::io(
+                format!("cannot listen on {}", base_url(scheme, &host, port)),
+                e,
+            )
+        })?;
     let addr = listener
         .local_addr()
         .map_err(|e| WorkerError::io("local address", e))?;
-    let url = base_url(&host, addr.port());
+    let url = base_url(scheme, &host, addr.port());
     let _ = state.http_port.set(addr.port());
     // Follow the membership from the start (the S3 endpoint and /v1/node
     // place paths with it).
     state.cluster()?;
     let local = start_local(&state, addr.port());
-    let s3 = crate::s3::start(&state, addr.port()).await?;
+    let s3 = crate::s3::start(&state, addr.port(), tls.clone()).await?;
     if let Some(f) = &ready_file {
         write_ready_file(
             f,
@@ -183,16 +196,9 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         }
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let router = app(state.clone());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
+    let tls_reload = tls.as_ref().map(crate::tls::TlsServer::reload_on_sighup);
+    let task = crate::tls::serve(listener, tls, app(state.clone()), async move {
+        let _ = stopped.await;
     });
     Ok(RunningWorker {
         addr,
@@ -204,6 +210,7 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         membership,
         local,
         s3,
+        tls_reload,
     })
 }
 

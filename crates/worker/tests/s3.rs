@@ -45,7 +45,7 @@ fn start_moto() -> Option<Moto> {
                  `pip install 'moto[server]'` and put it on the PATH"
             )
         });
-    let stderr = child.stderr.take()?;
+    let stderr = child.stderr.take().expect("moto_server's stderr is piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
@@ -61,8 +61,14 @@ fn start_moto() -> Option<Moto> {
             }
         }
     });
-    let endpoint = rx.recv_timeout(Duration::from_secs(30)).ok()?;
-    Some(Moto { child, endpoint })
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(endpoint) => Some(Moto { child, endpoint }),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    }
 }
 
 const KEY_ID: &str = "testing";

@@ -141,6 +141,7 @@ impl Client {
                 Arc::downgrade(&self.health),
                 self.http.clone(),
                 self.config.auth_token.clone(),
+                w.url_with(self.config.tls.scheme()),
                 w.clone(),
             ));
         }
@@ -161,10 +162,11 @@ async fn probe_until_healthy(
     health: Weak<HealthMap>,
     http: reqwest::Client,
     token: Option<String>,
+    base_url: String,
     w: WorkerAddr,
 ) {
     let addr = w.addr();
-    let url = format!("{}/healthz", w.base_url());
+    let url = format!("{base_url}/healthz");
     let mut delay = PROBE_BASE;
     loop {
         tokio::time::sleep(delay).await;

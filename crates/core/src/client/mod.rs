@@ -90,12 +90,15 @@ impl Client {
         if config.page_size == 0 {
             return Err(Error::InvalidArgument("page_size must be positive".into()));
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .no_proxy()
             .tcp_nodelay(true)
             .pool_max_idle_per_host(config.max_parallel.max(32))
             .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
+            .timeout(config.request_timeout);
+        let http = config
+            .tls
+            .apply(builder)?
             .build()
             .map_err(|e| Error::InvalidArgument(format!("cannot build HTTP client: {e}")))?;
         let placement = config.effective_placement();

@@ -193,7 +193,11 @@ impl Client {
     /// errors ([`transport_error`]). Callers that do not need the raw status
     /// use [`Client::send`].
     pub(crate) async fn send_raw<'w>(&self, w: &'w WorkerAddr, req: Req<'_>) -> Result<Answer<'w>> {
-        let url = format!("{}{}", w.base_url(), req.path_and_query);
+        let url = format!(
+            "{}{}",
+            w.url_with(self.config.tls.scheme()),
+            req.path_and_query
+        );
         let mut rb = authorized(
             self.http.request(req.method, &url),
             self.config.auth_token.as_deref(),

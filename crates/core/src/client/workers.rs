@@ -60,7 +60,12 @@ impl WorkerAddr {
 
     /// `http://host:port`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr())
+        self.url_with("http")
+    }
+
+    /// `<scheme>://host:port`.
+    pub fn url_with(&self, scheme: &str) -> String {
+        format!("{scheme}://{}", self.addr())
     }
 }
 

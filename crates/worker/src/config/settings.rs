@@ -266,8 +266,9 @@ file (--config, keys in snake_case) or an ALLUXIOFS_WORKER_* environment variabl
 YAML > default.",
         after_help = "Sizes: 1048576, 64KiB, 1MiB, 10GiB (MB/GB are read as MiB/GiB). Durations: 60s, 500ms, 0.\n\
 Environment: ALLUXIOFS_WORKER_HOST, _PORT, _MOUNTS (comma separated), _CACHE_DIRS (comma separated), _CAPACITY, \
-_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _STALE_IF_ERROR, _METADATA_CAPACITY, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
-_ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, \
+_MEMORY_CAPACITY, _PAGE_SIZE, _METADATA_TTL, _STALE_IF_ERROR, _METADATA_CAPACITY, _AUTH_TOKEN, _AUTH_TOKEN_FILE, _TLS_CERT, _TLS_KEY, \
+_TLS_CLIENT_CA, _TLS_CA, _CONFIG, _LOG_FORMAT, _LOG_LEVEL, \
+_ETCD, _CLUSTER_NAME, _WORKER_ID, _ETCD_LEASE_TTL, _ETCD_USERNAME, _ETCD_PASSWORD, _ETCD_PASSWORD_FILE, _ETCD_TLS_CA, _ETCD_TLS_CERT, _ETCD_TLS_KEY, \
 _ADVERTISE_HOST, _PLACEMENT, _EVICTION_POLICY, _PIN_QUOTA, _MOUNT_QUOTAS (comma separated URL=SIZE), _LOAD_BANDWIDTH, _LOCAL_SOCKET, _LOCAL_UIDS, _S3_PORT, _S3_BUCKETS (comma separated URL=NAME), _S3_REDIRECT, \
 _S3_ANONYMOUS, _S3_ACCESS_KEY, _S3_SECRET_KEY, _S3_KEYS_FILE.\n\
 Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxiofs --capacity 500GiB"
@@ -391,6 +392,69 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         yaml: auth_token_file,
         check: some,
         set: |c, v| c.auth_token_file = v,
+        default: "none",
+    }
+    tls_cert: PathBuf {
+        flag: "PEM certificate chain: serve HTTPS (the HTTP API and the S3 endpoint); reloaded on SIGHUP."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_TLS_CERT" => path,
+        yaml: tls_cert,
+        check: some,
+        set: |c, v| c.tls_cert = v,
+        default: "none",
+    }
+    tls_key: PathBuf {
+        flag: "PEM private key of --tls-cert; reloaded on SIGHUP."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_TLS_KEY" => path,
+        yaml: tls_key,
+        check: some,
+        set: |c, v| c.tls_key = v,
+        default: "none",
+    }
+    tls_client_ca: PathBuf {
+        flag: "PEM CA bundle: require a client certificate signed by it on the HTTP API (mutual TLS); the worker presents --tls-cert to its peers."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_TLS_CLIENT_CA" => path,
+        yaml: tls_client_ca,
+        check: some,
+        set: |c, v| c.tls_client_ca = v,
+        default: "none",
+    }
+    tls_ca: PathBuf {
+        flag: "PEM CA bundle trusted for requests to other workers [default: the system's roots]."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_TLS_CA" => path,
+        yaml: tls_ca,
+        check: some,
+        set: |c, v| c.tls_ca = v,
+        default: "none",
+    }
+    etcd_tls_ca: PathBuf {
+        flag: "PEM CA bundle of etcd's certificate: connect to etcd over TLS."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_ETCD_TLS_CA" => path,
+        yaml: etcd_tls_ca,
+        check: some,
+        set: |c, v| c.etcd_tls_ca = v,
+        default: "none",
+    }
+    etcd_tls_cert: PathBuf {
+        flag: "PEM client certificate for etcd (etcd --client-cert-auth)."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_ETCD_TLS_CERT" => path,
+        yaml: etcd_tls_cert,
+        check: some,
+        set: |c, v| c.etcd_tls_cert = v,
+        default: "none",
+    }
+    etcd_tls_key: PathBuf {
+        flag: "PEM private key of --etcd-tls-cert."
+            [long, value_name = "FILE"] Option<PathBuf> => cloned,
+        env: "ALLUXIOFS_WORKER_ETCD_TLS_KEY" => path,
+        yaml: etcd_tls_key,
+        check: some,
+        set: |c, v| c.etcd_tls_key = v,
         default: "none",
     }
     local_socket: String {
@@ -687,7 +751,10 @@ mod tests {
             "metadata_ttl" | "etcd_lease_ttl" | "stale_if_error" => ("2s", "3s", "4s"),
             "ufs_options" => ("{k: y}", "", "k=f"),
             "auth_token" => ("ty", "te", ""),
-            "auth_token_file" | "ready_file" | "etcd_password_file" => ("/y", "/e", "/f"),
+            "auth_token_file" | "ready_file" | "etcd_password_file" | "tls_cert" | "tls_key"
+            | "tls_client_ca" | "tls_ca" | "etcd_tls_ca" | "etcd_tls_cert" | "etcd_tls_key" => {
+                ("/y", "/e", "/f")
+            }
             "log_format" => ("json", "text", "json"),
             "log_level" => ("debug", "warn", "error"),
             "etcd" => ("y:1", "e:2", "f:3"),

@@ -168,6 +168,7 @@ delegate! {
 pub async fn start(
     state: &Arc<AppState>,
     http_port: u16,
+    tls: Option<Arc<crate::tls::TlsServer>>,
 ) -> crate::error::Result<Option<S3Server>> {
     let Some((port, must)) = state.config.s3_port.resolve(http_port) else {
         return Ok(None);
@@ -214,7 +215,11 @@ pub async fn start(
              (s3_keys_file, ALLUXIOFS_WORKER_S3_ACCESS_KEY/_SECRET_KEY) or s3_anonymous"
         );
     } else {
-        tracing::info!(buckets = %front.bucket_names(), "S3 endpoint on http://{addr}");
+        tracing::info!(
+            buckets = %front.bucket_names(),
+            "S3 endpoint on {}://{addr}",
+            state.config.scheme()
+        );
     }
     let shared = Arc::new(Shared {
         service,
@@ -224,18 +229,14 @@ pub async fn start(
     });
     let router = axum::Router::new().fallback(handle).with_state(shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
+    let served = crate::tls::serve(listener, tls, router, async move {
+        let _ = stopped.await;
     });
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!("S3 endpoint stopped: {e}");
+        match served.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("S3 endpoint stopped: {e}"),
+            Err(e) => tracing::error!("S3 endpoint task: {e}"),
         }
     });
     let _ = state.s3_port.set(addr.port());
@@ -257,7 +258,8 @@ async fn handle(
         return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     if shared.redirect && req.method() == axum::http::Method::GET {
-        if let Some(to) = redirect_target(&shared.front, req.uri()).await {
+        let scheme = shared.state.config.scheme();
+        if let Some(to) = redirect_target(&shared.front, scheme, req.uri()).await {
             Metrics::add(&shared.front.counters.s3_redirected, 1);
             return (
                 axum::http::StatusCode::TEMPORARY_REDIRECT,
@@ -305,8 +307,8 @@ fn drop_unusable_range(headers: &mut axum::http::HeaderMap) {
 const REDIRECTED: &str = "alluxiofs-redirected";
 
 /// Where a GET of an object another worker owns is redirected:
-/// `http://<owner>:<its S3 port><path and query>&alluxiofs-redirected=1`.
-async fn redirect_target(front: &S3Front, uri: &axum::http::Uri) -> Option<String> {
+/// `<scheme>://<owner>:<its S3 port><path and query>&alluxiofs-redirected=1`.
+async fn redirect_target(front: &S3Front, scheme: &str, uri: &axum::http::Uri) -> Option<String> {
     let path = uri.path();
     let query = uri.query().unwrap_or("");
     // Only plain object GETs (not listings, uploads or other subresources).
@@ -338,5 +340,5 @@ async fn redirect_target(front: &S3Front, uri: &axum::http::Uri) -> Option<Strin
         Some(q) if !q.is_empty() => format!("?{q}&{REDIRECTED}=1"),
         _ => format!("?{REDIRECTED}=1"),
     };
-    Some(format!("http://{host}:{port}{path}{q}"))
+    Some(format!("{scheme}://{host}:{port}{path}{q}"))
 }
