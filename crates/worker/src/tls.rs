@@ -275,3 +275,94 @@ pub fn serve(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = dir.join(format!("{name}.crt"));
+        let key = dir.join(format!("{name}.key"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    /// Whether a client trusting only `ca` gets an answer from `port`.
+    async fn served(port: u16, ca: &Path) -> bool {
+        let pem = std::fs::read(ca).unwrap();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).unwrap())
+            .build()
+            .unwrap();
+        match client
+            .get(format!("https://localhost:{port}/"))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap() == "ok",
+            Err(_) => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn reload_serves_new_files_and_keeps_the_old_ones_when_they_are_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = write_pair(dir.path(), "a");
+        let first_ca = dir.path().join("first.pem");
+        std::fs::copy(&cert, &first_ca).unwrap();
+        let tls = TlsServer::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: None,
+        })
+        .unwrap();
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        // A client that connects and never says a word must not hold up
+        // the others.
+        let _silent = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = serve(tcp, Some(tls.clone()), router, async move {
+            let _ = stopped.await;
+        });
+        assert!(served(port, &first_ca).await);
+        let (cert2, key2) = write_pair(dir.path(), "b");
+        std::fs::copy(&cert2, &cert).unwrap();
+        std::fs::copy(&key2, &key).unwrap();
+        assert!(
+            served(port, &first_ca).await,
+            "nothing changes before a reload"
+        );
+        tls.reload().unwrap();
+        assert!(served(port, &cert2).await, "the new certificate serves");
+        assert!(!served(port, &first_ca).await, "the old one no longer does");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
+        let e = tls.reload().unwrap_err().to_string();
+        assert!(e.contains("tls_key"), "{e}");
+        assert!(
+            served(port, &cert2).await,
+            "a failed reload keeps the certificate in use"
+        );
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = write_pair(dir.path(), "a");
+        let (_, other_key) = write_pair(dir.path(), "b");
+        let e = TlsServer::load(TlsFiles {
+            cert,
+            key: other_key,
+            client_ca: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("does not fit tls_key"), "{e}");
+    }
+}
