@@ -102,6 +102,17 @@ class S3Server:
             "AWS_VIRTUAL_HOSTED_STYLE_REQUEST": "false",
         }
 
+    def add_key(self, access_key: str, secret_key: str) -> dict[str, str]:
+        """Make another access key with read and write on the bucket; return the variables of
+        :meth:`worker_env` that use it. moto accepts any key, so only Garage needs this."""
+        if self.kind == "garage":
+            assert self.workdir is not None
+            cfg = self.workdir / "garage.toml"
+            name = "k-" + access_key[-8:].lower()
+            _garage(cfg, "key", "import", "--yes", "-n", name, access_key, secret_key)
+            _garage(cfg, "bucket", "allow", "--read", "--write", self.bucket, "--key", name)
+        return {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+
     def log_tail(self, limit: int = 4000) -> str:
         """The last ``limit`` characters of the server's log (empty when there is none)."""
         if self.log_path is None or not self.log_path.exists():
