@@ -35,7 +35,7 @@ def proxy(s3_server):
 
 
 def test_cached_files_are_served_and_the_rest_fail_fast_while_the_ufs_is_down(
-    s3_server, start_worker, make_fs, bucket_mount, dataset, proxy
+    s3_server, start_worker, make_fs, bucket_mount, dataset, proxy, capsys
 ):
     env = {"AWS_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url}
     w = start_worker(bucket_mount, env=env, extra_args=["--metadata-ttl", "1s"])
@@ -83,6 +83,14 @@ def test_cached_files_are_served_and_the_rest_fail_fast_while_the_ufs_is_down(
     with pytest.raises(alluxiofs.UfsUnreachableError):
         fs.info(cold[1])
     assert fs.stats()["metadata_fallbacks"] == 0
+    # fs.stats() and `alluxiofs cache stats` show the outage.
+    window = fs.stats()["cache"]["total"]
+    assert window["ufs_outages"] >= 1 and window["stale_served"] >= len(cached), window
+    assert window["ufs_fail_fast"] >= 1, window
+    from alluxiofs.stats import print_report
+
+    print_report(fs.stats()["cache"])
+    assert "UFS outages:" in capsys.readouterr().out
 
     # Back up: the next try after the wait reaches it.
     proxy.up()

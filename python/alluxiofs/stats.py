@@ -33,6 +33,9 @@ FIELDS = (
     "write_pages_cached",
     "ufs_requests_saved",
     "bytes_saved",
+    "ufs_outages",
+    "ufs_fail_fast",
+    "stale_served",
 )
 
 
@@ -113,3 +116,8 @@ def print_report(window: dict[str, Any]) -> None:
     print(f"written through:    {t['writes']} files, {human_size(t['write_bytes'])}")
     print(f"UFS requests saved: {t['ufs_requests_saved']}")
     print(f"bytes saved:        {human_size(t['bytes_saved'])} ({t['bytes_saved']} bytes)")
+    if t["ufs_outages"] or t["ufs_fail_fast"] or t["stale_served"]:
+        print(
+            f"UFS outages:        {t['ufs_outages']} ({t['ufs_fail_fast']} requests failed fast, "
+            f"{t['stale_served']} lookups served stale)"
+        )

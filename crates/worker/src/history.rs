@@ -57,6 +57,13 @@ pub struct Counters {
     pub write_bytes: u64,
     /// Pages of written files stored in the cache.
     pub write_pages_cached: u64,
+    /// UFS outages begun ([`crate::outage`]).
+    pub ufs_outages: u64,
+    /// UFS requests answered at once with `ufs_unreachable` in an outage.
+    pub ufs_fail_fast: u64,
+    /// Lookups answered with the last verified metadata while the UFS was
+    /// unreachable (`stale_if_error`).
+    pub stale_served: u64,
 }
 
 impl Counters {
@@ -73,6 +80,9 @@ impl Counters {
             writes: self.writes.saturating_sub(o.writes),
             write_bytes: self.write_bytes.saturating_sub(o.write_bytes),
             write_pages_cached: self.write_pages_cached.saturating_sub(o.write_pages_cached),
+            ufs_outages: self.ufs_outages.saturating_sub(o.ufs_outages),
+            ufs_fail_fast: self.ufs_fail_fast.saturating_sub(o.ufs_fail_fast),
+            stale_served: self.stale_served.saturating_sub(o.stale_served),
         }
     }
 }
@@ -145,6 +155,9 @@ impl History {
             writes: self.writes.load(Ordering::Relaxed),
             write_bytes: self.write_bytes.load(Ordering::Relaxed),
             write_pages_cached: self.write_pages_cached.load(Ordering::Relaxed),
+            ufs_outages: Metrics::get(&m.ufs_outages),
+            ufs_fail_fast: Metrics::get(&m.ufs_fail_fast),
+            stale_served: Metrics::get(&m.ufs_stale_served),
         }
     }
 
