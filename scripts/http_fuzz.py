@@ -1411,71 +1411,10 @@ class KnownBug:
         return self.when is None or (f.req is not None and self.when(f.req))
 
 
-# Found by this fuzzer, not fixed yet. Each has a reproducer in tests/test_http_fuzz.py
-# (strict xfail, so that it fails once the bug is fixed: then the entry goes).
-KNOWN_BUGS: list[KnownBug] = [
-    KnownBug(
-        "write-over-directory",
-        "a write (PUT /v1/write, S3 PutObject) to a URL that is a directory of a file:// mount "
-        "is a 502 ufs_failure / 503 ServiceUnavailable instead of a 4xx",
-        ("5xx",),
-        r"Unable to rename file: Is a directory \(os error 21\)",
-    ),
-    KnownBug(
-        "delete-directory",
-        "S3 DeleteObject(s) of a key that is a directory of a file:// mount is a 503 "
-        "ServiceUnavailable instead of a 4xx (or a no-op)",
-        ("5xx",),
-        r"Unable to delete file .*Is a directory \(os error 21\)",
-    ),
-    KnownBug(
-        "name-too-long",
-        "a path with a segment over 255 bytes (or over PATH_MAX) under a file:// mount is a 502 "
-        "ufs_failure / 503 (info, files, range, page, batch frames, write, S3) instead of a 4xx",
-        ("5xx",),
-        r"File name too long \(os error 36\)",
-    ),
-    KnownBug(
-        "hash-digits-suffix-name",
-        "a name ending in '#<digits>' (`part#1`) under a file:// mount is a 502 ufs_failure / "
-        "503 for every read and write (object_store's LocalFileSystem refuses such names: its "
-        "upload temp files), instead of a 4xx",
-        ("5xx",),
-        r"Filenames containing trailing .{1,12}#\\{1,2}d\+/.{1,12} are not supported",
-    ),
-    KnownBug(
-        "s3-dir-marker-over-file",
-        "S3 PutObject of `<file>/` (a directory marker, empty body) where <file> is a file is a "
-        "500 InternalError ('cannot create ...: File exists') instead of a 4xx",
-        ("5xx",),
-        r"File exists \(os error 17\)",
-    ),
-    KnownBug(
-        "s3-range-of-empty-object-panics",
-        "S3 GetObject of an empty object with a Range (bytes=-1, bytes=0-) panics in the "
-        "handler (s3/ops.rs: r.end - 1 with r.end == 0): the connection drops, no answer; a "
-        "release build would send Content-Range 'bytes 0-18446744073709551615/0'",
-        ("panic",),
-        r"s3/ops\.rs:\d+:\d+: attempt to subtract with overflow",
-    ),
-    KnownBug(
-        "ttl-seconds-overflow-kills-the-sweeper",
-        "POST /v1/ttl with seconds > u64::MAX/10 panics the TTL sweep thread (store/keep.rs: "
-        "s * 10): it never runs again, and the rule is saved in rules.json, so it dies again at "
-        "every start; a release build would wrap the TTL",
-        ("panic",),
-        r"alluxiofs-ttl-sweep.*attempt to multiply with overflow",
-    ),
-    KnownBug(
-        "s3-unreadable-body-500",
-        "an S3 request whose body cannot be read (it ends before its Content-Length, or its "
-        "chunked encoding is broken) is a 500 InternalError with no message (the HTTP API "
-        "answers 400; S3 answers 400 IncompleteBody)",
-        ("5xx",),
-        r"status 500 .*<Code>InternalError</Code></Error>",
-        when=lambda r: r.target == "s3" and r.raw is not None,
-    ),
-]
+# Found by this fuzzer, not fixed yet: each gets a reproducer in tests/test_http_fuzz.py
+# (strict xfail, so that it fails once the bug is fixed: then the entry goes). The nine
+# of the first runs are fixed (docs/reliability.md, "HTTP fuzzing").
+KNOWN_BUGS: list[KnownBug] = []
 
 
 @dataclass

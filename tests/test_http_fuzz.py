@@ -11,10 +11,9 @@ run it is healthy, reads the right bytes, and nothing outside the mount changed.
 every time; ``random`` draws one), printed with the summary and with every failing request
 (``scripts/http_fuzz.py --seed S --replay I`` sends request I again).
 
-Bugs the fuzzer found that are not fixed yet are listed in ``http_fuzz.KNOWN_BUGS``: the fuzz
-run reports them apart (it fails on anything else), and each has a minimal reproducer below
-marked ``xfail(strict=True)``, which fails as soon as the bug is fixed: then remove the marker
-and the ``KNOWN_BUGS`` entry.
+Bugs the fuzzer finds and that are not fixed yet go in ``http_fuzz.KNOWN_BUGS`` (empty now:
+the nine it found are fixed, each with its test at the end of this file): the fuzz run
+reports them apart and fails on anything else.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ import time
 import urllib.parse
 
 import http_fuzz as hf  # in scripts/, which harness puts on sys.path
-import pytest
 from harness import Worker
 
 REQUESTS = int(os.environ.get("ALLUXIOFS_FUZZ_REQUESTS", "3000"))
@@ -130,11 +128,11 @@ def test_the_oracles_catch_what_they_must(tmp_path):
         + b'{"index":1,"status":502}'
     )
     assert [f["status"] for f in frames] == [200, 502]
+    bug = hf.KnownBug("too-long", "a name too long", ("5xx",), r"File name too long")
     f = hf.Finding("5xx", "status 502 ufs_failure: x: File name too long (os error 36)", s3, 0)
-    assert [b.id for b in hf.KNOWN_BUGS if b.matches(f)] == ["name-too-long"]
-    assert not any(
-        b.matches(hf.Finding("5xx", "status 500 internal: x", s3, 0)) for b in hf.KNOWN_BUGS
-    )
+    assert bug.matches(f)
+    assert not bug.matches(hf.Finding("5xx", "status 500 internal: x", s3, 0))
+    assert not bug.matches(hf.Finding("panic", "File name too long", s3, 0))
 
 
 # -- the fuzz run ---------------------------------------------------------------------------
@@ -166,12 +164,6 @@ def test_http_fuzz(start_worker, tmp_path, capsys):
         assert rep.by_endpoint["raw (any endpoint)"]["4xx"] > 0, "malformed requests get 4xx"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG symlinks-followed: a file:// mount follows symlinks out of the mount: reads "
-    "return the secret beside the mount, writes and deletes go through a directory link",
-)
 def test_http_fuzz_with_symlinks_out_of_the_mount(start_worker, tmp_path, capsys):
     """The same run with symlinks in the mount to the secret and to the mount's parent."""
     lay, w = start(start_worker, tmp_path, links=True)
@@ -182,20 +174,19 @@ def test_http_fuzz_with_symlinks_out_of_the_mount(start_worker, tmp_path, capsys
     assert not rep.final_problems, rep.final_problems
 
 
-# -- reproducers of the known bugs ----------------------------------------------------------
+# -- the bugs the fuzzer found, fixed ----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="BUG symlinks-followed (see above)")
-def test_bug_symlinks_lead_out_of_the_mount(start_worker, tmp_path):
+def test_symlinks_do_not_lead_out_of_the_mount(start_worker, tmp_path):
     lay, w = start(start_worker, tmp_path, links=True)
     bad = []
     for name in ["link-to-secret", "nested/rel-link", "dir-link/mnt.secret"]:
         st, body = call(w.port, "GET", range_path(lay.url(name)))
-        if lay.secret in body:
-            bad.append(f"GET /v1/range of {name}: {st}, the secret")
+        if lay.secret in body or st != 403:
+            bad.append(f"GET /v1/range of {name}: {st}, {body[:80]!r}")
         st, body = call(w.s3_port, "GET", f"/{hf.BUCKET}/{name}")
-        if lay.secret in body:
-            bad.append(f"S3 GET {name}: {st}, the secret")
+        if lay.secret in body or st != 403:
+            bad.append(f"S3 GET {name}: {st}, {body[:80]!r}")
     st, _ = call(w.port, "PUT", f"/v1/write?path={q(lay.url('dir-link/escaped.bin'))}", b"x")
     if (lay.root / "escaped.bin").exists():
         bad.append(f"PUT /v1/write of dir-link/escaped.bin: {st}, wrote {lay.root}/escaped.bin")
@@ -205,10 +196,7 @@ def test_bug_symlinks_lead_out_of_the_mount(start_worker, tmp_path):
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUG write-over-directory (http_fuzz.KNOWN_BUGS)"
-)
-def test_bug_write_over_a_directory_is_a_5xx(start_worker, tmp_path):
+def test_a_write_over_a_directory_is_a_4xx(start_worker, tmp_path):
     lay, w = start(start_worker, tmp_path)
     st, body = call(w.port, "PUT", f"/v1/write?path={q(lay.url('nested'))}", b"x")
     assert 400 <= st < 500, (st, body)
@@ -216,19 +204,13 @@ def test_bug_write_over_a_directory_is_a_5xx(start_worker, tmp_path):
     assert 400 <= st < 500, (st, body)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUG delete-directory (http_fuzz.KNOWN_BUGS)"
-)
-def test_bug_s3_delete_of_a_directory_is_a_5xx(start_worker, tmp_path):
+def test_s3_delete_of_a_directory_is_no_5xx(start_worker, tmp_path):
     _, w = start(start_worker, tmp_path)
     st, body = call(w.s3_port, "DELETE", f"/{hf.BUCKET}/nested/dir")
     assert st < 500, (st, body)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUG name-too-long (http_fuzz.KNOWN_BUGS)"
-)
-def test_bug_a_name_over_255_bytes_is_a_5xx(start_worker, tmp_path):
+def test_a_name_over_255_bytes_is_a_4xx(start_worker, tmp_path):
     lay, w = start(start_worker, tmp_path)
     url = lay.url("a" * 256)
     answers = {
@@ -241,10 +223,7 @@ def test_bug_a_name_over_255_bytes_is_a_5xx(start_worker, tmp_path):
     assert all(st < 500 for st, _ in answers.values()), {k: v[0] for k, v in answers.items()}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUG hash-digits-suffix-name (http_fuzz.KNOWN_BUGS)"
-)
-def test_bug_a_name_ending_in_hash_digits_is_a_5xx(start_worker, tmp_path):
+def test_a_name_ending_in_hash_digits_is_a_4xx(start_worker, tmp_path):
     lay, w = start(start_worker, tmp_path)
     (lay.mount_dir / "part#1").write_bytes(b"a file on disk")
     url = lay.url("part#1")
@@ -258,21 +237,13 @@ def test_bug_a_name_ending_in_hash_digits_is_a_5xx(start_worker, tmp_path):
     assert all(st < 500 for st, _ in answers.values()), {k: v[0] for k, v in answers.items()}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUG s3-dir-marker-over-file (http_fuzz.KNOWN_BUGS)"
-)
-def test_bug_s3_directory_marker_over_a_file_is_a_500(start_worker, tmp_path):
+def test_s3_directory_marker_over_a_file_is_a_4xx(start_worker, tmp_path):
     _, w = start(start_worker, tmp_path)
     st, body = call(w.s3_port, "PUT", f"/{hf.BUCKET}/small.bin/", b"")
     assert st < 500, (st, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG s3-range-of-empty-object-panics (http_fuzz.KNOWN_BUGS)",
-)
-def test_bug_s3_range_of_an_empty_object_panics(start_worker, tmp_path):
+def test_s3_range_of_an_empty_object_is_a_416(start_worker, tmp_path):
     _, w = start(start_worker, tmp_path)
     try:
         st, _ = call(w.s3_port, "GET", f"/{hf.BUCKET}/empty.bin", headers={"Range": "bytes=-1"})
@@ -282,12 +253,7 @@ def test_bug_s3_range_of_an_empty_object_panics(start_worker, tmp_path):
     assert not panics(w), panics(w)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG ttl-seconds-overflow-kills-the-sweeper (http_fuzz.KNOWN_BUGS)",
-)
-def test_bug_ttl_seconds_overflow_kills_the_sweeper(start_worker, tmp_path):
+def test_ttl_seconds_overflow_is_a_400(start_worker, tmp_path):
     lay, w = start(start_worker, tmp_path)
     st, body = call(w.port, "POST", f"/v1/ttl?path={q(lay.mount_url)}&seconds={2**64 - 1}")
     assert st < 500, (st, body)
@@ -295,10 +261,7 @@ def test_bug_ttl_seconds_overflow_kills_the_sweeper(start_worker, tmp_path):
     assert not panics(w), panics(w)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="BUG s3-unreadable-body-500 (http_fuzz.KNOWN_BUGS)"
-)
-def test_bug_s3_unreadable_body_is_a_500(start_worker, tmp_path):
+def test_s3_unreadable_body_is_a_400(start_worker, tmp_path):
     _, w = start(start_worker, tmp_path)
     head = f"POST /{hf.BUCKET}?delete HTTP/1.1\r\nHost: x\r\n"
     answers = []

@@ -245,6 +245,8 @@ impl Peers {
                     reason: msg,
                 },
                 404 => WorkerError::not_found(url),
+                409 => WorkerError::Conflict(msg),
+                507 => WorkerError::QuotaExceeded(msg),
                 _ => WorkerError::Unavailable(format!("owner {}: {status}: {msg}", owner.addr())),
             });
         }

@@ -134,9 +134,14 @@ impl WorkerError {
                 other if io_kind(other) == Some(std::io::ErrorKind::NotADirectory) => {
                     ErrorKind::NotFound
                 }
-                // This one path's UFS failure (502), told apart by its code
-                // from a worker that cannot serve at all (503).
-                _ => ErrorKind::UfsFailure,
+                // What the request asked of a local UFS cannot be: not a fault
+                // of the UFS either.
+                other => match client_kind_of(other) {
+                    Some(kind) => kind,
+                    // This one path's UFS failure (502), told apart by its code
+                    // from a worker that cannot serve at all (503).
+                    None => ErrorKind::UfsFailure,
+                },
             },
             WorkerError::UfsUnreachable { .. } => ErrorKind::UfsUnreachable,
             WorkerError::Conflict(_) => ErrorKind::Conflict,
@@ -180,6 +185,43 @@ impl WorkerError {
             hint: String::new(),
         }
     }
+}
+
+/// The error kind of a local UFS's I/O error that the request caused (a
+/// write over a directory, a name too long for the filesystem, a file where
+/// a directory would go), if it is one.
+pub(crate) fn client_kind(io: std::io::ErrorKind) -> Option<ErrorKind> {
+    use std::io::ErrorKind as Io;
+    match io {
+        Io::IsADirectory => Some(ErrorKind::IsADirectory),
+        Io::InvalidFilename => Some(ErrorKind::InvalidArgument),
+        Io::AlreadyExists => Some(ErrorKind::AlreadyExists),
+        Io::DirectoryNotEmpty => Some(ErrorKind::Conflict),
+        _ => None,
+    }
+}
+
+/// Whether `e` is a UFS error that the request caused ([`client_kind`]):
+/// not counted as a UFS failure.
+pub(crate) fn caused_by_request(e: &object_store::Error) -> bool {
+    client_kind_of(e).is_some()
+}
+
+/// The [`client_kind`] of the first I/O error in `err`'s chain of sources
+/// that has one (an upload's error wraps the store's error in an I/O error
+/// of kind `Other`, which wraps the local one).
+pub(crate) fn client_kind_of(err: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(kind) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| client_kind(io.kind()))
+        {
+            return Some(kind);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// The kind of the first `std::io::Error` in `err`'s chain of sources, if any.

@@ -29,7 +29,7 @@
 //!   fail at once with `ufs_unreachable` until it is tried again.
 
 use crate::config::WorkerConfig;
-use crate::error::{Result, WorkerError};
+use crate::error::{caused_by_request, client_kind_of, Result, WorkerError};
 use crate::metrics::{Metrics, UfsOp};
 use crate::outage::{is_outage, Outages};
 use alluxiofs_core::info::{human_size, FileInfo, FileType};
@@ -238,6 +238,9 @@ impl Ufs {
         let parts = split_url(url);
         let path =
             Path::parse(parts.key).map_err(|e| WorkerError::BadRequest(format!("{url}: {e}")))?;
+        if parts.scheme == "file" {
+            self.check_local(url, &path)?;
+        }
         let key = (parts.scheme.to_string(), parts.authority.to_string());
         if let Err(e) = self.outages.admit(&store_of(url), url) {
             Metrics::add(&self.metrics.ufs_fail_fast, 1);
@@ -253,6 +256,67 @@ impl Ufs {
         let store = self.build_store(parts.scheme, parts.authority)?;
         stores.insert(key, store.clone());
         Ok((store, path))
+    }
+
+    /// The checks of a `file:` URL that [`Self::confine`] cannot make from
+    /// the text alone:
+    ///
+    /// - what exists of the path on disk must resolve inside a local mount:
+    ///   a symbolic link in a mount may point within the mounts, never out
+    ///   of them (nor dangle, as a write would then create its target);
+    /// - the local store refuses names ending in `#<digits>` (the names of
+    ///   its own upload temp files): they get a clear 400 here rather than
+    ///   the store's error.
+    ///
+    /// A link swapped in between this check and the store's open is not
+    /// caught: whoever can write the mount's directory on the worker's host
+    /// is trusted (docs/security.md).
+    fn check_local(&self, url: &str, path: &Path) -> Result<()> {
+        if let Some(name) = path.filename() {
+            if let Some((_, tail)) = name.split_once('#') {
+                if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(WorkerError::BadRequest(format!(
+                        "{url}: a file:// mount cannot hold names ending in '#<digits>' \
+                         (the local store's own temporary files)"
+                    )));
+                }
+            }
+        }
+        let local = std::path::PathBuf::from(format!("/{}", split_url(url).key));
+        let resolved = resolve_existing(&local).map_err(|reason| WorkerError::Forbidden {
+            path: url.to_string(),
+            reason,
+        })?;
+        let inside = self.mounts.iter().any(|m| {
+            let p = split_url(&m.url);
+            if p.scheme != "file" {
+                return false;
+            }
+            let root = std::path::PathBuf::from(format!("/{}", p.key));
+            let root = std::fs::canonicalize(&root).unwrap_or(root);
+            resolved.starts_with(&root)
+        });
+        if inside {
+            Ok(())
+        } else {
+            Err(WorkerError::Forbidden {
+                path: url.to_string(),
+                reason: format!(
+                    "a symbolic link leads outside the worker's mounts (to {})",
+                    resolved.display()
+                ),
+            })
+        }
+    }
+
+    /// Whether the child `url` of a listed local directory may be listed:
+    /// anything but a symbolic link that [`Self::check_local`] refuses.
+    fn listable_local(&self, url: &str) -> bool {
+        let local = std::path::PathBuf::from(format!("/{}", split_url(url).key));
+        let is_link = local
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        !is_link || Path::parse(split_url(url).key).is_ok_and(|p| self.check_local(url, &p).is_ok())
     }
 
     fn options_for(&self, scheme: &str, authority: &str) -> BTreeMap<String, String> {
@@ -333,7 +397,7 @@ impl Ufs {
     }
 
     fn ufs_err(&self, op: UfsOp, url: &str, e: object_store::Error) -> WorkerError {
-        if !matches!(e, object_store::Error::NotFound { .. }) {
+        if !matches!(e, object_store::Error::NotFound { .. }) && !caused_by_request(&e) {
             self.metrics.ufs_error(op);
         }
         if is_outage(&e) {
@@ -445,6 +509,10 @@ impl Ufs {
                 }
                 out.push(ObjectVersion::from_meta(&child, meta).file_info());
             }
+        }
+        if split_url(url).scheme == "file" {
+            // A symbolic link out of the mounts is not listed: reading it would be refused.
+            out.retain(|child| self.listable_local(&child.ufs_path));
         }
         out.sort_by(|a, b| a.ufs_path.cmp(&b.ufs_path));
         Ok((out, marker))
@@ -651,7 +719,13 @@ impl Ufs {
     pub fn local_path(&self, url: &str) -> Result<Option<std::path::PathBuf>> {
         let url = self.confine(url)?;
         let parts = split_url(&url);
-        Ok((parts.scheme == "file").then(|| std::path::PathBuf::from(format!("/{}", parts.key))))
+        if parts.scheme != "file" {
+            return Ok(None);
+        }
+        let path =
+            Path::parse(parts.key).map_err(|e| WorkerError::BadRequest(format!("{url}: {e}")))?;
+        self.check_local(&url, &path)?;
+        Ok(Some(std::path::PathBuf::from(format!("/{}", parts.key))))
     }
 
     /// Start an upload of the object `url` (replacing it when it exists):
@@ -663,6 +737,37 @@ impl Ufs {
             url,
             writer: object_store::buffered::BufWriter::new(store, path),
         })
+    }
+}
+
+/// `path` with its symbolic links resolved, as far as it exists: the
+/// canonical form of its longest existing ancestor, then the rest as given.
+/// A dangling link is refused (its target is unknown until it is created).
+fn resolve_existing(path: &std::path::Path) -> std::result::Result<std::path::PathBuf, String> {
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        match std::fs::canonicalize(&cur) {
+            Ok(mut real) => {
+                real.extend(rest.iter().rev());
+                return Ok(real);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if cur.symlink_metadata().is_ok() {
+                    return Err(format!("{} is a dangling symbolic link", cur.display()));
+                }
+                match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
+                    (Some(name), Some(parent)) => {
+                        rest.push(name);
+                        cur = parent.to_path_buf();
+                    }
+                    _ => return Ok(path.to_path_buf()),
+                }
+            }
+            // Not a directory, too long, a loop: the store's own call gets
+            // the same error and answers it.
+            Err(_) => return Ok(path.to_path_buf()),
+        }
     }
 }
 
@@ -705,7 +810,19 @@ impl Upload {
         self.writer
             .shutdown()
             .await
-            .map_err(|e| WorkerError::Internal(format!("{}: completing the upload: {e}", self.url)))
+            .map_err(|e| match client_kind_of(&e) {
+                Some(alluxiofs_core::error::ErrorKind::IsADirectory) => WorkerError::IsADirectory {
+                    path: self.url.clone(),
+                },
+                Some(alluxiofs_core::error::ErrorKind::AlreadyExists) => {
+                    WorkerError::Conflict(format!(
+                        "{}: a file stands where a directory of the path would go",
+                        self.url
+                    ))
+                }
+                Some(_) => WorkerError::BadRequest(format!("{}: {e}", self.url)),
+                None => WorkerError::Internal(format!("{}: completing the upload: {e}", self.url)),
+            })
     }
 
     /// Give up: nothing of the upload is kept.
@@ -752,6 +869,63 @@ mod tests {
         assert_eq!(namespace_path("s3://b/x/y"), "/b/x/y");
         assert_eq!(namespace_path("s3://b"), "/b");
         assert_eq!(namespace_path("file:///tmp/a"), "/tmp/a");
+    }
+
+    #[tokio::test]
+    async fn symbolic_links_stay_inside_the_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir_all(mnt.join("data")).unwrap();
+        std::fs::write(mnt.join("data/a.bin"), b"inside").unwrap();
+        std::fs::write(dir.path().join("secret"), b"outside").unwrap();
+        let link =
+            |to: &std::path::Path, name: &str| std::os::unix::fs::symlink(to, mnt.join(name));
+        link(&dir.path().join("secret"), "to-secret").unwrap();
+        link(dir.path(), "to-parent").unwrap();
+        link(&mnt.join("data/a.bin"), "to-inside").unwrap();
+        link(&dir.path().join("gone"), "dangling").unwrap();
+        let root = mnt.to_str().unwrap().to_string();
+        let ufs = ufs_for(&[&root]);
+        let base = ufs.confine(&root).unwrap();
+        let v = ufs
+            .head(&format!("{base}/to-inside"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ufs.read(&v, 0..6).await.unwrap(),
+            Bytes::from_static(b"inside")
+        );
+        for bad in [
+            "to-secret",
+            "to-parent/secret",
+            "to-parent/new.bin",
+            "dangling",
+        ] {
+            let url = format!("{base}/{bad}");
+            let err = ufs.head(&url).await.unwrap_err();
+            assert_eq!(err.status().as_u16(), 403, "{bad}: {err}");
+            assert!(ufs.upload(&url).is_err(), "{bad}");
+            assert!(ufs.local_path(&url).is_err(), "{bad}");
+            assert!(ufs.delete(&url).await.is_err(), "{bad}");
+        }
+        assert!(!dir.path().join("new.bin").exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("secret")).unwrap(),
+            b"outside"
+        );
+        let names: Vec<_> = ufs
+            .list(&base)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["data", "to-inside"]);
+        // The names of the local store's own temp files get a clear 400.
+        let err = ufs.head(&format!("{base}/part#1")).await.unwrap_err();
+        assert_eq!(err.status().as_u16(), 400, "{err}");
+        assert!(ufs.head(&format!("{base}/part#x")).await.unwrap().is_none());
     }
 
     #[tokio::test]

@@ -80,12 +80,20 @@ async fn unpin(State(state): State<Arc<AppState>>, q: Query) -> Result<Response>
     })))
 }
 
+/// The longest TTL: 100 years (a longer one is a mistake, or no TTL).
+const MAX_TTL_SECS: u64 = 100 * 365 * 24 * 3600;
+
 /// `POST /v1/ttl?path=URL&seconds=N`: pages of the path expire N seconds
 /// after they were cached; 0 clears the TTL.
 async fn ttl(State(state): State<Arc<AppState>>, q: Query) -> Result<Response> {
     let url = state.cache.confine(q.required("path")?)?;
     q.required("seconds")?;
     let secs = q.u64("seconds")?.unwrap_or(0);
+    if secs > MAX_TTL_SECS {
+        return Err(WorkerError::BadRequest(format!(
+            "seconds={secs}: a TTL is at most {MAX_TTL_SECS} s (100 years); 0 clears it"
+        )));
+    }
     let ttl = (secs > 0).then(|| Duration::from_secs(secs));
     let store = state.cache.store().clone();
     let u = url.clone();

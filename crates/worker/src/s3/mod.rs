@@ -44,7 +44,7 @@ use s3s::dto;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{S3Request, S3Response, S3Result, S3};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -270,8 +270,25 @@ async fn handle(
     }
     let mut req = req;
     drop_unusable_range(req.headers_mut());
-    let req = req.map(s3s::Body::http_body_unsync);
+    // s3s answers a body it could not read (cut before its Content-Length,
+    // broken chunked encoding) with a bare 500 InternalError: the client's
+    // fault is told apart by this flag and answered 400 IncompleteBody.
+    let broken = Arc::new(AtomicBool::new(false));
+    let flag = broken.clone();
+    let req = req.map(|body| {
+        s3s::Body::http_body_unsync(http_body_util::BodyExt::map_err(body, move |e| {
+            flag.store(true, Ordering::Relaxed);
+            e
+        }))
+    });
     match shared.service.call(req).await {
+        Ok(resp)
+            if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                && broken.load(Ordering::Relaxed) =>
+        {
+            Metrics::add(&shared.front.counters.s3_errors, 1);
+            incomplete_body()
+        }
         Ok(resp) => resp.map(axum::body::Body::new),
         Err(e) => {
             tracing::error!("S3 request failed: {e:?}");
@@ -282,6 +299,20 @@ async fn handle(
                 .into_response()
         }
     }
+}
+
+/// The answer to a request whose body could not be read.
+fn incomplete_body() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>IncompleteBody</Code>\
+               <Message>the request body could not be read (cut short, or a broken \
+               chunked encoding)</Message></Error>";
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        [(axum::http::header::CONTENT_TYPE, "application/xml")],
+        xml,
+    )
+        .into_response()
 }
 
 /// Remove a `Range` header that is no single byte range (`bytes=0--2`,

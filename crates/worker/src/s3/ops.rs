@@ -68,6 +68,15 @@ fn s3_err(e: WorkerError) -> S3Error {
     s3e(code, msg)
 }
 
+/// The S3 error of a worker error, for a write of an object: a directory
+/// where the object would go is a bad request, not a missing key.
+fn s3_write_err(e: WorkerError) -> S3Error {
+    match e.kind() {
+        ErrorKind::IsADirectory => s3e(S3ErrorCode::InvalidRequest, e.to_string()),
+        _ => s3_err(e),
+    }
+}
+
 /// The S3 ETag of a version (quotes and a weak prefix stripped).
 fn etag_of(version: &str) -> dto::ETag {
     dto::ETag::Strong(
@@ -238,7 +247,7 @@ impl S3Front {
                     .peers
                     .write(&owner, url, reqwest::Body::wrap_stream(body))
                     .await
-                    .map_err(s3_err)?;
+                    .map_err(s3_write_err)?;
                 let v = out.get("version").and_then(|v| v.as_str()).unwrap_or("");
                 // This worker's metadata of the path is stale now.
                 let _ = self.cache.invalidate(url, false).await;
@@ -247,7 +256,7 @@ impl S3Front {
             None => {
                 let out = write_through(&self.cache, url, body)
                     .await
-                    .map_err(s3_err)?;
+                    .map_err(s3_write_err)?;
                 self.history.note_write(out.size);
                 self.history.note_pages(out.pages_cached);
                 (out.version, None)
@@ -308,6 +317,13 @@ impl S3 for S3Front {
                             format!("the range is outside the object's {} bytes", v.size),
                         )
                     })?;
+                    // An empty object has no byte to give (S3 answers 416 too).
+                    if r.is_empty() {
+                        return Err(s3e(
+                            S3ErrorCode::InvalidRange,
+                            "the object is empty: no range of it is satisfiable",
+                        ));
+                    }
                     let cr = format!("bytes {}-{}/{}", r.start, r.end - 1, v.size);
                     (r, Some(cr))
                 }
@@ -722,7 +738,8 @@ impl S3Front {
     async fn delete(&self, url: &str) -> S3Result<()> {
         match self.cache.ufs().delete(url).await {
             Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            // A directory of a local UFS is no object: nothing to delete.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::IsADirectory) => {}
             Err(e) => return Err(s3_err(e)),
         }
         let _ = self.cache.invalidate(url, false).await;
@@ -751,10 +768,12 @@ impl S3Front {
         }
         match self.cache.ufs().local_path(url).map_err(s3_err)? {
             Some(path) => tokio::fs::create_dir_all(&path).await.map_err(|e| {
-                s3_err(WorkerError::io(
-                    format!("cannot create {}", path.display()),
-                    e,
-                ))
+                let what = format!("cannot create the directory {key:?}: {e}");
+                match crate::error::client_kind(e.kind()) {
+                    // A file stands there, or a name is too long: the request's doing.
+                    Some(_) => s3e(S3ErrorCode::InvalidRequest, what),
+                    None => s3_err(WorkerError::io(what, e)),
+                }
             })?,
             None => tracing::debug!(url, "directory marker on an object store: nothing to do"),
         }

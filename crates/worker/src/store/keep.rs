@@ -161,7 +161,12 @@ impl PageStore {
         if idx.rules.ttls.is_empty() {
             return 0;
         }
-        let ttls: Vec<u64> = idx.rules.ttls.values().map(|s| s * 10).collect();
+        let ttls: Vec<u64> = idx
+            .rules
+            .ttls
+            .values()
+            .map(|s| s.saturating_mul(10))
+            .collect();
         let now = now_ds();
         let victims: Vec<u32> = idx
             .all()
