@@ -1,20 +1,29 @@
-//! `alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] [--ready-file P] [--stats-file P] [--log-requests]`
+//! `alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] [--ready-file P] [--stats-file P] [--log-requests] [--fault MODE[:P]] [--control-file P]`
 //!
 //! Forwards TCP connections from `--listen` to `--target`, adding `--rtt-ms`
 //! (default 10) to every round trip. Prints `listening on ADDR` once bound
 //! (port 0 picks a free port) and writes `{"addr": ...}` to `--ready-file`;
 //! keeps the counters as JSON in `--stats-file`, rewritten every 100 ms;
 //! `--log-requests` prints every HTTP request line (with its `Range`) on stderr.
+//!
+//! Faults (see the library's design note): `--fault MODE[:P]` starts with
+//! one (`pass`, `slowdown`, `unavailable`, `reset`, `cut`; P the probability
+//! per HTTP request, default 1). `--control-file P` is read every 50 ms
+//! while the proxy runs: a line `MODE [P]` sets the faults from then on
+//! (write it to a temporary file and rename it over P); a missing file
+//! changes nothing, a bad line is reported once and ignored. Each change is
+//! printed on stderr (`faults: MODE P`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alluxiofs_delay_proxy::{serve, Config, Stats};
+use alluxiofs_delay_proxy::{serve, Config, FaultSetting, Faults, Stats};
 
 const USAGE: &str = "usage: alluxiofs-delay-proxy --listen ADDR --target ADDR [--rtt-ms N] \
-                     [--ready-file PATH] [--stats-file PATH] [--log-requests]";
+                     [--ready-file PATH] [--stats-file PATH] [--log-requests] \
+                     [--fault MODE[:P]] [--control-file PATH]";
 
 struct Args {
     listen: SocketAddr,
@@ -23,6 +32,8 @@ struct Args {
     ready_file: Option<PathBuf>,
     stats_file: Option<PathBuf>,
     log_requests: bool,
+    fault: FaultSetting,
+    control_file: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -32,6 +43,8 @@ fn parse_args() -> Result<Args, String> {
     let mut ready_file = None;
     let mut stats_file = None;
     let mut log_requests = false;
+    let mut fault = FaultSetting::PASS;
+    let mut control_file = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
@@ -51,6 +64,8 @@ fn parse_args() -> Result<Args, String> {
             "--rtt-ms" => rtt_ms = value.parse().map_err(|e| bad(&e))?,
             "--ready-file" => ready_file = Some(PathBuf::from(value)),
             "--stats-file" => stats_file = Some(PathBuf::from(value)),
+            "--fault" => fault = value.parse().map_err(|e| bad(&e))?,
+            "--control-file" => control_file = Some(PathBuf::from(value)),
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
@@ -64,6 +79,8 @@ fn parse_args() -> Result<Args, String> {
         ready_file,
         stats_file,
         log_requests,
+        fault,
+        control_file,
     })
 }
 
@@ -85,6 +102,14 @@ async fn main() {
     };
     let addr = listener.local_addr().expect("bound socket has an address");
     let stats = Arc::new(Stats::default());
+    let faults = Arc::new(Faults::default());
+    faults.set(args.fault);
+    if args.fault != FaultSetting::PASS {
+        eprintln!("faults: {}", args.fault);
+    }
+    if let Some(path) = args.control_file.clone() {
+        tokio::spawn(watch_control_file(path, faults.clone()));
+    }
     if let Some(path) = &args.stats_file {
         let (path, stats) = (path.clone(), stats.clone());
         tokio::spawn(async move {
@@ -116,9 +141,30 @@ async fn main() {
         target: args.target,
         rtt: Duration::from_secs_f64(args.rtt_ms / 1000.0),
         log_requests: args.log_requests,
+        faults: faults.clone(),
     };
     if let Err(e) = serve(listener, config, stats).await {
         eprintln!("accept failed: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Apply the setting in `path` whenever its content changes.
+async fn watch_control_file(path: PathBuf, faults: Arc<Faults>) {
+    let mut last: Option<String> = None;
+    loop {
+        if let Ok(text) = tokio::fs::read_to_string(&path).await {
+            if last.as_deref() != Some(text.as_str()) {
+                match text.parse::<FaultSetting>() {
+                    Ok(setting) => {
+                        faults.set(setting);
+                        eprintln!("faults: {setting}");
+                    }
+                    Err(e) => eprintln!("{}: {e} (faults unchanged)", path.display()),
+                }
+                last = Some(text);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -33,6 +33,7 @@ async fn proxy(target: std::net::SocketAddr, rtt_ms: u64) -> (std::net::SocketAd
         target,
         rtt: Duration::from_millis(rtt_ms),
         log_requests: false,
+        faults: Default::default(),
     };
     tokio::spawn(serve(listener, config, stats.clone()));
     (addr, stats)
