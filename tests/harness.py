@@ -389,3 +389,99 @@ class TcpProxy:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+DELAY_PROXY_BIN = REPO / "target" / "debug" / "alluxiofs-delay-proxy"
+
+
+def delay_proxy_bin() -> Path:
+    """``alluxiofs-delay-proxy``: ``$ALLUXIOFS_TEST_DELAY_PROXY_BIN``, else this checkout's
+    ``target/debug`` (or ``release``) build, else built now with cargo into ``target/``."""
+    override = os.environ.get("ALLUXIOFS_TEST_DELAY_PROXY_BIN")
+    if override:
+        return Path(override)
+    for profile in ("debug", "release"):
+        p = REPO / "target" / profile / "alluxiofs-delay-proxy"
+        if p.is_file():
+            return p
+    env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target"))
+    env["PATH"] = f"{Path.home() / '.cargo' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    subprocess.run(
+        ["cargo", "build", "-q", "-p", "alluxiofs-delay-proxy"], cwd=REPO, env=env, check=True
+    )
+    return DELAY_PROXY_BIN
+
+
+class FaultProxy:
+    """``alluxiofs-delay-proxy`` on a free loopback port in front of ``target``
+    (``host:port``), with faults set while it runs (:meth:`set`): ``pass``,
+    ``slowdown`` and ``unavailable`` (503 with the S3 error code), ``reset``
+    (RST before an answer), ``cut`` (RST in the middle of one), each with a
+    probability per HTTP request. :meth:`stats` reads its counters."""
+
+    def __init__(self, target: str, run_dir: Path, rtt_ms: float = 0.0):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.control = run_dir / "proxy-faults"
+        self.stats_path = run_dir / "proxy-stats.json"
+        self.log_path = run_dir / "proxy.log"
+        ready = run_dir / "proxy-ready.json"
+        self.control.write_text("pass\n")
+        self._setting = "pass"
+        cmd = [
+            str(delay_proxy_bin()), "--listen", "127.0.0.1:0", "--target", target,
+            "--rtt-ms", str(rtt_ms), "--ready-file", str(ready),
+            "--stats-file", str(self.stats_path), "--control-file", str(self.control),
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        deadline = time.monotonic() + 20
+        self.addr = ""
+        while not self.addr:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the delay proxy exited: {self.log_path.read_text()}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise TimeoutError("the delay proxy did not start")
+            try:
+                self.addr = json.loads(ready.read_text())["addr"]
+            except (OSError, ValueError):
+                time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+    def set(self, mode: str, probability: float = 1.0, timeout: float = 5.0) -> None:
+        """Apply ``mode`` (with ``probability``) to every request from now on; returns
+        once the proxy has logged the change."""
+        setting = "pass" if mode == "pass" else f"{mode} {probability}"
+        if setting == self._setting:
+            return
+        want = f"faults: {mode} " if mode != "pass" else "faults: pass"
+        before = self.log_path.read_text().count(want)
+        tmp = self.control.with_suffix(".tmp")
+        tmp.write_text(setting + "\n")
+        os.replace(tmp, self.control)
+        deadline = time.monotonic() + timeout
+        while self.log_path.read_text().count(want) <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the delay proxy did not apply {setting!r}")
+            time.sleep(0.01)
+        self._setting = setting
+
+    def stats(self) -> dict[str, int]:
+        """The proxy's counters (connections, bytes, http_requests, faults_injected)."""
+        for _ in range(50):
+            try:
+                return json.loads(self.stats_path.read_text())
+            except (OSError, ValueError):
+                time.sleep(0.02)
+        return {}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
