@@ -254,3 +254,22 @@ test-extras: system-deps venv $(TEST_S3_DEPS) develop
 		$(PY) -m pip install -q --disable-pip-version-check torch==$(TORCH_VERSION); }
 	ALLUXIOFS_EXTRAS=1 $(TEST_ENV) $(PY) -m pytest tests/extras -q --timeout 300 $(PYTEST_ARGS)
 	$(PY) examples/torch_dataset.py --files 256 --epochs 2
+
+## soak: the soak under faults (scripts/soak.py, docs/reliability.md): SOAK_READERS readers
+## (threads over 8 processes) over 3 workers found through etcd with replicas=2, for
+## SOAK_SECONDS, while a worker is SIGKILLed and restarted every minute, etcd restarts once, the
+## UFS answers 503 SlowDown / ServiceUnavailable and resets or cuts connections (the delay
+## proxy), and one cache directory sits on a tmpfs smaller than its capacity (needs root).
+## Prints the report (p50/p99 per read kind and phase, RSS and descriptors, capacity, ENOSPC),
+## writes it as JSON to SOAK_JSON; exits 1 when a check fails. The short version is
+## tests/test_soak.py, part of make test.
+SOAK_SECONDS ?= 600
+SOAK_READERS ?= 64
+SOAK_JSON ?= $(CURDIR)/target/soak-report.json
+.PHONY: soak
+soak: system-deps venv $(TEST_S3_DEPS) develop
+	@echo ">>> $$(date +%T) cargo build -p alluxiofs-delay-proxy"
+	cargo build -q -p alluxiofs-delay-proxy
+	@echo ">>> $$(date +%T) soak: $(SOAK_READERS) readers, $(SOAK_SECONDS) s"
+	$(TEST_ENV) ALLUXIOFS_TEST_DELAY_PROXY_BIN=$(CARGO_TARGET_DIR)/debug/alluxiofs-delay-proxy \
+		$(PY) scripts/soak.py --seconds $(SOAK_SECONDS) --readers $(SOAK_READERS) --json $(SOAK_JSON)
