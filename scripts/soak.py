@@ -110,7 +110,7 @@ class SoakConfig:
         return cls(
             seconds=40.0, readers=8, processes=2, kill_every=13.0, down_seconds=3.0,
             ufs_fault_seconds=4.0, warmup_seconds=6.0, small_files=120, large_files=4,
-            large_mib=8, parquet_files=2, parquet_rows=20_000, small_fs_mib=12,
+            large_mib=8, parquet_files=2, parquet_rows=20_000, small_fs_mib=8,
             capacity_mib=20, memory_mib=8, sample_every=0.5, max_growth=1.5, hot_small=12,
             hot_large_mib=4,
         )  # fmt: skip
@@ -131,6 +131,18 @@ def small_paths(cfg: SoakConfig, bucket: str) -> list[tuple[str, int]]:
 
 def small_bytes(cfg: SoakConfig, i: int, size: int) -> bytes:
     return random.Random(cfg.seed * 1_000_003 + i).randbytes(size)
+
+
+COLD_FILES = 64
+COLD_SIZE = 100_000
+
+
+def cold_path(bucket: str, i: int) -> str:
+    return f"{bucket}/soak/cold/c{i:02d}.bin"
+
+
+def cold_bytes(cfg: SoakConfig, i: int) -> bytes:
+    return random.Random(cfg.seed * 31 + i).randbytes(COLD_SIZE)
 
 
 def large_path(bucket: str, i: int) -> str:
@@ -212,7 +224,9 @@ def upload(cfg: SoakConfig, s3fs, bucket: str) -> int:
         data = parquet_bytes(cfg, i)
         s3fs.pipe_file(parquet_path(bucket, i), data)
         total += len(data)
-    return total
+    cold = {cold_path(bucket, i): cold_bytes(cfg, i) for i in range(COLD_FILES)}
+    s3fs.pipe(cold)
+    return total + COLD_FILES * COLD_SIZE
 
 
 # -- readers (in spawned processes) ----------------------------------------------------
@@ -385,6 +399,10 @@ class Report:
     proxy: dict = field(default_factory=dict)
     client_stats: list = field(default_factory=list)
     checks: list = field(default_factory=list)  # (name, ok, detail)
+    cold_probes: list = field(default_factory=list)
+    ufs_recovery_seconds: list = field(default_factory=list)
+    samples: list = field(default_factory=list)
+    shares_mib: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -407,6 +425,12 @@ class Soak:
         self.small_fs_dir: Path | None = None
         self.lock = threading.Lock()
         self.pids: list[tuple[str, int]] = []  # everything started, checked at the end
+        self.probes: list[dict] = []  # cold reads while the UFS fails
+        self.next_cold = 0
+        self.pending_cold: list[int] = []
+        self.cold_failed = False
+        self.probe_wrong = 0
+        self.recoveries: list[float] = []
 
     def log(self, what: str) -> None:
         t = time.time() - self.t0
@@ -471,6 +495,9 @@ class Soak:
                 "--mount", "s3://soak", "--cache-dir", str(cache),
                 "--capacity", f"{capacity // MiB}MiB", "--memory-capacity", f"{cfg.memory_mib}MiB",
                 "--etcd", self.etcd.endpoint, "--etcd-lease-ttl", "2s",
+                # An even share for each worker (the default ring with 3 workers can
+                # give one 10 %), so the small disk fills up in every run.
+                "--placement", "rendezvous",
             ]  # fmt: skip
             w = Worker(args, env, self.dir, f"w{i}")
             w.cache_dir = cache
@@ -499,6 +526,7 @@ class Soak:
         import pyarrow.parquet as pq
 
         fs = fsspec.filesystem("alluxiofs", **self.fs_options())
+        self.probe_fs = fs
         data = Data.generate(self.cfg, "soak")
         for p in data.hot_small:
             assert fs.cat_file(p) == data.small[p], p
@@ -507,6 +535,34 @@ class Soak:
         table = pq.read_table(data.hot_parquet, filesystem=fs)
         assert table.equals(data.parquet[data.hot_parquet])
         self.log(f"hot set pre-warmed ({len(data.hot_small)} small, {n // MiB} MiB, 1 Parquet)")
+        sizes = {p: len(b) for p, b in data.small.items()}
+        sizes.update({p: len(b) for p, b in data.large.items()})
+        share: dict[str, int] = {}
+        for p, n in sizes.items():
+            first = fs.workers_for(p)[0]
+            share[first] = share.get(first, 0) + n
+        self.shares = {
+            w.name: round(share.get(w.addr, 0) / MiB, 1) for w in self.workers
+        }  # MiB whose first choice is each worker
+        self.log(f"placement {fs.placement()}, MiB first owned: {self.shares}")
+        # Whole files go to one worker, so shares are lumpy: when the small-disk worker
+        # owns less than twice its disk, a ballast file next to its cache directory
+        # leaves it half that share, so that the disk fills in every run.
+        own = share.get(self.workers[2].addr, 0)
+        self.small_fs_size = self.cfg.small_fs_mib * MiB
+        if own < 2 * self.small_fs_size:
+            size = max(4 * MiB, own // 2 // MiB * MiB)
+            st = os.statvfs(self.small_fs_dir)
+            ballast = st.f_bavail * st.f_frsize - size
+            with open(self.small_fs_dir / "ballast", "wb") as f:
+                for _ in range(ballast // MiB):
+                    f.write(b"\0" * MiB)
+                f.flush()
+                os.fsync(f.fileno())
+            self.small_fs_size = size
+            self.log(
+                f"small disk: {size // MiB} MiB free after a ballast (w2 owns {own / MiB:.1f} MiB)"
+            )
 
     # -- sampling --
 
@@ -557,15 +613,59 @@ class Soak:
         time.sleep(1.0)
         phase.value = CALM
 
+    def _probe(self, mode: str) -> None:
+        """A file no one read yet, while the UFS fails: no replica holds it, so the
+        read must fail, fast and with a connection error, never with bytes."""
+        i = self.next_cold
+        self.next_cold += 1
+        path = cold_path("soak", i)
+        t = time.monotonic()
+        try:
+            got = self.probe_fs.cat_file(path)
+            outcome = "returned bytes" if got != cold_bytes(self.cfg, i) else "served"
+            error = ""
+        except Exception as e:  # the kind of error is the point
+            outcome = "raised"
+            error = f"{type(e).__name__}: {e}"[:300]
+            self.cold_failed = isinstance(e, ConnectionError)
+        took = time.monotonic() - t
+        self.probes.append({"mode": mode, "path": path, "outcome": outcome,
+                            "connection_error": self.cold_failed if outcome == "raised" else False,
+                            "seconds": round(took, 3), "error": error})  # fmt: skip
+        self.log(f"cold read during {mode}: {outcome} after {took:.2f}s {error[:90]}")
+        self.pending_cold.append(i)
+
+    def _recover(self) -> float:
+        """Seconds after the UFS passes again until the files the probes could not
+        read are served (the workers' fail-fast back-off first has to run out)."""
+        t = time.monotonic()
+        while self.pending_cold:
+            i = self.pending_cold[0]
+            try:
+                got = self.probe_fs.cat_file(cold_path("soak", i))
+            except Exception:  # still in the back-off
+                if time.monotonic() - t > 120:
+                    raise
+                time.sleep(0.1)
+                continue
+            if got != cold_bytes(self.cfg, i):
+                self.probe_wrong += 1
+            self.pending_cold.pop(0)
+        return time.monotonic() - t
+
     def _ufs_fault(self, modes: tuple[str, ...], phase, inflight) -> None:
         phase.value = UFS_FAULT
         self._wait_drained(inflight, UFS_FAULT)
         for mode in modes:
             self.proxy.set(mode)
             self.log(f"UFS fault: {mode} on every request")
-            time.sleep(self.cfg.ufs_fault_seconds / len(modes))
+            t = time.monotonic()
+            self._probe(mode)
+            time.sleep(max(0.0, self.cfg.ufs_fault_seconds / len(modes) - (time.monotonic() - t)))
         self.proxy.set("pass")
-        self.log("UFS passes again")
+        took = self._recover()
+        self.recoveries.append(round(took, 2))
+        self.log(f"UFS passes again; cold files served {took:.2f}s later")
         phase.value = CALM
 
     def _etcd_restart(self, phase) -> None:
@@ -686,6 +786,10 @@ class Soak:
             )  # fmt: skip
             report.wall_seconds = round(time.monotonic() - started, 1)
             report.events = self.events
+            report.samples = self.samples
+            report.shares_mib = getattr(self, "shares", {})
+            report.cold_probes = self.probes
+            report.ufs_recovery_seconds = self.recoveries
         return report
 
     def _add_reads(self, report: Report, reads: list) -> None:
@@ -705,7 +809,8 @@ class Soak:
         for kind in KINDS:
             by = lat.get(kind, {})
             groups = {
-                "calm": by.get("calm", []) + by.get("warmup", []),
+                "warmup": by.get("warmup", []),
+                "calm": by.get("calm", []),
                 "faults": by.get("worker_down", []) + by.get("etcd_down", [])
                 + by.get("ufs_fault", []),
             }  # fmt: skip
@@ -733,6 +838,30 @@ class Soak:
                f"{kills} kills, UFS modes {sorted(ufs)}, {etcd} etcd restarts"))  # fmt: skip
         faults_in = report.proxy.get("faults_injected", 0)
         check(("UFS faults reached the proxy", faults_in > 0, f"{faults_in} requests refused"))
+        bad = [p for p in self.probes if p["outcome"] != "raised" or not p["connection_error"]]
+        slow = [p for p in self.probes if p["seconds"] > 15]
+        modes = sorted({p["mode"] for p in self.probes})
+        check(
+            (
+                "cold reads fail cleanly while the UFS fails",
+                self.probes and not bad,
+                f"{len(self.probes)} in modes {modes}, not a ConnectionError: {bad[:2]}",
+            )
+        )
+        check(
+            (
+                "cold reads fail fast",
+                self.probes and not slow,
+                f"slowest {max((p['seconds'] for p in self.probes), default=0):.2f}s (<= 15 s)",
+            )
+        )
+        check(
+            (
+                "cold files served once the UFS passes",
+                not self.pending_cold and not self.probe_wrong and bool(self.recoveries),
+                f"after {self.recoveries} s, {self.probe_wrong} wrong",
+            )
+        )
         for ph in ("worker_down", "ufs_fault", "etcd_down"):
             n = sum(report.reads[k][ph]["count"] for k in KINDS)
             check((f"reads during {ph}", n > 0, f"{n} reads"))
@@ -762,7 +891,7 @@ class Soak:
         full_at = next((r["t"] for r in self.samples if r["small_fs_avail"] < MiB), None)
         errors = self._write_errors(2)
         report.small_fs = {
-            "size_mib": cfg.small_fs_mib,
+            "size_mib": getattr(self, "small_fs_size", cfg.small_fs_mib * MiB) / MiB,
             "configured_capacity_mib": 4 * cfg.small_fs_mib,
             "min_avail_kib": round(min(avail, default=0) / 1024),
             "full_at_s": None if full_at is None else round(full_at, 1),
@@ -775,7 +904,7 @@ class Soak:
             (
                 "small disk filled up",
                 full_at is not None,
-                f"min free {min(avail, default=0) / MiB:.2f} MiB of {cfg.small_fs_mib} MiB",
+                f"min free {min(avail, default=0) / MiB:.2f} of {report.small_fs['size_mib']} MiB",
             )
         )
         check(("ENOSPC hit and counted", errors > 0, f"{errors} cache write errors on w2"))
@@ -867,6 +996,14 @@ def format_report(report: Report) -> str:
             f"{name} cache: capacity {c['capacity_mib']:.0f} MiB, max used {c['max_used_mib']} "
             f"MiB (metric), max du {c['max_du_mib']} MiB"
         )
+    for pr in report.cold_probes:
+        out.append(
+            f"cold read while the UFS fails ({pr['mode']}): {pr['outcome']} in {pr['seconds']}s"
+            f" {pr['error'][:80]}"
+        )
+    out.append(
+        f"cold files served again, seconds after the UFS passed: {report.ufs_recovery_seconds}"
+    )
     out.append(f"small disk: {json.dumps(report.small_fs)}")
     out.append(f"proxy: {json.dumps(report.proxy)}")
     out.append(f"clients: {json.dumps(report.client_stats)}")
