@@ -32,8 +32,10 @@ Design:
   fills up and its writes fail with ENOSPC; reads it serves must not fail.
   That worker is among the killed ones (it restarts on a full disk).
 - **Leaks.** Each worker's RSS and open descriptors are sampled every
-  second. The first worker is never killed: its late samples are compared to
-  its early ones (after the warm-up) as ratios. Each cache directory's used
+  second. The first worker is never killed: the median of its last fifth of
+  samples is compared, as a ratio, to the median of a fifth that starts a
+  third of the way in (RSS rises for minutes while the page index, metadata
+  cache, memory tier and connection pools fill; a leak keeps rising after). Each cache directory's used
   bytes (``du``) and the workers' own ``alluxiofs_cache_dir_used_bytes`` are
   compared with its capacity at every sample.
 
@@ -75,8 +77,8 @@ WEIGHTS = (40, 15, 15, 30)
 MiB = 1 << 20
 
 # Fault phases (shared with the reader processes as small integers).
-WARMUP, CALM, WORKER_DOWN, ETCD_DOWN, UFS_FAULT = range(5)
-PHASES = ("warmup", "calm", "worker_down", "etcd_down", "ufs_fault")
+WARMUP, CALM, WORKER_DOWN, ETCD_DOWN, UFS_FAULT, RESTARTING = range(6)
+PHASES = ("warmup", "calm", "worker_down", "etcd_down", "ufs_fault", "restarting")
 UFS_MODES = ("slowdown", "unavailable", "reset", "cut")
 
 
@@ -606,6 +608,9 @@ class Soak:
         w.kill()
         self.log(f"SIGKILL {w.name} (pid {pid}, {w.addr})")
         time.sleep(self.cfg.down_seconds)
+        # From its start until a second after it is registered again (it replays
+        # its journal and clients find it again meanwhile).
+        phase.value = RESTARTING
         w.restart(same_port=True)
         w.wait_registered()
         self.pids.append((w.name, w.proc.pid))
@@ -811,8 +816,8 @@ class Soak:
             groups = {
                 "warmup": by.get("warmup", []),
                 "calm": by.get("calm", []),
-                "faults": by.get("worker_down", []) + by.get("etcd_down", [])
-                + by.get("ufs_fault", []),
+                "faults": by.get("worker_down", []) + by.get("restarting", [])
+                + by.get("etcd_down", []) + by.get("ufs_fault", []),
             }  # fmt: skip
             groups.update({ph: by.get(ph, []) for ph in PHASES[2:]})
             report.reads[kind] = {
@@ -862,7 +867,7 @@ class Soak:
                 f"after {self.recoveries} s, {self.probe_wrong} wrong",
             )
         )
-        for ph in ("worker_down", "ufs_fault", "etcd_down"):
+        for ph in ("worker_down", "restarting", "ufs_fault", "etcd_down"):
             n = sum(report.reads[k][ph]["count"] for k in KINDS)
             check((f"reads during {ph}", n > 0, f"{n} reads"))
 
@@ -921,13 +926,27 @@ class Soak:
             for gen, rows in lifetimes.items():
                 if len(rows) < 6:
                     continue
+                # Early: a fifth of the samples from a third of the lifetime on (RSS
+                # rises while the page index, metadata cache, memory tier and
+                # connection pools fill, for minutes under 64 readers on 2 cores);
+                # late: the last fifth. Also from the first samples, for the report.
                 k = max(3, len(rows) // 5)
-                early, late = rows[:k], rows[-k:]
+                third = len(rows) // 3
+                early, late = rows[third : third + k], rows[-k:]
                 er = statistics.median(x[1] for x in early)
                 lr = statistics.median(x[1] for x in late)
                 ef = statistics.median(x[2] for x in early)
                 lf = statistics.median(x[2] for x in late)
+                first_rss = statistics.median(x[1] for x in rows[:k])
+                first_fds = statistics.median(x[2] for x in rows[:k])
+                half = rows[len(rows) // 2 :]
+                minutes = max(1e-9, (half[-1][0] - half[0][0]) / 60)
                 summary[gen] = {
+                    "rss_ratio_from_start": round(lr / first_rss, 3),
+                    "fds_ratio_from_start": round(lf / first_fds, 3),
+                    "rss_growth_mib_per_min_second_half": round(
+                        (half[-1][1] - half[0][1]) / MiB / minutes, 2
+                    ),
                     "seconds": round(rows[-1][0] - rows[0][0], 1),
                     "samples": len(rows),
                     "rss_early_mib": round(er / MiB, 1),
@@ -989,7 +1008,9 @@ def format_report(report: Report) -> str:
             out.append(
                 f"{name} life {gen}: {s['seconds']:.0f} s, RSS {s['rss_early_mib']} -> "
                 f"{s['rss_late_mib']} MiB (x{s['rss_ratio']}, max {s['rss_max_mib']}), fds "
-                f"{s['fds_early']} -> {s['fds_late']} (x{s['fds_ratio']}, max {s['fds_max']})"
+                f"{s['fds_early']} -> {s['fds_late']} (x{s['fds_ratio']}, max {s['fds_max']}); "
+                f"from the start RSS x{s['rss_ratio_from_start']} fds x{s['fds_ratio_from_start']},"
+                f" 2nd half {s['rss_growth_mib_per_min_second_half']} MiB/min"
             )
     for name, c in report.capacity.items():
         out.append(
