@@ -35,9 +35,14 @@ Design:
   second. The first worker is never killed: the median of its last fifth of
   samples is compared, as a ratio, to the median of a fifth that starts a
   third of the way in (RSS rises for minutes while the page index, metadata
-  cache, memory tier and connection pools fill; a leak keeps rising after). Each cache directory's used
-  bytes (``du``) and the workers' own ``alluxiofs_cache_dir_used_bytes`` are
-  compared with its capacity at every sample.
+  cache, memory tier and connection pools fill; a leak keeps rising after).
+  Each cache directory's used bytes (``du``) and the workers' own
+  ``alluxiofs_cache_dir_used_bytes`` are compared with its capacity at every
+  sample.
+- **Fail-fast back-off.** The UFS faults of a window are long enough for a
+  worker's back-off to grow past the window: reads of data no replica holds
+  in the seconds after the UFS is back fail (``UfsUnreachableError``) and are
+  counted as failed, with how long after the UFS came back they happened.
 
 The run ends with a report (printed, and as JSON with ``--json``) and exit
 code 1 if any check failed: wrong bytes, failed reads, growth of RSS or
@@ -405,6 +410,7 @@ class Report:
     ufs_recovery_seconds: list = field(default_factory=list)
     samples: list = field(default_factory=list)
     shares_mib: dict = field(default_factory=dict)
+    failure_summary: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -831,6 +837,22 @@ class Soak:
         for kind in KINDS:
             n = sum(report.reads[kind][g]["count"] for g in ("calm", "faults"))
             check((f"{kind} reads", n > 0, f"{n} reads of kind {kind}"))
+        # Where the failures come from: kind, phase, error, and how long after the
+        # UFS last came back (a worker's fail-fast back-off can outlive the outage).
+        passes = [t for t, e in self.events if e.startswith("UFS passes again")]
+        summary: dict[str, dict] = {}
+        for t0, kind, ph, err, *_ in report.failures:
+            rel = t0 - self.t0
+            after = [rel - t for t in passes if t <= rel + 5]
+            key = f"{kind} in {PHASES[ph]}: {err.split(':')[0]}"
+            entry = summary.setdefault(key, {"count": 0, "s_after_ufs_back": []})
+            entry["count"] += 1
+            if after:
+                entry["s_after_ufs_back"].append(round(min(after, key=abs), 2))
+        for entry in summary.values():
+            xs = entry.pop("s_after_ufs_back")
+            entry["s_after_ufs_back_min_max"] = [min(xs), max(xs)] if xs else None
+        report.failure_summary = summary
         check(("0 wrong bytes", not report.wrong, f"{len(report.wrong)} wrong: {report.wrong[:3]}"))
         check(
             ("0 failed reads", not report.failures,
@@ -1029,6 +1051,8 @@ def format_report(report: Report) -> str:
     out.append(f"proxy: {json.dumps(report.proxy)}")
     out.append(f"clients: {json.dumps(report.client_stats)}")
     out.append("")
+    for what, entry in report.failure_summary.items():
+        out.append(f"failed: {what}: {json.dumps(entry)}")
     for name, ok, detail in report.checks:
         out.append(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     return "\n".join(out)
