@@ -1074,6 +1074,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(a, name) is not None:
             setattr(cfg, name, getattr(a, name))
     cfg.processes = max(1, min(cfg.processes, cfg.readers))
+    if not a.short and a.kill_every is None and cfg.seconds < 4 * cfg.kill_every:
+        # A shorter soak keeps the shape of the full one: warm-up, then at least
+        # three kill cycles, each with a UFS fault window; one etcd restart.
+        cfg.warmup_seconds = min(cfg.warmup_seconds, max(5.0, cfg.seconds / 10))
+        cfg.kill_every = max(12.0, (cfg.seconds - cfg.warmup_seconds) / 3)
+        cfg.ufs_fault_seconds = min(cfg.ufs_fault_seconds, cfg.kill_every / 4)
+        cfg.down_seconds = min(cfg.down_seconds, cfg.kill_every / 4)
     workdir = Path(tempfile.mkdtemp(prefix="alluxiofs-soak-"))
     # SIGTERM (make interrupted, a CI timeout) still stops everything.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
