@@ -114,6 +114,52 @@ def test_pin_beyond_the_quota_is_refused(make_fs, start_worker, bucket_mount, tr
     assert w.metric("alluxiofs_pin_quota_bytes") == 512 * KiB
 
 
+def test_a_pin_holds_on_every_worker_or_on_none(make_fs, start_worker, bucket_mount, tree):
+    """One worker refuses a pin (its quota): the others undo it, except where the path was
+    pinned before; a worker that cannot be reached undoes it too."""
+    base, files = tree
+    roomy = _worker(start_worker, bucket_mount, capacity="8MiB", extra=["--pin-quota", "8MiB"])
+    tight = _worker(start_worker, bucket_mount, capacity="8MiB", extra=["--pin-quota", "128KiB"])
+    fs = _fs(make_fs, [roomy, tight])
+    cold = sorted(p for p in files if "/cold/" in p)
+    for p in cold:  # 4 MiB over the two workers: each holds far more than 128 KiB of it
+        assert fs.cat_file(p) == files[p]
+    assert (
+        roomy.metric("alluxiofs_cache_used_bytes")
+        > MiB
+        < tight.metric("alluxiofs_cache_used_bytes")
+    )
+    with pytest.raises(alluxiofs.AlluxioError) as e:
+        fs.pin(f"s3://{base}/cold")
+    assert e.value.errno == errno.ENOSPC
+    assert "nothing was pinned" in str(e.value), str(e.value)
+    for w in (roomy, tight):
+        assert _rules(w)["pins"] == [], w.addr
+        assert w.metric("alluxiofs_pinned_bytes") == 0, w.addr
+
+    # Pinned on `roomy` before (directly): the refused pin leaves that pin where it was.
+    req = urllib.request.Request(
+        f"http://{roomy.addr}/v1/pin?path=s3://{base}/cold", method="POST", data=b""
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert json.loads(r.read())["new_rule"] is True
+    pinned = roomy.metric("alluxiofs_pinned_bytes")
+    assert pinned > MiB
+    with pytest.raises(alluxiofs.AlluxioError):
+        fs.pin(f"s3://{base}/cold")
+    assert _rules(roomy)["pins"] == [f"s3://{base}/cold"]
+    assert roomy.metric("alluxiofs_pinned_bytes") == pinned
+    assert _rules(tight)["pins"] == []
+
+    # A worker that cannot be reached: the pin is undone on the one that took it.
+    gone = _worker(start_worker, bucket_mount)
+    gone.stop()
+    fs2 = _fs(make_fs, [roomy, gone])
+    with pytest.raises(ConnectionError, match="nothing was pinned"):
+        fs2.pin(f"s3://{base}/hot")
+    assert _rules(roomy)["pins"] == [f"s3://{base}/cold"]
+
+
 def test_ttl_expires(make_fs, start_worker, bucket_mount, tree):
     base, files = tree
     w = _worker(start_worker, bucket_mount, capacity="8MiB")

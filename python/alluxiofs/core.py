@@ -851,9 +851,13 @@ class AlluxioFileSystem(_Base):  # type: ignore[valid-type,misc]
         bytes per worker are bounded by the worker's pin quota: a pin that
         would exceed it raises :class:`alluxiofs.AlluxioError` (``ENOSPC``)
         with the quota and the bytes pinned; pages of a pinned path read
-        beyond the quota are served but not cached. Returns ``{"op", "path",
-        "pages", "bytes", "failed", "workers": [{"worker", "result",
-        "status", "error"}]}`` (pages and bytes newly pinned, all workers).
+        beyond the quota are served but not cached. A pin holds on every
+        worker or on none: when one refuses it or cannot be reached, it is
+        undone on the others (except where the path was pinned before), and
+        the error says so (``ConnectionError`` for an unreachable worker).
+        Returns ``{"op", "path", "pages", "bytes", "failed", "undone",
+        "undo_failed", "workers": [{"worker", "result", "status", "error"}]}``
+        (pages and bytes newly pinned, all workers).
         """
         from . import manage
 

@@ -39,15 +39,29 @@ def run(
     :class:`alluxiofs.AlluxioError`: ``ENOSPC`` when a pin would exceed the
     pin quota, ``EBUSY`` when a free would remove pinned pages. When no
     worker could be reached, ``ConnectionError`` is raised.
+
+    A pin holds on every worker or on none: when one worker refuses it or
+    cannot be reached, the client undoes it on the others (``undone`` in the
+    summary; workers where undoing failed too are in ``undo_failed``), and
+    with ``raise_on_refusal`` an unreachable worker raises ``ConnectionError``.
     """
     summary: dict[str, Any] = json.loads(
         client.manage(op, url, seconds=seconds, recursive=recursive, force=force)
     )
     answers = summary["workers"]
+    undone = ""
+    if summary.get("undone"):
+        undone = "; nothing was pinned (undone on the workers that took it"
+        if summary.get("undo_failed"):
+            left = ", ".join(a["worker"] for a in summary["undo_failed"])
+            undone += f", except {left}, which could not be reached: run unpin"
+        undone += ")"
     if raise_on_refusal:
         for a in answers:
             if a.get("status") == 507:
-                raise AlluxioError(errno.ENOSPC, f"{op} refused by {a['worker']}: {a['error']}")
+                raise AlluxioError(
+                    errno.ENOSPC, f"{op} refused by {a['worker']}: {a['error']}{undone}"
+                )
             if a.get("status") == 409:
                 raise AlluxioError(errno.EBUSY, f"{op} refused by {a['worker']}: {a['error']}")
             if a.get("status") == 403:
@@ -55,6 +69,9 @@ def run(
     if answers and summary["failed"] == len(answers):
         reasons = "; ".join(f"{a['worker']}: {a['error']}" for a in answers)
         raise ConnectionError(f"{op} {url}: no worker answered ({reasons})")
+    if raise_on_refusal and undone:
+        reasons = "; ".join(f"{a['worker']}: {a['error']}" for a in answers if a.get("error"))
+        raise ConnectionError(f"{op} {url}: {reasons}{undone}")
     return summary
 
 
@@ -158,4 +175,7 @@ def run_cli(fs: Any, args: argparse.Namespace) -> int:
         return code
     except AlluxioError as e:
         print(f"alluxiofs {args.command}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except ConnectionError as e:
+        print(f"alluxiofs {args.command}: {e}", file=sys.stderr)
         return 1

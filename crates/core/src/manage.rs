@@ -5,7 +5,9 @@
 //! the client knows, concurrently. Each worker answers for its own cache;
 //! [`ManageSummary`] keeps one [`WorkerAnswer`] per worker (its JSON answer
 //! or its error) and sums the counts. Whether a refusal by one worker (a
-//! full pin quota) is fatal is the caller's choice.
+//! full pin quota) is fatal is the caller's choice, except for a pin: a pin
+//! holds on every worker or on none, so one that some worker refused or
+//! could not take is undone on the workers that took it ([`ManageSummary::undone`]).
 //!
 //! Requests go through the client's request path (auth header, transport
 //! error mapping) with a limit of `REQUEST_TIMEOUT` per worker (pinning or
@@ -90,6 +92,13 @@ pub struct ManageSummary {
     pub bytes: u64,
     /// Workers that failed.
     pub failed: usize,
+    /// A pin that some worker failed: undone on the workers that took it
+    /// (those that had pinned the path before keep their pin); `pages` and
+    /// `bytes` are then 0.
+    pub undone: bool,
+    /// Workers where undoing the pin failed too (they keep it until an
+    /// `unpin`).
+    pub undo_failed: Vec<WorkerAnswer>,
 }
 
 /// Send `op` on `url` to every worker of `client` and gather the answers.
@@ -117,6 +126,8 @@ pub async fn manage(client: &Client, url: &str, op: ManageOp) -> Result<ManageSu
         pages: 0,
         bytes: 0,
         failed: 0,
+        undone: false,
+        undo_failed: Vec::new(),
     };
     for a in answers {
         match &a.result {
@@ -128,7 +139,39 @@ pub async fn manage(client: &Client, url: &str, op: ManageOp) -> Result<ManageSu
         }
         summary.workers.push(a);
     }
+    if op == ManageOp::Pin && summary.failed > 0 {
+        undo_pin(client, &workers, &mut summary).await;
+    }
     Ok(summary)
+}
+
+/// Undo a pin on the workers that took it as a new rule (`new_rule`), with
+/// an exact unpin: pins they held before, at or under the path, stay.
+async fn undo_pin(client: &Client, workers: &[WorkerAddr], summary: &mut ManageSummary) {
+    let took: Vec<&WorkerAddr> = workers
+        .iter()
+        .zip(&summary.workers)
+        .filter(|(_, a)| {
+            a.result
+                .as_ref()
+                .and_then(|v| v.get("new_rule"))
+                .and_then(|b| b.as_bool())
+                .unwrap_or(false)
+        })
+        .map(|(w, _)| w)
+        .collect();
+    let pq = format!("/v1/unpin?path={}&exact=true", enc(&summary.path));
+    let url = summary.path.clone();
+    let answers = futures::future::join_all(took.iter().map(|w| ask(client, w, &pq, &url))).await;
+    for a in answers {
+        if a.result.is_none() {
+            tracing::warn!(worker = %a.worker, "undoing the pin of {url} failed: {:?}", a.error);
+            summary.undo_failed.push(a);
+        }
+    }
+    summary.undone = true;
+    summary.pages = 0;
+    summary.bytes = 0;
 }
 
 /// One worker's answer to `path_and_query`: its status and message as they

@@ -120,6 +120,13 @@ impl Rules {
         true
     }
 
+    /// Remove the pin of exactly `prefix`; returns how many (0 or 1).
+    pub fn unpin_exact(&mut self, prefix: &str) -> usize {
+        let before = self.pins.len();
+        self.pins.retain(|p| p != prefix);
+        before - self.pins.len()
+    }
+
     /// Remove the pins at or under `prefix`; returns how many.
     pub fn unpin(&mut self, prefix: &str) -> usize {
         let before = self.pins.len();

@@ -60,17 +60,20 @@ async fn pin(State(state): State<Arc<AppState>>, q: Query) -> Result<Response> {
         "path": url,
         "pinned_pages": out.pages,
         "pinned_bytes_added": out.bytes,
+        "new_rule": out.new_rule,
         "pinned_bytes": view.pinned_bytes,
         "pin_quota_bytes": view.pin_quota_bytes,
     })))
 }
 
-/// `POST /v1/unpin?path=URL`: remove the pins at or under a path.
+/// `POST /v1/unpin?path=URL&exact=false`: remove the pins at or under a
+/// path (with `exact`, only the pin of the path itself).
 async fn unpin(State(state): State<Arc<AppState>>, q: Query) -> Result<Response> {
     let url = state.cache.confine(q.required("path")?)?;
     let store = state.cache.store().clone();
     let u = url.clone();
-    let (rules, out) = blocking(move || store.unpin(&u)).await?;
+    let exact = q.bool_or("exact", false)?;
+    let (rules, out) = blocking(move || store.unpin(&u, exact)).await?;
     Ok(json(&serde_json::json!({
         "path": url,
         "rules_removed": rules,

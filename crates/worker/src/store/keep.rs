@@ -37,6 +37,9 @@ pub struct KeepOutcome {
     pub pages: u64,
     /// Their bytes on disk.
     pub bytes: u64,
+    /// A pin: whether its rule is new (it was not pinned already), so that
+    /// undoing the pin (`unpin` with `exact`) is right.
+    pub new_rule: bool,
 }
 
 /// The keeping rules and their accounting, for `GET /v1/rules`.
@@ -242,7 +245,7 @@ impl PageStore {
             });
         }
         let mut rules = idx.rules.clone();
-        rules.pin(prefix);
+        out.new_rule = rules.pin(prefix);
         self.save_rules(&rules)?;
         idx.rules = rules;
         for i in ids {
@@ -251,9 +254,15 @@ impl PageStore {
         Ok(out)
     }
 
-    /// Remove the pins at or under `prefix`; pages no other pin covers
-    /// become evictable. Returns the rules removed and the pages unpinned.
-    pub fn unpin(&self, prefix: &str) -> std::result::Result<(usize, KeepOutcome), KeepError> {
+    /// Remove the pins at or under `prefix` (with `exact`, only the pin of
+    /// `prefix` itself: how a client undoes a pin that another worker
+    /// refused); pages no other pin covers become evictable. Returns the
+    /// rules removed and the pages unpinned.
+    pub fn unpin(
+        &self,
+        prefix: &str,
+        exact: bool,
+    ) -> std::result::Result<(usize, KeepOutcome), KeepError> {
         let mut urls: Vec<(u64, String)> = Vec::new();
         self.for_each_url(&mut |h, u| {
             if alluxiofs_core::path::is_under(u, prefix) {
@@ -262,7 +271,11 @@ impl PageStore {
         });
         let mut idx = lock(&self.index);
         let mut rules = idx.rules.clone();
-        let removed = rules.unpin(prefix);
+        let removed = if exact {
+            rules.unpin_exact(prefix)
+        } else {
+            rules.unpin(prefix)
+        };
         self.save_rules(&rules)?;
         idx.rules = rules;
         let mut out = KeepOutcome::default();
@@ -424,7 +437,7 @@ mod tests {
                 Err(KeepError::Pinned { pages: 4, .. })
             ));
             // Unpinned pages become evictable again.
-            let (rules, out) = store.unpin("s3://b").unwrap();
+            let (rules, out) = store.unpin("s3://b", false).unwrap();
             assert_eq!((rules, out.pages), (1, 4));
             for i in 50..70 {
                 store.put(&cold(i), &data(2, 1000)).unwrap();
