@@ -219,6 +219,53 @@ def test_alluxio_load_job_stop(start_worker, bucket_mount, tree):
     assert bad[0] == 400 and "opType" in bad[1]["message"]
 
 
+def test_a_load_job_survives_a_worker_kill(make_fs, start_worker, bucket_mount, tree, tmp_path):
+    """SIGKILL mid-job: the restarted worker resumes the job under its id, fetches only what
+    was not cached, and after another restart still reports how it ended."""
+    prefix, files = tree
+    total = sum(len(v) for v in files.values())
+    cache = tmp_path / "cache"
+    w = start_worker(bucket_mount, cache_dir=cache)
+    status, body = _get(w, "/v1/load", path=prefix, opType="submit", bandwidth="4MiB")
+    assert status == 200 and body["success"] is True, body
+    job = body["jobId"]
+    deadline = time.monotonic() + 30
+    while int(_get(w, "/v1/load", path=prefix, opType="progress")[1]["respProperties"][
+        "bytesLoaded"]) < 2 * MiB:  # fmt: skip
+        assert time.monotonic() < deadline, "the job loaded nothing"
+        time.sleep(0.1)
+    w.kill()
+    saved = json.loads((cache / "load-jobs.json").read_text())
+    assert saved[prefix]["state"] == "RUNNING" and saved[prefix]["id"] == job, saved
+    w.restart(same_port=True)
+    status, now = _get(w, "/v1/load", path=prefix, opType="progress")
+    assert status == 200 and now["respProperties"]["jobId"] == job, now
+    done = _wait_state(w, prefix)
+    assert done["jobState"] == "SUCCEEDED", done
+    props = done["respProperties"]
+    assert props["jobId"] == job and props["filesTotal"] == str(len(files))
+    assert int(props["bytesSkipped"]) >= MiB, props  # cached before the kill: not fetched again
+    assert int(props["bytesLoaded"]) + int(props["bytesSkipped"]) == total, props
+    assert "resuming the load job after a restart" in w.log_path.read_text()
+    fs = make_fs([w])
+    gets = ufs_requests([w], "get")
+    for url, data in files.items():
+        assert fs.cat_file(url) == data
+    assert ufs_requests([w], "get") == gets
+    # Ended jobs answer progress after a restart too.
+    w.restart()
+    after = _get(w, "/v1/load", path=prefix, opType="progress")[1]
+    assert after["jobState"] == "SUCCEEDED" and after["respProperties"]["jobId"] == job
+    assert after["respProperties"]["filesProcessed"] == str(len(files)), after
+    # A job file that cannot be read is set aside; the worker starts.
+    w.stop()
+    (cache / "load-jobs.json").write_text("{not json")
+    w.restart()
+    assert w.healthz()["status"] == "ok"
+    assert (cache / "load-jobs.json.bad").exists()
+    assert _get(w, "/v1/load", path=prefix, opType="progress")[0] == 404
+
+
 @pytest.fixture
 def cli_env(s3_server):
     env = dict(os.environ)

@@ -108,6 +108,20 @@ pub struct LoadProgress {
 }
 
 impl LoadCounters {
+    /// Set the counters to what `s` reports of an ended load (a load job
+    /// taken up again after a restart of its worker).
+    pub fn restore(&self, s: &LoadSummary) {
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&self.files_total, s.files_total);
+        set(&self.files_done, s.files_total);
+        set(&self.files_failed, s.files_failed);
+        set(&self.bytes_total, s.bytes_total);
+        set(&self.bytes_done, s.bytes_loaded + s.bytes_skipped);
+        set(&self.bytes_loaded, s.bytes_loaded);
+        set(&self.bytes_skipped, s.bytes_skipped);
+        self.listed.store(true, Ordering::Relaxed);
+    }
+
     /// A snapshot.
     pub fn snapshot(&self) -> LoadProgress {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -134,7 +148,7 @@ impl LoadCounters {
 }
 
 /// One file that failed, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadFailure {
     /// The UFS URL.
     pub path: String,
@@ -143,7 +157,7 @@ pub struct LoadFailure {
 }
 
 /// What a load did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadSummary {
     /// Files listed.
     pub files_total: u64,

@@ -14,9 +14,16 @@
 //!   its owner workers' synchronous endpoint. When the worker is part of an
 //!   etcd cluster the owners come from the cluster's membership and
 //!   placement (the same as the clients'); without etcd the worker loads
-//!   everything into itself. Jobs are kept in memory, one per path; a job's
-//!   progress report ([`LoadJob::progress`]) is Alluxio's.
+//!   everything into itself. Jobs are kept one per path; a job's progress
+//!   report ([`LoadJob::progress`]) is Alluxio's.
+//! - Jobs survive a restart: each is saved (fsynced, replaced atomically)
+//!   in `<first cache dir>/load-jobs.json` when it starts and when it ends.
+//!   At start ([`LoadJobs::resume`]) a job that was running starts again
+//!   under its id (pages cached before the restart are skipped, so it
+//!   fetches only what it had not), and an ended one answers `progress`
+//!   with its last state and counts.
 
+use crate::atomic::{write_atomically, Durability};
 use crate::cache::{ReadThrough, MAX_RUN_BYTES};
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
@@ -28,9 +35,11 @@ use alluxiofs_core::load::{
     load_files, Bandwidth, FileLoadResult, LoadCounters, LoadOptions, LoadSummary,
 };
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -48,6 +57,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state of Alluxio's name `s`.
+    fn parse(s: &str) -> Option<Self> {
+        [
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Stopped,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+
     /// Alluxio's name: `RUNNING`, `SUCCEEDED`, `FAILED`, `STOPPED`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +93,112 @@ pub struct LoadJob {
     pub counters: Arc<LoadCounters>,
     started: Instant,
     inner: Mutex<JobInner>,
+    /// What it was asked, as saved.
+    opts: SavedOptions,
+    journal: Option<Arc<Journal>>,
+}
+
+/// The options of a job that are saved with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedOptions {
+    recursive: bool,
+    replicas: usize,
+    concurrency: usize,
+    bandwidth: Option<u64>,
+}
+
+impl SavedOptions {
+    fn of(o: &LoadOptions) -> Self {
+        SavedOptions {
+            recursive: o.recursive,
+            replicas: o.replicas,
+            concurrency: o.concurrency,
+            bandwidth: o.bandwidth,
+        }
+    }
+
+    fn options(&self) -> LoadOptions {
+        LoadOptions {
+            recursive: self.recursive,
+            replicas: self.replicas.max(1),
+            concurrency: self.concurrency.max(1),
+            bandwidth: self.bandwidth.filter(|b| *b > 0),
+            ..LoadOptions::default()
+        }
+    }
+}
+
+/// One job as `load-jobs.json` keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedJob {
+    id: String,
+    path: String,
+    #[serde(flatten)]
+    opts: SavedOptions,
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    summary: Option<LoadSummary>,
+}
+
+/// The saved jobs, one per path, rewritten whole at each change (jobs are
+/// few and change rarely).
+#[derive(Debug)]
+struct Journal {
+    path: PathBuf,
+    jobs: Mutex<BTreeMap<String, SavedJob>>,
+}
+
+/// The file name of the saved jobs in the first cache directory.
+pub const JOBS_FILE: &str = "load-jobs.json";
+
+impl Journal {
+    /// The journal at `path` and the jobs it held. An unreadable file is
+    /// set aside (`.bad`) with a warning: lost jobs are not worth a worker
+    /// that will not start.
+    fn open(path: PathBuf) -> (Self, Vec<SavedJob>) {
+        let saved: Vec<SavedJob> = match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<BTreeMap<String, SavedJob>>(&bytes) {
+                Ok(m) => m.into_values().collect(),
+                Err(e) => {
+                    let bad = path.with_extension("json.bad");
+                    tracing::warn!(
+                        "{}: unreadable ({e}); moved to {}, its load jobs are not resumed",
+                        path.display(),
+                        bad.display()
+                    );
+                    let _ = std::fs::rename(&path, &bad);
+                    Vec::new()
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::warn!("{}: {e}; load jobs are not resumed", path.display());
+                Vec::new()
+            }
+        };
+        let jobs = saved.iter().map(|j| (j.path.clone(), j.clone())).collect();
+        (
+            Journal {
+                path,
+                jobs: Mutex::new(jobs),
+            },
+            saved,
+        )
+    }
+
+    /// Save `job` (replacing the job of its path).
+    fn put(&self, job: SavedJob) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.insert(job.path.clone(), job);
+        let written = serde_json::to_vec_pretty(&*jobs)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| write_atomically(&self.path, &[&bytes], Durability::Sync));
+        if let Err(e) = written {
+            tracing::warn!("cannot save the load jobs in {}: {e}", self.path.display());
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -91,6 +218,9 @@ pub struct LoadJobs {
     config: Arc<WorkerConfig>,
     auth_token: Option<String>,
     bandwidth: OnceLock<Option<Bandwidth>>,
+    journal: Option<Arc<Journal>>,
+    /// The jobs saved before this start, until [`LoadJobs::resume`].
+    saved: Mutex<Vec<SavedJob>>,
 }
 
 /// What [`LoadJobs::submit`] did.
@@ -107,12 +237,81 @@ impl LoadJobs {
     /// all loads, its etcd settings name the cluster a job loads into) whose
     /// peers take `auth_token`.
     pub fn new(config: Arc<WorkerConfig>, auth_token: Option<String>) -> Self {
+        let (journal, saved) = match config.cache_dirs.first() {
+            Some(d) => {
+                let (j, saved) = Journal::open(d.path.join(JOBS_FILE));
+                (Some(Arc::new(j)), saved)
+            }
+            None => (None, Vec::new()),
+        };
         LoadJobs {
             jobs: Mutex::new(HashMap::new()),
             config,
             auth_token,
             bandwidth: OnceLock::new(),
+            journal,
+            saved: Mutex::new(saved),
         }
+    }
+
+    /// Take up the jobs saved before this start: a running one starts again
+    /// under its id, an ended one is kept for `progress`. `this` is how
+    /// peers reach this worker now.
+    pub fn resume(&self, cache: &Arc<ReadThrough>, this: WorkerAddr) {
+        let saved = std::mem::take(&mut *self.saved.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in saved {
+            let url = match cache.confine(&s.path) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(path = %s.path, job = %s.id, "saved load job dropped: {e}");
+                    continue;
+                }
+            };
+            match JobState::parse(&s.state) {
+                Some(JobState::Running) => {
+                    tracing::info!(path = %url, job = %s.id, "resuming the load job after a restart");
+                    self.start(cache, url, s.opts.options(), this.clone(), s.id);
+                }
+                Some(state) => {
+                    let job = self.job(s.id, url.clone(), &s.opts.options(), state);
+                    if let Some(sum) = &s.summary {
+                        job.counters.restore(sum);
+                    }
+                    {
+                        let mut inner = job.lock();
+                        inner.error = s.error;
+                        inner.summary = s.summary;
+                        inner.ended = Some(Instant::now());
+                    }
+                    self.jobs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(url, job);
+                }
+                None => tracing::warn!(path = %url, job = %s.id, state = %s.state,
+                    "saved load job dropped: unknown state"),
+            }
+        }
+    }
+
+    /// A new job record (not started).
+    fn job(&self, id: String, url: String, opts: &LoadOptions, state: JobState) -> Arc<LoadJob> {
+        Arc::new(LoadJob {
+            id,
+            path: url,
+            bandwidth: opts.bandwidth,
+            counters: Arc::new(LoadCounters::default()),
+            started: Instant::now(),
+            inner: Mutex::new(JobInner {
+                state,
+                error: None,
+                summary: None,
+                ended: None,
+                task: None,
+            }),
+            opts: SavedOptions::of(opts),
+            journal: self.journal.clone(),
+        })
     }
 
     /// The worker-wide limit of loads, if any (its credit starts at the
@@ -155,26 +354,30 @@ impl LoadJobs {
         opts: LoadOptions,
         this: WorkerAddr,
     ) -> Submitted {
-        let mut map = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = map.get(&url) {
-            if old.state() == JobState::Running {
-                return Submitted::AlreadyRunning(old.clone());
+        {
+            let map = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = map.get(&url) {
+                if old.state() == JobState::Running {
+                    return Submitted::AlreadyRunning(old.clone());
+                }
             }
         }
-        let job = Arc::new(LoadJob {
-            id: uuid::Uuid::new_v4().to_string(),
-            path: url.clone(),
-            bandwidth: opts.bandwidth,
-            counters: Arc::new(LoadCounters::default()),
-            started: Instant::now(),
-            inner: Mutex::new(JobInner {
-                state: JobState::Running,
-                error: None,
-                summary: None,
-                ended: None,
-                task: None,
-            }),
-        });
+        let id = uuid::Uuid::new_v4().to_string();
+        Submitted::Started(self.start(cache, url, opts, this, id))
+    }
+
+    /// Start job `id` loading `url`, and save it.
+    fn start(
+        &self,
+        cache: &Arc<ReadThrough>,
+        url: String,
+        opts: LoadOptions,
+        this: WorkerAddr,
+        id: String,
+    ) -> Arc<LoadJob> {
+        let mut map = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let job = self.job(id, url.clone(), &opts, JobState::Running);
+        job.save(&job.lock());
         let peers = Peers {
             config: self.config.clone(),
             auth_token: self.auth_token.clone(),
@@ -185,7 +388,7 @@ impl LoadJobs {
         job.lock().task = Some(task.abort_handle());
         map.insert(url.clone(), job.clone());
         tracing::info!(path = %url, job = %job.id, "load job submitted");
-        Submitted::Started(job)
+        job
     }
 }
 
@@ -278,6 +481,20 @@ impl LoadJob {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Save the job as `inner` says it is now.
+    fn save(&self, inner: &JobInner) {
+        if let Some(j) = &self.journal {
+            j.put(SavedJob {
+                id: self.id.clone(),
+                path: self.path.clone(),
+                opts: self.opts.clone(),
+                state: inner.state.as_str().to_string(),
+                error: inner.error.clone(),
+                summary: inner.summary.clone(),
+            });
+        }
+    }
+
     /// The job's state now.
     pub fn state(&self) -> JobState {
         self.lock().state
@@ -295,6 +512,7 @@ impl LoadJob {
         }
         inner.state = JobState::Stopped;
         inner.ended = Some(Instant::now());
+        self.save(&inner);
         tracing::info!(path = %self.path, job = %self.id, "load job stopped");
         true
     }
@@ -309,6 +527,7 @@ impl LoadJob {
         inner.summary = summary;
         inner.ended = Some(Instant::now());
         inner.task = None;
+        self.save(&inner);
     }
 }
 

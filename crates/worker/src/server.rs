@@ -200,6 +200,12 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
     let task = crate::tls::serve(listener, tls, app(state.clone()), async move {
         let _ = stopped.await;
     });
+    // Load jobs the worker was running when it stopped start again.
+    let this = alluxiofs_core::client::WorkerAddr::from_host_port(
+        &state.config.resolve_advertise_host(),
+        addr.port(),
+    );
+    state.loads.resume(&state.cache, this);
     Ok(RunningWorker {
         addr,
         host,
