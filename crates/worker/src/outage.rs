@@ -9,10 +9,14 @@
 //!   the cache must follow it.
 //! - **Fail fast.** After an outage of one store (one scheme and bucket or
 //!   host), requests to that store fail at once with
-//!   [`WorkerError::UfsUnreachable`] for a while (1 s, doubling while the
-//!   outage goes on, at most [`MAX_WAIT`]); then requests go out again, and
-//!   the first that fails starts the next wait. Any answer of the store
-//!   ends the outage.
+//!   [`WorkerError::UfsUnreachable`] for a while ([`FIRST_WAIT`], doubling
+//!   while the outage goes on, at most [`MAX_WAIT`]); then ONE request goes
+//!   out as a probe while the others keep failing fast: its failure starts
+//!   the next wait, any answer of the store ends the outage. The waits are
+//!   short because the cost of a probe is one request, and every moment the
+//!   worker keeps failing after the store is back fails reads the store
+//!   could serve (the soak in docs/reliability.md measured 2.7 s of that
+//!   with waits that doubled up to 30 s).
 //! - **Serving through it** is the cache's part (`stale_if_error`, see
 //!   [`crate::cache`]): the last verified metadata of a cached object is
 //!   served while its store is in an outage.
@@ -23,9 +27,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The first wait after an outage begins.
-pub const FIRST_WAIT: Duration = Duration::from_secs(1);
-/// The longest wait between two tries of a store in an outage.
-pub const MAX_WAIT: Duration = Duration::from_secs(30);
+pub const FIRST_WAIT: Duration = Duration::from_millis(250);
+/// The longest wait between two probes of a store in an outage.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `e` means the UFS could not be reached (see the module doc).
 pub fn is_outage(e: &object_store::Error) -> bool {
@@ -77,6 +81,8 @@ struct Outage {
     wait: Duration,
     /// The error that began or last extended it.
     reason: String,
+    /// A probe went out at the end of the last wait and has not failed yet.
+    probing: bool,
 }
 
 /// The outages of a worker's stores, keyed by `scheme://authority`.
@@ -93,9 +99,17 @@ impl Outages {
     /// Whether a request for `url` to `store` may go out now; else the
     /// error to answer at once.
     pub fn admit(&self, store: &str, url: &str) -> Result<(), WorkerError> {
-        let map = self.map();
-        match map.get(store) {
-            Some(o) if Instant::now() < o.until => Err(WorkerError::UfsUnreachable {
+        let mut map = self.map();
+        let now = Instant::now();
+        match map.get_mut(store) {
+            // The wait is over: this request is the probe; the others fail
+            // fast while it is out (for one more wait, in case it hangs).
+            Some(o) if now >= o.until => {
+                o.probing = true;
+                o.until = now + o.wait;
+                Ok(())
+            }
+            Some(o) => Err(WorkerError::UfsUnreachable {
                 path: url.to_string(),
                 reason: format!(
                     "{store} has been unreachable for {:.1} s (last error: {}); next try in {:.1} s",
@@ -104,7 +118,7 @@ impl Outages {
                     o.until.saturating_duration_since(Instant::now()).as_secs_f64()
                 ),
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -114,15 +128,17 @@ impl Outages {
         let now = Instant::now();
         let mut map = self.map();
         match map.get_mut(store) {
-            // Requests that were in flight when the outage began fail too:
-            // they do not make the wait longer.
-            Some(o) if now < o.until => false,
-            Some(o) => {
+            // The probe failed: wait longer.
+            Some(o) if o.probing || now >= o.until => {
+                o.probing = false;
                 o.wait = (o.wait * 2).min(MAX_WAIT);
                 o.until = now + o.wait;
                 o.reason = reason.to_string();
                 false
             }
+            // Requests that were in flight when the outage began fail too:
+            // they do not make the wait longer.
+            Some(_) => false,
             None => {
                 map.insert(
                     store.to_string(),
@@ -131,6 +147,7 @@ impl Outages {
                         until: now + FIRST_WAIT,
                         wait: FIRST_WAIT,
                         reason: reason.to_string(),
+                        probing: false,
                     },
                 );
                 true
@@ -175,15 +192,27 @@ mod tests {
         assert!(o.admit("s3://other", "s3://other/x").is_ok());
         // A failure while waiting does not extend the wait.
         assert!(!o.failed("s3://b", "again"));
-        // Past the wait, a try goes out; its failure doubles the wait.
+        // Past the wait, one probe goes out and the others fail fast; its
+        // failure doubles the wait.
         {
             let mut map = o.map();
             map.get_mut("s3://b").unwrap().until = Instant::now();
         }
         assert!(o.admit("s3://b", "s3://b/x").is_ok());
+        assert!(
+            o.admit("s3://b", "s3://b/y").is_err(),
+            "one probe at a time"
+        );
         assert!(!o.failed("s3://b", "still down"));
         assert_eq!(o.map()["s3://b"].wait, FIRST_WAIT * 2);
         assert!(o.admit("s3://b", "s3://b/x").is_err());
+        // The wait stops growing at MAX_WAIT.
+        for _ in 0..10 {
+            o.map().get_mut("s3://b").unwrap().until = Instant::now();
+            assert!(o.admit("s3://b", "s3://b/x").is_ok());
+            o.failed("s3://b", "down");
+        }
+        assert_eq!(o.map()["s3://b"].wait, MAX_WAIT);
         assert!(o.answered("s3://b").is_some());
         assert!(o.admit("s3://b", "s3://b/x").is_ok());
         assert_eq!(o.count(), 0);
