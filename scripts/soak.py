@@ -588,6 +588,7 @@ class Soak:
                         m = w.metrics()
                         entry["used"] = m.get("alluxiofs_cache_dir_used_bytes", 0.0)
                         entry["write_errors"] = m.get("alluxiofs_cache_write_errors_total", 0.0)
+                        entry["evicted"] = m.get("alluxiofs_evictions_total", 0.0)
                 row["workers"].append(entry)
             st = os.statvfs(self.small_fs_dir)
             row["small_fs_avail"] = st.f_bavail * st.f_frsize
@@ -915,7 +916,16 @@ class Soak:
 
         # the small disk
         avail = [r["small_fs_avail"] for r in self.samples]
-        full_at = next((r["t"] for r in self.samples if r["small_fs_avail"] < MiB), None)
+        # Full: under 1 MiB free, or the worker's first ENOSPC (after which it
+        # evicts to make room, so the free space may stay above 1 MiB).
+        full_at = next(
+            (
+                r["t"]
+                for r in self.samples
+                if r["small_fs_avail"] < MiB or r["workers"][2].get("write_errors", 0) > 0
+            ),
+            None,
+        )
         errors = self._write_errors(2)
         report.small_fs = {
             "size_mib": getattr(self, "small_fs_size", cfg.small_fs_mib * MiB) / MiB,
@@ -923,6 +933,7 @@ class Soak:
             "min_avail_kib": round(min(avail, default=0) / 1024),
             "full_at_s": None if full_at is None else round(full_at, 1),
             "cache_write_errors": errors,
+            "evictions": max((r["workers"][2].get("evicted", 0) for r in self.samples), default=0),
             "enospc_in_log": self.workers[2]
             .log_path.read_text(errors="replace")
             .count("No space left on device"),

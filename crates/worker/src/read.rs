@@ -395,7 +395,7 @@ impl PageReader {
         let stored = tokio::task::spawn_blocking(move || {
             for (k, d) in keys.iter().zip(&pages) {
                 if let Err(e) = store.put(k, d) {
-                    tracing::warn!("page not cached: {e}");
+                    not_cached(&e);
                 }
             }
         })
@@ -442,7 +442,7 @@ impl PageReader {
                 .filter(|(k, d)| match store.put(k, d) {
                     Ok(stored) => !stored,
                     Err(e) => {
-                        tracing::warn!("page not cached: {e}");
+                        not_cached(&e);
                         true
                     }
                 })
@@ -584,3 +584,37 @@ fn slice_pages(
     }
     out
 }
+/// Log a page the store could not keep: the first at warn level, then at
+/// most one warning per [`NOT_CACHED_EVERY`] with how many went unlogged
+/// (a full disk fails every page written, and a line per page drowned the
+/// log: 61,275 lines in 10 minutes of the soak). Every one is counted in
+/// `alluxiofs_cache_write_errors_total` and logged at debug level.
+fn not_cached(e: &crate::error::WorkerError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1;
+    let last = LAST_MS.load(Ordering::Relaxed);
+    let due = last == 0 || now.saturating_sub(last) >= NOT_CACHED_EVERY.as_millis() as u64;
+    if due
+        && LAST_MS
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        match QUIET.swap(0, Ordering::Relaxed) {
+            0 => tracing::warn!("page not cached: {e}"),
+            n => tracing::warn!("page not cached: {e} (and {n} more since the last such line)"),
+        }
+    } else {
+        QUIET.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("page not cached: {e}");
+    }
+}
+
+/// At most one "page not cached" warning per this interval.
+const NOT_CACHED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

@@ -57,7 +57,7 @@ impl PageStore {
 
     /// Make room for `need` more bytes in `dir` (see the module note).
     pub(super) fn make_room(&self, idx: &mut Index, dir: usize, need: u64) -> Room {
-        let capacity = self.dirs[dir].capacity;
+        let capacity = idx.dirs[dir].limit(self.dirs[dir].capacity);
         // Writes leave one segment's worth free for compaction's copies.
         let limit = capacity.saturating_sub(idx.dirs[dir].segments.reserve());
         let mut evicted = 0;

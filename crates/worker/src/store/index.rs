@@ -156,6 +156,30 @@ pub(super) struct DirState {
     pub(super) log: Vec<u8>,
     /// Names records not yet written.
     pub(super) names: Vec<u8>,
+    /// The disk filled up (ENOSPC) when this many bytes were used, at that
+    /// moment: the directory's limit until [`DISK_FULL_FOR`] has passed
+    /// (then the configured capacity is tried again), so that eviction makes
+    /// room on a disk smaller than the capacity instead of every new page
+    /// failing.
+    pub(super) disk_full: Option<(u64, std::time::Instant)>,
+}
+
+/// How long a directory's disk-full limit holds.
+pub(super) const DISK_FULL_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl DirState {
+    /// The bytes this directory may hold now: `capacity`, or less while its
+    /// disk is full.
+    pub(super) fn limit(&mut self, capacity: u64) -> u64 {
+        match self.disk_full {
+            Some((at, when)) if when.elapsed() < DISK_FULL_FOR => capacity.min(at),
+            Some(_) => {
+                self.disk_full = None;
+                capacity
+            }
+            None => capacity,
+        }
+    }
 }
 
 impl DirState {
@@ -168,6 +192,7 @@ impl DirState {
             segments,
             log: Vec::new(),
             names: Vec::new(),
+            disk_full: None,
         }
     }
 }

@@ -55,6 +55,7 @@ use crate::error::{Result, WorkerError};
 use crate::metrics::{DirGauge, EvictReason, Metrics, StoreGauges};
 use crate::policy::PolicyKind;
 use crate::rules::{PinQuota, Rules, RULES_FILE};
+use alluxiofs_core::info::human_size;
 use alluxiofs_core::page_file::{encode_record, record_len, verify_record};
 use bytes::Bytes;
 use files::{open_page_file, read_page_file, write_page};
@@ -679,6 +680,23 @@ impl PageStore {
             Err(e) => {
                 if ours {
                     self.remove_slot_locked(&mut idx, i);
+                }
+                if e.kind() == std::io::ErrorKind::StorageFull {
+                    // The disk holds less than the capacity: hold what it
+                    // holds now, and evict to make room from here on.
+                    let first = idx.dirs[dir].disk_full.is_none();
+                    let at = idx.dirs[dir].used;
+                    idx.dirs[dir].disk_full = Some((at, std::time::Instant::now()));
+                    if first {
+                        tracing::warn!(
+                            dir = %self.dirs[dir].path.display(),
+                            "cache disk full at {} used (capacity {}): evicting to make room \
+                             for {} s before trying the capacity again",
+                            human_size(at),
+                            human_size(self.dirs[dir].capacity),
+                            index::DISK_FULL_FOR.as_secs()
+                        );
+                    }
                 }
                 Metrics::add(&self.metrics.page_write_errors, 1);
                 Err(WorkerError::io(
