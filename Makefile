@@ -40,6 +40,7 @@ endif
 
 help:
 	@echo "make test | make demo | make lint | make wheel | make venv | make develop | make garage | make clean"
+	@echo "make fuzz [FUZZ_SECONDS=60] [FUZZ_REQUESTS=100000]"
 	@echo "make bench | make bench-quick | make bench-scale | make bench-fuse | make bench-s3 | make bench-eviction | make bench-placement"
 
 ## system-deps: apt packages the build and the tests need (installed only when missing)
@@ -151,6 +152,35 @@ lint: venv
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-fuse -p alluxiofs-delay-proxy
 	$(VENV)/bin/ruff check $(wildcard python tests examples benches scripts)
 
+## fuzz: every cargo-fuzz target (fuzz/, nightly) for FUZZ_SECONDS each, then the HTTP
+## fuzzer with FUZZ_REQUESTS requests at a live worker (docs/reliability.md). New inputs go
+## to fuzz/target/work/<target> (the committed seeds in fuzz/corpus stay as they are);
+## a crash stops the run and leaves its input in fuzz/artifacts/<target>.
+FUZZ_SECONDS ?= 60
+FUZZ_REQUESTS ?= 100000
+FUZZ_TARGETS := url query page_header parquet_footer etcd_record s3_request
+CARGO_FUZZ_VERSION := 0.13.2
+
+.PHONY: fuzz fuzz-tools
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || { echo ">>> installing the nightly toolchain (cargo fuzz needs it)"; rustup toolchain install nightly --profile minimal; }
+	@cargo fuzz --version 2>/dev/null | grep -q '$(CARGO_FUZZ_VERSION)' || { echo ">>> installing cargo-fuzz $(CARGO_FUZZ_VERSION)"; cargo install cargo-fuzz@$(CARGO_FUZZ_VERSION) --locked; }
+
+fuzz: fuzz-tools develop
+	@echo ">>> $$(date +%T) cargo fuzz build (nightly, release, fuzz/target)"
+	cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/fuzz/target cargo +nightly fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+		echo ">>> $$(date +%T) cargo fuzz run $$t for $(FUZZ_SECONDS) s"; \
+		mkdir -p fuzz/target/work/$$t; \
+		log=fuzz/target/work/$$t.log; \
+		if (cd fuzz && CARGO_TARGET_DIR=$(CURDIR)/fuzz/target cargo +nightly fuzz run -O $$t target/work/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1) > $$log 2>&1; \
+		then grep -E '^Done [0-9]+ runs|stat::new_units_added' $$log; \
+		else tail -40 $$log; echo "error: $$t found a crash (its input is in fuzz/artifacts/$$t, the log in $$log)" >&2; exit 1; fi; \
+	done
+	@echo ">>> $$(date +%T) HTTP fuzzer: $(FUZZ_REQUESTS) requests"
+	$(TEST_ENV) ALLUXIOFS_FUZZ_REQUESTS=$(FUZZ_REQUESTS) ALLUXIOFS_FUZZ_SEED=random $(PY) -m pytest tests/test_http_fuzz.py -q -s --timeout 3600 -k 'test_http_fuzz'
+	@echo ">>> $$(date +%T) make fuzz: no crash"
+
 ## demo: release build, then the demo against a local S3 server
 demo: system-deps venv develop-release
 	$(PY) examples/demo.py
@@ -236,6 +266,13 @@ bench-fuse: bench-wheel garage fuse-peers
 .PHONY: bench-s3
 bench-s3: bench-env
 	$(BENCH_VENV)/bin/python benches/s3_api.py $(BENCH_ARGS)
+
+## bench-tls: the same warm reads from one worker over HTTP and over HTTPS (small files
+## with 16 threads, a large file in 8 MiB ranges): the ratio is what TLS costs a reader
+## (benches/tls.py, ~1 min; a release build: make develop-release first)
+.PHONY: bench-tls
+bench-tls: venv
+	$(PY) benches/tls.py $(BENCH_ARGS)
 
 ## bench-eviction: hit ratio per epoch of each eviction policy (LRU, S3-FIFO), a 64 MiB
 ## cache and 1.5x that of data, 4 epochs in sequential and shuffled order (~15 s);
