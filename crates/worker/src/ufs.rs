@@ -299,12 +299,11 @@ impl Ufs {
         if inside {
             Ok(())
         } else {
+            // Where the link leads is the host's business, not the client's.
+            tracing::debug!(url, to = %resolved.display(), "symbolic link out of the mounts");
             Err(WorkerError::Forbidden {
                 path: url.to_string(),
-                reason: format!(
-                    "a symbolic link leads outside the worker's mounts (to {})",
-                    resolved.display()
-                ),
+                reason: "a symbolic link leads outside the worker's mounts".into(),
             })
         }
     }
@@ -754,7 +753,7 @@ fn resolve_existing(path: &std::path::Path) -> std::result::Result<std::path::Pa
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if cur.symlink_metadata().is_ok() {
-                    return Err(format!("{} is a dangling symbolic link", cur.display()));
+                    return Err("a dangling symbolic link is on the path".into());
                 }
                 match (cur.file_name().map(|n| n.to_os_string()), cur.parent()) {
                     (Some(name), Some(parent)) => {
