@@ -17,29 +17,15 @@ import subprocess
 import threading
 import time
 import traceback
-from pathlib import Path
 
 import pytest
 from alluxiofs.prefetch import worker_share
-from harness import REPO, ufs_requests
+from harness import delay_proxy_bin, ufs_requests
 
 RTT_MS = 20
 
 
 # -- the slow UFS -----------------------------------------------------------------------
-
-
-def _proxy_bin() -> Path:
-    for profile in ("debug", "release"):
-        p = REPO / "target" / profile / "alluxiofs-delay-proxy"
-        if p.is_file():
-            return p
-    env = dict(os.environ, CARGO_TARGET_DIR=str(REPO / "target"))
-    env["PATH"] = f"{Path.home() / '.cargo' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    subprocess.run(
-        ["cargo", "build", "-q", "-p", "alluxiofs-delay-proxy"], cwd=REPO, env=env, check=True
-    )
-    return REPO / "target" / "debug" / "alluxiofs-delay-proxy"
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +36,7 @@ def slow_s3(s3_server, tmp_path_factory):
     ready = run_dir / "ready.json"
     target = s3_server.endpoint_url.rsplit("/", 1)[1]
     proc = subprocess.Popen(
-        [str(_proxy_bin()), "--listen", "127.0.0.1:0", "--target", target,
+        [str(delay_proxy_bin()), "--listen", "127.0.0.1:0", "--target", target,
          "--rtt-ms", str(RTT_MS), "--ready-file", str(ready)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
