@@ -134,8 +134,8 @@ endif
 
 ## test: everything CI runs
 test: system-deps venv $(TEST_S3_DEPS) compat-venv compat-venv-1.1 develop
-	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker, alluxiofs-fuse, alluxiofs-delay-proxy)"
-	PATH="$(abspath $(VENV))/bin:$$PATH" cargo test -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-fuse -p alluxiofs-delay-proxy
+	@echo ">>> $$(date +%T) cargo test (alluxiofs-core, alluxiofs-worker, alluxiofs-fuse, alluxiofs-csi, alluxiofs-delay-proxy)"
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo test -p alluxiofs-core -p alluxiofs-worker -p alluxiofs-fuse -p alluxiofs-csi -p alluxiofs-delay-proxy
 	@echo ">>> $$(date +%T) pytest"
 	$(TEST_ENV) $(PY) -m pytest tests -q --timeout 300 $(PYTEST_ARGS)
 	@echo ">>> $$(date +%T) make test: all passed"

@@ -14,10 +14,12 @@
 //! - [`holes`]: filling unserved ranges through the Python UFS fallback.
 //! - [`ring`]: the hash ring and path helpers; [`worker`]: `run_worker`.
 //! - [`mount`]: the FUSE mount (`mount`, `unmount`, `NativeMount`).
+//! - [`csi`]: the CSI node plugin (`csi_serve`, `NativeCsi`).
 
 mod buffer;
 mod client;
 mod conversions;
+mod csi;
 mod error;
 mod holes;
 mod load;
@@ -70,5 +72,7 @@ fn _alluxiofs(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mount::unmount, m)?)?;
     m.add_function(wrap_pyfunction!(mount::mount_state, m)?)?;
     m.add_function(wrap_pyfunction!(mount::init_logging, m)?)?;
+    m.add_class::<csi::NativeCsi>()?;
+    m.add_function(wrap_pyfunction!(csi::csi_serve, m)?)?;
     Ok(())
 }

@@ -170,6 +170,29 @@ def mount(
     with ``write``, new files are written whole through the workers and unlink, mkdir,
     rmdir and rename change the UFS."""
 
+class NativeCsi:
+    """The running CSI node plugin (``alluxiofs csi``); ``stop()`` ends it."""
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the server to end; whether it has (a
+        server that failed raises ``OSError``)."""
+    def stop(self) -> None:
+        """Stop serving; the mounts it made stay."""
+
+def csi_serve(
+    endpoint: str,
+    node_id: str,
+    driver_name: str,
+    state_dir: str,
+    launcher: list[str],
+    etcd_hosts: str | None = None,
+    worker_hosts: str | None = None,
+    mount_timeout_s: int = 120,
+) -> NativeCsi:
+    """Serve the CSI Identity and Node services on ``endpoint`` (``unix:///path``);
+    ``launcher`` runs ``alluxiofs`` for the mounts, ``etcd_hosts``/``worker_hosts`` is
+    the cluster of volumes that name none."""
+
 def unmount(path: str) -> bool:
     """Detach the FUSE mount at ``path`` (also a dead one); whether one was there."""
 

@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     from .mount import add_parsers as _add_mount_parsers
 
     _add_mount_parsers(sub)
+    from .csi import add_parsers as _add_csi_parsers
+
+    _add_csi_parsers(sub)
     load = sub.add_parser("load", help="warm the cache with a file or a whole prefix")
     load.add_argument("path")
     load.add_argument("--replicas", type=int, default=1, help="workers per file (1)")
@@ -302,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         from .mount import run_cli as _mount_cli
 
         return _mount_cli(args, argv, _filesystem)
+    if args.command == "csi":
+        from .csi import run_cli as _csi_cli
+
+        return _csi_cli(args)
     try:
         fs = _filesystem(args)
         if args.command == "ls":

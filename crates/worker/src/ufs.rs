@@ -176,7 +176,8 @@ impl std::fmt::Debug for Ufs {
     }
 }
 
-const SUPPORTED_SCHEMES: [&str; 6] = ["file", "s3", "gs", "az", "http", "https"];
+/// The URL schemes a mount (and so a UFS path) may have.
+pub const SUPPORTED_SCHEMES: [&str; 6] = ["file", "s3", "gs", "az", "http", "https"];
 
 impl Ufs {
     /// Check the mounts of `config` (normalized, supported scheme).
