@@ -154,6 +154,24 @@ def test_list_with_delimiter_pagination_and_start_after(s3w, s3_server, dataset)
     assert [(o["Key"], o["Size"]) for o in r["Contents"]] == [("listing/sub/a/b.txt", 1)]
     ufs_etag = ufs.info(f"{base}/sub/a/b.txt")["ETag"].strip('"')
     assert r["Contents"][0]["ETag"].strip('"') == ufs_etag
+    # ListObjects version 1 (s3fs-fuse's and older SDKs' listing): markers, the same keys.
+    pages = s3.get_paginator("list_objects").paginate(
+        Bucket=dataset.bucket, Prefix="listing/many/", PaginationConfig={"PageSize": 333}
+    )
+    keys = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert keys == [f"listing/many/{k}" for k in names]
+    r = s3.list_objects(Bucket=dataset.bucket, Prefix="listing/", Delimiter="/", MaxKeys=1)
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["listing/many/"]
+    assert r["IsTruncated"] and r["NextMarker"] == "listing/many/"
+    r = s3.list_objects(
+        Bucket=dataset.bucket, Prefix="listing/", Delimiter="/", Marker=r["NextMarker"]
+    )
+    assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["listing/sub/"]
+    assert not r["IsTruncated"] and "NextMarker" not in r
+    r = s3.list_objects(
+        Bucket=dataset.bucket, Prefix="listing/many/k1", Marker="listing/many/k1497.txt"
+    )
+    assert [o["Key"] for o in r["Contents"]] == ["listing/many/k1498.txt", "listing/many/k1499.txt"]
     # A prefix that names nothing is an empty listing, not an error.
     assert s3.list_objects_v2(Bucket=dataset.bucket, Prefix="no/such/")["KeyCount"] == 0
     buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]

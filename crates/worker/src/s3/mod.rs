@@ -12,7 +12,7 @@
 //!   evaluated against it), and the bytes come from the page store of the
 //!   path's owner ([`peers`]): here when this worker owns the path, else
 //!   streamed from the owner (or, opt-in, a 307 redirect to it).
-//! - **Listings** (ListObjectsV2) come from the worker's cached UFS
+//! - **Listings** (ListObjectsV2, and ListObjects v1 over it) come from the worker's cached UFS
 //!   listings ([`list`]); ListBuckets, HeadBucket and GetBucketLocation
 //!   from the bucket table ([`buckets`]).
 //! - **Writes** (PutObject, multipart uploads through [`multipart`]) go
@@ -149,6 +149,7 @@ macro_rules! delegate {
 delegate! {
     get_object: GetObjectInput => GetObjectOutput,
     head_object: HeadObjectInput => HeadObjectOutput,
+    list_objects: ListObjectsInput => ListObjectsOutput,
     list_objects_v2: ListObjectsV2Input => ListObjectsV2Output,
     list_buckets: ListBucketsInput => ListBucketsOutput,
     head_bucket: HeadBucketInput => HeadBucketOutput,

@@ -462,6 +462,54 @@ impl S3 for S3Front {
         self.count(r)
     }
 
+    /// ListObjects (version 1, which s3fs-fuse and older SDKs use): the
+    /// version 2 listing with `marker` as `start-after`. `NextMarker` is the
+    /// last key or common prefix of a truncated page (S3 sends it only with
+    /// a delimiter; sending it always lets every client continue).
+    async fn list_objects(
+        &self,
+        req: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        let marker = req.input.marker.clone();
+        let v2 = req.map_input(|i| dto::ListObjectsV2Input {
+            bucket: i.bucket,
+            delimiter: i.delimiter,
+            encoding_type: i.encoding_type,
+            expected_bucket_owner: i.expected_bucket_owner,
+            max_keys: i.max_keys,
+            prefix: i.prefix,
+            request_payer: i.request_payer,
+            start_after: i.marker,
+            ..Default::default()
+        });
+        let o = self.list_objects_v2(v2).await?.output;
+        let truncated = o.is_truncated.unwrap_or(false);
+        let last_key = o
+            .contents
+            .as_ref()
+            .and_then(|c| c.last())
+            .and_then(|c| c.key.clone());
+        let last_prefix = o
+            .common_prefixes
+            .as_ref()
+            .and_then(|c| c.last())
+            .and_then(|c| c.prefix.clone());
+        let next_marker = truncated.then(|| last_key.max(last_prefix)).flatten();
+        Ok(S3Response::new(dto::ListObjectsOutput {
+            name: o.name,
+            prefix: o.prefix,
+            delimiter: o.delimiter,
+            encoding_type: o.encoding_type,
+            marker,
+            max_keys: o.max_keys,
+            is_truncated: o.is_truncated,
+            next_marker,
+            contents: o.contents,
+            common_prefixes: o.common_prefixes,
+            ..Default::default()
+        }))
+    }
+
     async fn list_buckets(
         &self,
         _req: S3Request<dto::ListBucketsInput>,
