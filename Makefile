@@ -51,6 +51,7 @@ system-deps:
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v cc >/dev/null 2>&1 || missing="$$missing build-essential"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	if ! command -v python3 >/dev/null 2>&1; then missing="$$missing python3 python3-venv"; \
 	elif ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then missing="$$missing python3-venv"; fi; \
 	if [ -n "$$missing" ]; then \
