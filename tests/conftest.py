@@ -14,14 +14,17 @@ no test touches ``~/.cache/alluxiofs``; embedded workers are stopped at the end.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -237,3 +240,31 @@ def dataset(s3_server: S3Server) -> Dataset:
         fs.pipe_file(path, buf.getvalue())
         ds.parquet_tables[path] = table
     return ds
+
+
+@pytest.fixture(scope="session")
+def csi_pb(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleType]:
+    """``csi_pb2`` and ``csi_pb2_grpc`` (the CSI messages and stubs), generated from
+    the plugin's own ``crates/csi/proto/csi.proto``."""
+    proto = Path(__file__).resolve().parent.parent / "crates" / "csi" / "proto" / "csi.proto"
+    import grpc_tools
+    from grpc_tools import protoc
+
+    out = tmp_path_factory.mktemp("csi-proto")
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    rc = protoc.main(
+        [
+            "protoc",
+            f"-I{proto.parent}",
+            f"-I{well_known}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            str(proto),
+        ]
+    )
+    assert rc == 0, "protoc failed on crates/csi/proto/csi.proto"
+    sys.path.insert(0, str(out))
+    try:
+        return importlib.import_module("csi_pb2"), importlib.import_module("csi_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))

@@ -42,10 +42,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import fsspec
+import grpc
 import pytest
 import requests
 import yaml
@@ -319,10 +321,13 @@ def container_path(path: str, mounts: dict[str, Path]) -> str:
 
 
 def rewrite_paths(value: str, mounts: dict[str, Path]) -> str:
-    """An argument or env value with its container path rewritten: ``/p`` or ``--flag=/p``."""
+    """An argument or env value with its container path rewritten: ``/p``, ``--flag=/p``
+    or a socket address ``unix:///p``."""
     flag, eq, rest = value.partition("=")
     if value.startswith("/"):
         return container_path(value, mounts)
+    if value.startswith("unix:///"):
+        return "unix://" + container_path(value.removeprefix("unix://"), mounts)
     if flag.startswith("-") and eq and rest.startswith("/"):
         return f"{flag}={container_path(rest, mounts)}"
     return value
@@ -338,12 +343,15 @@ class Pod:
     def __init__(
         self, template: dict, name: str, namespace: str, node: str, net: tuple[str, str],
         node_dir: Path, pod_dir: Path, hosts_file: Path, docs: list[dict],
-        claims: tuple[str, ...] = (), edit_config=None,
+        claims: tuple[str, ...] = (), edit_config=None, container: str | None = None,
     ) -> None:  # fmt: skip
         self.name = name
         self.ns, self.ip = net
         self.spec = template["spec"]
-        (self.container,) = self.spec["containers"]
+        if container is None:
+            (self.container,) = self.spec["containers"]
+        else:
+            (self.container,) = [c for c in self.spec["containers"] if c["name"] == container]
         self.pod_dir = pod_dir
         self.mounts = self._volumes(node_dir, pod_dir, namespace, docs, claims, edit_config)
         fields = {
@@ -394,8 +402,12 @@ class Pod:
         where = {}
         for v in self.spec.get("volumes", []):
             name = v["name"]
-            if "hostPath" in v:
-                assert v["hostPath"].get("type") == "DirectoryOrCreate", v
+            if "hostPath" in v and v["hostPath"].get("type") == "CharDevice":
+                assert Path(v["hostPath"]["path"]).is_char_device(), v  # /dev/fuse: the node's
+                where[name] = Path(v["hostPath"]["path"])
+            elif "hostPath" in v:
+                # Directory: kubelet's own directories, which exist on a node.
+                assert v["hostPath"].get("type") in ("DirectoryOrCreate", "Directory"), v
                 where[name] = node_dir / v["hostPath"]["path"].lstrip("/")
             else:
                 where[name] = None  # under the pod's directory, at its mountPath
@@ -405,7 +417,8 @@ class Pod:
         for m in self.container.get("volumeMounts", []):
             assert m["name"] in where, f"volumeMount {m['name']} has no volume"
             d = where[m["name"]] or pod_dir / m["mountPath"].lstrip("/")
-            d.mkdir(parents=True, exist_ok=True)
+            if not d.is_char_device():
+                d.mkdir(parents=True, exist_ok=True)
             mounts[m["mountPath"]] = d
         for v in self.spec.get("volumes", []):
             target = [
@@ -444,6 +457,7 @@ class Pod:
             **self.env,
         }
         cmd = ["ip", "netns", "exec", self.ns, "sh", "-c", script, str(self.hosts_file), hide]
+        self.pod_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*cmd, *self.argv], env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -666,3 +680,67 @@ def test_etcd_and_workers_run_as_written(tmp_path):
             except Exception:  # stop the others whatever happens
                 pass
         net.close()
+
+
+def test_the_csi_plugin_runs_as_written(tmp_path, csi_pb):
+    """The CSI DaemonSet's plugin container, run as written, serves the driver the
+    CSIDriver object names on the socket its registrar sidecar uses, at the path
+    kubelet is told."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (network namespaces), as make test runs it")
+    docs = objects()
+    ds = find("DaemonSet", "alluxiofs-csi-node")
+    (driver,) = [d for d in docs if d["kind"] == "CSIDriver"]
+    template = ds["spec"]["template"]
+    containers = {c["name"]: c for c in template["spec"]["containers"]}
+    registrar = containers["node-driver-registrar"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in registrar["args"])
+    # The registrar and the plugin share the socket directory; kubelet reaches the
+    # socket through that directory's hostPath.
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    (reg_mount,) = [
+        m for m in registrar["volumeMounts"] if args["csi-address"].startswith(m["mountPath"] + "/")
+    ]
+    host_dir = volumes[reg_mount["name"]]["hostPath"]["path"].rstrip("/")
+    rel = args["csi-address"][len(reg_mount["mountPath"]) :]
+    assert args["kubelet-registration-path"] == host_dir + rel
+    assert host_dir == f"/var/lib/kubelet/plugins/{driver['metadata']['name']}"
+    net = PodNetwork()
+    pod = None
+    # A short node directory: the socket's path must fit a Unix socket name (107 bytes).
+    node_dir = Path(tempfile.mkdtemp(prefix="k8s-", dir="/tmp"))
+    try:
+        pod = Pod(
+            template, "alluxiofs-csi-node-0", ds["metadata"]["namespace"], "node0", net.add(),
+            node_dir, tmp_path / "pods" / "csi", tmp_path / "hosts", docs,
+            container="csi-plugin",
+        )  # fmt: skip
+        (tmp_path / "hosts").write_text("127.0.0.1 localhost\n")
+        assert pod.argv[:2] == ["alluxiofs", "csi"], pod.argv
+        assert "--node-id" in pod.argv and pod.argv[pod.argv.index("--node-id") + 1] == "node0"
+        # Where the plugin's socket lands (the registrar's --csi-address in this pod).
+        socket = Path(rewrite_paths(args["csi-address"], pod.mounts))
+        assert f"unix://{socket}" in pod.argv, pod.argv
+        pod.start()
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            assert pod.proc is not None and pod.proc.poll() is None, pod.log()
+            assert time.monotonic() < deadline, pod.log()
+            time.sleep(0.1)
+        pb2, pb2_grpc = csi_pb
+        with grpc.insecure_channel(
+            f"unix://{socket}", options=[("grpc.default_authority", "localhost")]
+        ) as ch:
+            info = pb2_grpc.IdentityStub(ch).GetPluginInfo(pb2.GetPluginInfoRequest(), timeout=30)
+            assert info.name == driver["metadata"]["name"]
+            node = pb2_grpc.NodeStub(ch).NodeGetInfo(pb2.NodeGetInfoRequest(), timeout=30)
+            assert node.node_id == "node0"
+        # Its state directory is the hostPath the manifest keeps across restarts.
+        state = Path(rewrite_paths("/var/lib/alluxiofs-csi", pod.mounts))
+        assert (state / "volumes").is_dir(), pod.log()
+        assert pod.stop() == 0, pod.log()
+    finally:
+        if pod is not None:
+            pod.stop()
+        net.close()
+        shutil.rmtree(node_dir, ignore_errors=True)

@@ -10,6 +10,7 @@
 //! | `urls` | instead of `url`: several `NAME=URL` (or `URL`), separated by whitespace; each is a directory of the volume |
 //! | `etcdHosts` | the cluster, by its etcd (`host:port,...`) |
 //! | `workerHosts` | the cluster, by its workers (`host:port,...`) |
+//! | `clusterName` | with `etcdHosts`: the cluster's name in etcd (default `DefaultAlluxioCluster`) |
 //! | `write` | `"true"`: whole-file writes of new files, unlink, mkdir, rename (default read-only) |
 //! | `attrTimeout`, `entryTimeout` | seconds the kernel trusts attributes and names |
 //! | `noFallback` | `"true"`: never read the UFS from the node; what no worker serves fails |
@@ -26,11 +27,12 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 /// Attribute keys this plugin reads.
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "url",
     "urls",
     "etcdHosts",
     "workerHosts",
+    "clusterName",
     "write",
     "attrTimeout",
     "entryTimeout",
@@ -56,6 +58,8 @@ pub struct MountPlan {
     pub urls: Vec<String>,
     /// The workers it reads through.
     pub cluster: Cluster,
+    /// `--cluster-name`, when set (with an etcd cluster).
+    pub cluster_name: Option<String>,
     /// Writes allowed (`write: "true"` and the publish is not read-only).
     pub write: bool,
     /// `--attr-timeout` (seconds), when set.
@@ -142,6 +146,23 @@ impl MountPlan {
                     .to_string()
             })?,
         };
+        let cluster_name = match get("clusterName") {
+            None => None,
+            Some(_) if matches!(cluster, Cluster::Workers(_)) => {
+                return Err("clusterName names a cluster in etcd: give it with etcdHosts".into())
+            }
+            Some(n)
+                if n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+            {
+                Some(n.to_string())
+            }
+            Some(n) => {
+                return Err(format!(
+                    "clusterName {n:?}: letters, digits, '-', '_', '.' only"
+                ))
+            }
+        };
         let write = flag(attrs, "write")?;
         if write && readonly {
             tracing::info!(
@@ -155,6 +176,7 @@ impl MountPlan {
         Ok(Self {
             urls,
             cluster,
+            cluster_name,
             write: write && !readonly,
             attr_timeout: seconds(attrs, "attrTimeout")?,
             entry_timeout: seconds(attrs, "entryTimeout")?,
@@ -170,6 +192,9 @@ impl MountPlan {
             Cluster::Etcd(h) => vec!["--etcd-hosts".to_string(), h.clone()],
             Cluster::Workers(h) => vec!["--worker-hosts".to_string(), h.clone()],
         };
+        if let Some(n) = &self.cluster_name {
+            a.extend(["--cluster-name".to_string(), n.clone()]);
+        }
         a.extend(["mount", "--daemon", "--allow-other", "--log-file"].map(String::from));
         a.push(log.display().to_string());
         if self.write {
@@ -289,6 +314,7 @@ mod tests {
         let p = parse(&[
             ("url", "s3://bucket/train"),
             ("etcdHosts", "etcd-0:2379,etcd-1:2379"),
+            ("clusterName", "train-cluster"),
             ("attrTimeout", "5"),
             ("csi.storage.k8s.io/pod.name", "trainer-0"),
         ])
@@ -299,6 +325,8 @@ mod tests {
             [
                 "--etcd-hosts",
                 "etcd-0:2379,etcd-1:2379",
+                "--cluster-name",
+                "train-cluster",
                 "mount",
                 "--daemon",
                 "--allow-other",
@@ -342,7 +370,23 @@ mod tests {
 
     #[test]
     fn bad_attributes_are_refused_with_the_reason() {
-        let cases: [(&[(&str, &str)], &str); 13] = [
+        let cases: [(&[(&str, &str)], &str); 15] = [
+            (
+                &[
+                    ("url", "s3://b/x"),
+                    ("workerHosts", "h:1"),
+                    ("clusterName", "c"),
+                ],
+                "with etcdHosts",
+            ),
+            (
+                &[
+                    ("url", "s3://b/x"),
+                    ("etcdHosts", "e:1"),
+                    ("clusterName", "a b"),
+                ],
+                "letters, digits",
+            ),
             (&[("workerHosts", "h:1")], "url (or urls) is required"),
             (
                 &[("url", "s3://b/x"), ("workerHost", "h:1")],
