@@ -681,6 +681,35 @@ fn parse_placement(text: &str) -> Result<Placement, String> {
     Placement::from_setting(text).map_err(|e| e.to_string())
 }
 
+/// `advertise_host` is what clients connect to, so it must be a host name
+/// or an IP address: an unexpanded `$(POD_IP)` from a manifest, a URL or a
+/// host with a port would register an address no client can reach.
+fn check_advertise_host(h: &str) -> Result<(), WorkerError> {
+    let bare = h.trim_start_matches('[').trim_end_matches(']');
+    if h.trim().is_empty() {
+        return Err(cfg_err("advertise_host is empty"));
+    }
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if h.len() <= 253 && h.trim_end_matches('.').split('.').all(label_ok) {
+        return Ok(());
+    }
+    Err(cfg_err(format!(
+        "advertise_host {h:?} is not a host name or an IP address (give the bare host, without \
+         a scheme or a port; from Kubernetes, an unexpanded $(VAR) means the variable is not \
+         defined in the container's env)"
+    )))
+}
+
 fn cfg_err(msg: impl Into<String>) -> WorkerError {
     WorkerError::Config(msg.into())
 }
@@ -778,8 +807,8 @@ impl WorkerConfig {
                 "an etcd password is set but no etcd_username (--etcd-username)",
             ));
         }
-        if matches!(&self.advertise_host, Some(h) if h.trim().is_empty()) {
-            return Err(cfg_err("advertise_host is empty"));
+        if let Some(h) = &self.advertise_host {
+            check_advertise_host(h)?;
         }
         let pair = |a: &Option<PathBuf>, b: &Option<PathBuf>, names: &str| {
             if a.is_some() != b.is_some() {
@@ -961,6 +990,33 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn advertise_host_must_be_a_host_or_an_ip() {
+        for ok in [
+            "10.0.0.7",
+            "::1",
+            "[fd00::1]",
+            "w1.example",
+            "worker_1.local.",
+            "node-3",
+        ] {
+            assert!(check_advertise_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            " ",
+            "$(POD_IP)",
+            "http://w1:28080",
+            "w1:28080",
+            "a b",
+            "-w1",
+            "w1..x",
+        ] {
+            let e = check_advertise_host(bad).unwrap_err().to_string();
+            assert!(e.contains("advertise_host"), "{bad}: {e}");
+        }
     }
 
     #[test]
