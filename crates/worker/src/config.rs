@@ -860,6 +860,31 @@ impl WorkerConfig {
         Ok(Some((user.clone(), password.to_string())))
     }
 
+    /// Cache directories whose capacity is more than their filesystem's
+    /// size, as warnings to log at start: the worker would meet ENOSPC
+    /// before its capacity and serve those pages from the UFS. Directories
+    /// that cannot be measured are skipped.
+    pub fn capacity_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &self.cache_dirs {
+            let cap = d.capacity.unwrap_or(self.capacity);
+            let Ok(fs) = rustix::fs::statvfs(&d.path) else {
+                continue;
+            };
+            let size = fs.f_blocks.saturating_mul(fs.f_frsize);
+            if cap > size {
+                out.push(format!(
+                    "cache dir {}: capacity {} is more than its filesystem holds ({}); \
+                     lower the capacity or give it a bigger disk",
+                    d.path.display(),
+                    alluxiofs_core::info::human_size(cap),
+                    alluxiofs_core::info::human_size(size)
+                ));
+            }
+        }
+        out
+    }
+
     /// The host written in etcd: `advertise_host`, else `host` unless it is
     /// a wildcard address (`0.0.0.0`, `::`), then the machine's host name.
     pub fn resolve_advertise_host(&self) -> String {
@@ -990,6 +1015,33 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_capacity_beyond_the_disk_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = WorkerConfig {
+            cache_dirs: vec![CacheDirConfig {
+                path: dir.path().to_path_buf(),
+                capacity: None,
+            }],
+            capacity: 1 << 60,
+            ..WorkerConfig::default()
+        };
+        let w = cfg.capacity_warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("1.0 EiB") || w[0].contains("more than its filesystem holds"),
+            "{w:?}"
+        );
+        cfg.capacity = 4096;
+        assert!(cfg.capacity_warnings().is_empty());
+        cfg.cache_dirs[0].path = dir.path().join("not-yet");
+        cfg.capacity = 1 << 60;
+        assert!(
+            cfg.capacity_warnings().is_empty(),
+            "an unmeasurable dir is skipped"
+        );
     }
 
     #[test]

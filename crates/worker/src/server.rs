@@ -173,6 +173,9 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         page_size = state.cache.page_size(),
         "listening on {url}"
     );
+    for w in state.config.capacity_warnings() {
+        tracing::warn!("{w}");
+    }
     let membership = match MembershipSettings::from_config(&state.config)? {
         None => None,
         Some(settings) => {
