@@ -19,7 +19,9 @@
 //!   upload returned and the size is the number of bytes received (another
 //!   writer may have replaced the object in between). Otherwise the path is
 //!   only invalidated. A failed upload (body cut, UFS error) is aborted and
-//!   leaves no pages.
+//!   leaves no pages. A multipart upload to S3 is recorded in the cache
+//!   directory while open, so that one a killed worker left open is
+//!   aborted when it starts again ([`crate::ufs_uploads`]).
 //! - **Invalidation.** Metadata of the path and its parent listing are
 //!   forgotten before the upload and again after it; pages of any other
 //!   version of the path are dropped. The client tells the other workers
@@ -29,8 +31,10 @@ use crate::cache::ReadThrough;
 use crate::error::{Result, WorkerError};
 use crate::meta::CachedInfo;
 use crate::ufs::ObjectVersion;
+use crate::ufs_uploads::{JournaledUpload, UfsUploads};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -150,11 +154,16 @@ where
             "{url}: a write names a file, not a directory"
         )));
     }
-    let (store, path) = cache.ufs().locate(url)?;
+    let (store, multipart, path) = cache.ufs().locate_multipart(url)?;
+    let target = Target {
+        store,
+        multipart: multipart.map(|m| (m, cache.uploads().clone())),
+        path,
+    };
     cache.forget(url, None).await;
     let mut spool = Spool::create(cache.spool_dir())?;
     let started = std::time::Instant::now();
-    let (size, put) = match upload(&store, &path, url, body, &mut spool).await {
+    let (size, put) = match upload(&target, url, body, &mut spool).await {
         Ok(r) => r,
         Err(e) => {
             // Whatever happened, no page of this path may stay behind.
@@ -190,11 +199,36 @@ where
     Ok(outcome)
 }
 
-/// Stream `body` to the UFS object `path` and to the spool; returns the
-/// bytes written and the upload's result.
+/// Where a write goes: the store, the object, and for a store whose upload
+/// ids the worker keeps, that store and the journal of open uploads.
+struct Target {
+    store: Arc<dyn ObjectStore>,
+    multipart: Option<(Arc<dyn MultipartStore>, Arc<UfsUploads>)>,
+    path: object_store::path::Path,
+}
+
+impl Target {
+    /// Begin a multipart upload. With a [`MultipartStore`] the upload is
+    /// created with its own id and recorded before its first part is sent,
+    /// so that a killed worker aborts it at its next start
+    /// ([`crate::ufs_uploads`]); otherwise the store's `put_multipart`.
+    async fn begin_multipart(
+        &self,
+        url: &str,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        match &self.multipart {
+            Some((store, journal)) => Ok(Box::new(
+                JournaledUpload::create(store.clone(), journal.clone(), url, &self.path).await?,
+            )),
+            None => self.store.put_multipart(&self.path).await,
+        }
+    }
+}
+
+/// Stream `body` to the UFS object of `target` and to the spool; returns
+/// the bytes written and the upload's result.
 async fn upload<S, E>(
-    store: &Arc<dyn ObjectStore>,
-    path: &object_store::path::Path,
+    target: &Target,
     url: &str,
     body: S,
     spool: &mut Spool,
@@ -225,8 +259,8 @@ where
                     Upload::Gathering(parts, n)
                 }
                 Upload::Gathering(parts, _) => {
-                    let mp = store
-                        .put_multipart(path)
+                    let mp = target
+                        .begin_multipart(url)
                         .await
                         .map_err(|e| ufs_err(url, e))?;
                     let mut w = WriteMultipart::new_with_chunk_size(mp, PART_SIZE);
@@ -258,7 +292,7 @@ where
     let put = match up.ok_or_else(|| WorkerError::Internal("upload state lost".into()))? {
         Upload::Gathering(parts, _) => {
             let payload: PutPayload = parts.into_iter().collect();
-            store.put(path, payload).await
+            target.store.put(&target.path, payload).await
         }
         Upload::Multipart(w) => w.finish().await,
     }
