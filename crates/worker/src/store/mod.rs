@@ -683,9 +683,11 @@ impl PageStore {
                 }
                 if e.kind() == std::io::ErrorKind::StorageFull {
                     // The disk holds less than the capacity: hold what it
-                    // holds now, and evict to make room from here on.
+                    // holds now, and evict to make room from here on. What
+                    // it holds is the pages written, not the bytes reserved
+                    // for writes in flight (they may fail the same way).
                     let first = idx.dirs[dir].disk_full.is_none();
-                    let at = idx.dirs[dir].used;
+                    let at = idx.dirs[dir].on_disk();
                     idx.dirs[dir].disk_full = Some((at, std::time::Instant::now()));
                     if first {
                         tracing::warn!(
@@ -790,12 +792,12 @@ impl PageStore {
                 .zip(&idx.dirs)
                 .map(|(d, s)| DirGauge {
                     path: d.path.display().to_string(),
-                    used_bytes: s.used,
+                    used_bytes: s.on_disk(),
                     capacity_bytes: d.capacity,
                 })
                 .collect();
             (
-                idx.dirs.iter().map(|d| d.used).sum(),
+                idx.dirs.iter().map(|d| d.on_disk()).sum(),
                 idx.len() as u64,
                 idx.pinned_bytes,
                 dirs,
@@ -1088,5 +1090,60 @@ mod tests {
             assert_eq!(store.get(&k).unwrap(), data(i as u8, 2048));
         }
         assert_eq!(store.get(&big).unwrap(), data(3, 1 << 20));
+    }
+    #[test]
+    fn used_bytes_count_pages_on_disk_not_writes_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&[(dir.path(), 1 << 20)], 0);
+        let k = PageKey::new("s3://b/f", "v", 0);
+        store.put(&k, &data(1, 2048)).unwrap();
+        let on_disk = store.gauges().used_bytes;
+        assert_eq!(on_disk, disk_bytes(dir.path()));
+        // A page being written: its bytes are reserved against the capacity
+        // (used_per_dir) but not on disk yet (the gauge, and a disk-full limit).
+        let pending = store.key("s3://b/g", "v", 0).hashes(PS);
+        let i = {
+            let mut idx = lock(&store.index);
+            let off = idx.next_write();
+            let i = idx.insert(NewPage {
+                key: pending.slot,
+                version_hash: pending.version_hash,
+                dir: 0,
+                seg: LARGE,
+                off,
+                len: 5000,
+                created: index::now_ds(),
+                pending: true,
+                pinned: false,
+                mount: None,
+                ttl_class: 0,
+            });
+            assert_eq!(idx.dirs[0].on_disk(), on_disk);
+            i
+        };
+        assert_eq!(store.used_per_dir()[0], on_disk + 5000);
+        assert_eq!(store.gauges().used_bytes, on_disk);
+        assert_eq!(store.gauges().dirs[0].used_bytes, on_disk);
+        // Written: counted. Removed while pending: never counted.
+        lock(&store.index).settle(i);
+        assert_eq!(store.gauges().used_bytes, on_disk + 5000);
+        lock(&store.index).remove(i);
+        assert_eq!(store.gauges().used_bytes, on_disk);
+        let i = lock(&store.index).insert(NewPage {
+            key: pending.slot,
+            version_hash: pending.version_hash,
+            dir: 0,
+            seg: LARGE,
+            off: 1,
+            len: 700,
+            created: index::now_ds(),
+            pending: true,
+            pinned: false,
+            mount: None,
+            ttl_class: 0,
+        });
+        lock(&store.index).remove(i);
+        assert_eq!(store.gauges().used_bytes, on_disk);
+        assert_eq!(store.used_per_dir()[0], on_disk);
     }
 }
