@@ -1146,4 +1146,34 @@ mod tests {
         assert_eq!(store.gauges().used_bytes, on_disk);
         assert_eq!(store.used_per_dir()[0], on_disk);
     }
+
+    #[test]
+    fn the_index_journal_of_a_small_cache_stays_small() {
+        // 1 MiB of 4 KiB pages churned 20 times over: every put and every
+        // eviction is a journal record; checkpoints keep the dead ones to
+        // 1/64 of the capacity (the floor of 1,024 records here).
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&[(dir.path(), 1 << 20)], 0);
+        for i in 0..5000u32 {
+            let k = PageKey::new(format!("s3://b/f{}", i % 8), "v", u64::from(i));
+            store.put(&k, &data(i as u8, PS as usize)).unwrap();
+            if i % 500 == 0 {
+                store.flush();
+            }
+        }
+        store.flush();
+        let g = store.gauges();
+        assert!(g.used_bytes <= 1 << 20);
+        let live = g.pages * journal::RECORD as u64;
+        let bound = 3 * live + persist::checkpoint_slack(1 << 20) * journal::RECORD as u64;
+        assert!(
+            g.index_disk_bytes <= bound + 4096,
+            "index {} bytes, bound {bound}",
+            g.index_disk_bytes
+        );
+        assert!(g.index_disk_bytes < 1 << 17, "{}", g.index_disk_bytes);
+        assert_eq!(persist::checkpoint_slack(1 << 20), 1024);
+        assert_eq!(persist::checkpoint_slack(64 << 20), 26_214);
+        assert_eq!(persist::checkpoint_slack(1 << 40), 1_000_000);
+    }
 }
