@@ -279,3 +279,79 @@ def test_a_cache_dir_never_holds_more_than_its_capacity(
     # The pages stay within the capacity, but for the blocks of an evicted page still
     # being read (a read holds its file open: at most a page per read in flight).
     assert stats["max_pages"][0] <= capacity + MiB, f"over the capacity: {stats}"
+
+
+def _write(worker, url: str, body: bytes, chunk: int = MiB) -> tuple[int, dict]:
+    """A chunked PUT /v1/write of ``body``: (status, answer)."""
+    import http.client
+    import json
+    from urllib.parse import quote
+
+    host, port = worker.addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.putrequest("PUT", f"/v1/write?path={quote(url, safe='')}")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    for i in range(0, len(body), chunk):
+        c = body[i : i + chunk]
+        conn.send(f"{len(c):x}\r\n".encode() + c + b"\r\n")
+    conn.send(b"0\r\n\r\n")
+    r = conn.getresponse()
+    text = r.read()
+    try:
+        return r.status, json.loads(text)
+    except ValueError:
+        return r.status, {"text": text.decode(errors="replace")}
+
+
+def test_a_write_through_spools_within_the_capacity(small_disk, s3_server, start_worker, make_fs):
+    """A write-through spools its body in the first cache directory before the pages
+    are stored: the spool's bytes count against the capacity, so a full cache makes
+    room for them, and a body larger than the cache is written without filling it
+    (before, the spool took the disk past the capacity, and a body larger than the
+    disk failed the write with ENOSPC)."""
+    import threading
+
+    base = f"{s3_server.bucket}/spool-{uuid.uuid4().hex[:8]}"
+    rnd = random.Random(13)
+    files = {f"{base}/r{i}.bin": rnd.randbytes(MiB) for i in range(6)}
+    s3_server.s3fs().pipe(files)
+    capacity = 4 * MiB
+    w = start_worker(
+        f"s3://{s3_server.bucket}",
+        cache_dir=small_disk,
+        capacity="4MiB",
+        extra_args=["--memory-capacity", "0"],
+    )
+    fs = make_fs([w])
+    for p in sorted(files):
+        assert fs.cat_file(f"s3://{p}") == files[p]
+    peak = {"pages": 0}
+    done = threading.Event()
+
+    def sampler() -> None:
+        while not done.is_set():
+            fs_used = _fs_used(small_disk)
+            _, kinds, _ = _du(small_disk)
+            peak["pages"] = max(peak["pages"], fs_used - _not_pages(kinds))
+            time.sleep(0.005)
+
+    s = threading.Thread(target=sampler, daemon=True)
+    s.start()
+    try:
+        fits = rnd.randbytes(3 * MiB)
+        status, answer = _write(w, f"s3://{base}/fits.bin", fits)
+        print(f"after a {len(fits)} B write: peak {peak}")
+        assert status == 200 and answer["populated"], answer
+        big = rnd.randbytes(12 * MiB)
+        status, answer = _write(w, f"s3://{base}/big.bin", big)
+        assert status == 200, answer
+        assert not answer["populated"] and "does not fit" in answer["reason"], answer
+    finally:
+        done.set()
+        s.join()
+    print(f"capacity {capacity}: peak {peak}")
+    assert fs.cat_file(f"s3://{base}/fits.bin") == fits
+    assert fs.cat_file(f"s3://{base}/big.bin") == big
+    assert peak["pages"] <= capacity, f"over the capacity: {peak}"
+    assert list((small_disk / ".writes").glob("*")) == [], "spool files removed"

@@ -709,6 +709,56 @@ impl PageStore {
         }
     }
 
+    /// Reserve `bytes` of the first directory's capacity for a file that is
+    /// not a page (a write-through's spool, kept in that directory): room
+    /// is made as for a page, by compaction or eviction, so that the
+    /// directory's files stay within its capacity. `false` when they do not
+    /// fit (more than the directory holds, or everything left is being
+    /// written or pinned). Counted as used (the file is on disk) until
+    /// [`Self::release_scratch`]. Without a directory, nothing to reserve.
+    pub fn reserve_scratch(&self, bytes: u64) -> bool {
+        let Some(spec) = self.dirs.first() else {
+            return true;
+        };
+        if bytes > spec.capacity {
+            return false;
+        }
+        let mut reserved = false;
+        for attempt in 0..4 {
+            let mut idx = lock(&self.index);
+            match self.make_room(&mut idx, 0, bytes) {
+                evict::Room::Ready => {
+                    idx.dirs[0].used += bytes;
+                    reserved = true;
+                    break;
+                }
+                evict::Room::AfterFlush if attempt < 3 => {
+                    drop(idx);
+                    self.flush();
+                }
+                _ => break,
+            }
+        }
+        // The evictions' journal records.
+        self.write_log();
+        reserved
+    }
+
+    /// The first directory's capacity, which [`Self::reserve_scratch`]
+    /// reserves from (`None` without a directory).
+    pub fn scratch_capacity(&self) -> Option<u64> {
+        self.dirs.first().map(|d| d.capacity)
+    }
+
+    /// Give back `bytes` reserved with [`Self::reserve_scratch`].
+    pub fn release_scratch(&self, bytes: u64) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let mut idx = lock(&self.index);
+        idx.dirs[0].used = idx.dirs[0].used.saturating_sub(bytes);
+    }
+
     /// Delete the pages of `url`: all of them, or only those whose version
     /// is not `keep_version`. Returns how many were deleted. Counted as
     /// evictions of reason `stale` (with a version kept) or `invalidate`.
@@ -1175,5 +1225,28 @@ mod tests {
         assert_eq!(persist::checkpoint_slack(1 << 20), 1024);
         assert_eq!(persist::checkpoint_slack(64 << 20), 26_214);
         assert_eq!(persist::checkpoint_slack(1 << 40), 1_000_000);
+    }
+    #[test]
+    fn scratch_bytes_make_room_and_count_as_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 1 << 20;
+        let store = open_opts(&[(dir.path(), cap)], 0, lru());
+        for i in 0..300u64 {
+            let k = PageKey::new("s3://b/f", "v", i);
+            store.put(&k, &data(i as u8, PS as usize)).unwrap();
+        }
+        let full = store.used_per_dir()[0];
+        assert!(full > cap / 2);
+        assert!(store.reserve_scratch(cap / 2), "pages are evicted for it");
+        assert!(store.used_per_dir()[0] <= cap);
+        assert_eq!(
+            store.gauges().used_bytes,
+            disk_bytes(dir.path()) + cap / 2,
+            "counted as on disk"
+        );
+        assert!(!store.reserve_scratch(cap + 1), "more than the directory");
+        store.release_scratch(cap / 2);
+        assert_eq!(store.gauges().used_bytes, disk_bytes(dir.path()));
+        assert_eq!(store.scratch_capacity(), Some(cap));
     }
 }
