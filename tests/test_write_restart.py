@@ -108,7 +108,9 @@ def test_a_killed_worker_aborts_its_open_upload_when_it_starts_again(
     assert _exists(s3, bucket, key) is None
 
     w.restart()
+    t0 = time.monotonic()
     _wait("the upload aborted", lambda: not _open_uploads(s3, bucket, key), 10)
+    print(f"upload aborted {time.monotonic() - t0:.2f} s after the worker served again")
     assert _exists(s3, bucket, key) is None, "never a partial object"
     assert w.metric("alluxiofs_ufs_uploads_aborted_total") == 1
     _wait("the journal emptied", lambda: not (cache / JOURNAL).exists(), 5)
