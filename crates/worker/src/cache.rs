@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::read::{share, PageReader, SharedErr};
 use crate::store::{DirSpec, PageKey, PageStore, StoreOptions};
 use crate::ufs::{ObjectVersion, Ufs};
+use crate::ufs_uploads::{UfsUploads, UPLOADS_FILE};
 use alluxiofs_core::error::ErrorKind;
 use alluxiofs_core::info::FileInfo;
 use bytes::Bytes;
@@ -129,6 +130,8 @@ pub struct ReadThrough {
     pages: Arc<PageReader>,
     meta_inflight: Mutex<HashMap<String, InflightInfo>>,
     spool_dir: PathBuf,
+    /// The UFS multipart uploads open (see [`crate::ufs_uploads`]).
+    uploads: Arc<UfsUploads>,
     /// Set once the path ids of the cached URLs were learnt from disk.
     ids_learnt: std::sync::Once,
     /// See [`WorkerConfig::stale_if_error`].
@@ -163,12 +166,13 @@ impl ReadThrough {
             config.metadata_ttl,
             config.metadata_capacity,
         ));
-        let spool_dir = config
+        let first_dir = config
             .cache_dirs
             .first()
             .map(|d| d.path.clone())
-            .unwrap_or_else(std::env::temp_dir)
-            .join(".writes");
+            .unwrap_or_else(std::env::temp_dir);
+        let spool_dir = first_dir.join(".writes");
+        let uploads = Arc::new(UfsUploads::open(first_dir.join(UPLOADS_FILE)));
         Ok(Arc::new(ReadThrough {
             pages: Arc::new(PageReader::new(ufs.clone(), store.clone(), metrics.clone())),
             ufs,
@@ -177,6 +181,7 @@ impl ReadThrough {
             metrics,
             meta_inflight: Mutex::new(HashMap::new()),
             spool_dir,
+            uploads,
             ids_learnt: std::sync::Once::new(),
             stale_if_error: config.stale_if_error,
         }))
@@ -224,6 +229,18 @@ impl ReadThrough {
     /// Where write-through spools bodies (`<first cache dir>/.writes`).
     pub fn spool_dir(&self) -> &Path {
         &self.spool_dir
+    }
+
+    /// The journal of the UFS multipart uploads open.
+    pub fn uploads(&self) -> &Arc<UfsUploads> {
+        &self.uploads
+    }
+
+    /// Abort, in the background, the UFS multipart uploads an earlier run
+    /// left open (once, after serving starts).
+    pub fn abort_leftover_uploads(&self) {
+        self.uploads
+            .abort_leftovers(self.ufs.clone(), self.metrics.clone());
     }
 
     /// Normalize `raw` and check it lies under a mount (403 otherwise).

@@ -55,6 +55,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 pub mod ufs;
+pub mod ufs_uploads;
 pub mod units;
 pub mod write;
 

@@ -180,6 +180,9 @@ pub struct Metrics {
     /// UFS outages begun (a store that could not be reached, see
     /// [`crate::outage`]).
     pub ufs_outages: AtomicU64,
+    /// UFS multipart uploads left open by an earlier run (a killed
+    /// worker) and aborted at start ([`crate::ufs_uploads`]).
+    pub ufs_uploads_aborted: AtomicU64,
     /// Requests answered at once with `ufs_unreachable` during an outage.
     pub ufs_fail_fast: AtomicU64,
     /// Lookups answered with the last verified metadata because the UFS
@@ -393,6 +396,11 @@ impl Metrics {
             "alluxiofs_ufs_outages_total",
             "UFS outages begun: a store that could not be reached (refused, reset, timed out, 5xx or 429 after retries).",
             Self::get(&self.ufs_outages),
+        );
+        counter(
+            "alluxiofs_ufs_uploads_aborted_total",
+            "UFS multipart uploads an earlier run left unfinished (a killed worker), aborted at start.",
+            Self::get(&self.ufs_uploads_aborted),
         );
         counter(
             "alluxiofs_ufs_fail_fast_total",

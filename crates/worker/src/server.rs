@@ -209,6 +209,8 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         addr.port(),
     );
     state.loads.resume(&state.cache, this);
+    // Multipart uploads a killed run left open at the UFS are aborted.
+    state.cache.abort_leftover_uploads();
     Ok(RunningWorker {
         addr,
         host,

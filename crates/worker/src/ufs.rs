@@ -35,6 +35,7 @@ use crate::outage::{is_outage, Outages};
 use alluxiofs_core::info::{human_size, FileInfo, FileType};
 use alluxiofs_core::path::{file_name, is_under, normalize_url, split_url};
 use bytes::Bytes;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
 use std::collections::{BTreeMap, HashMap};
@@ -144,9 +145,18 @@ struct Mount {
 pub struct Ufs {
     mounts: Vec<Mount>,
     ufs_options: BTreeMap<String, String>,
-    stores: Mutex<HashMap<(String, String), Arc<dyn ObjectStore>>>,
+    stores: Mutex<HashMap<(String, String), Store>>,
     metrics: Arc<Metrics>,
     outages: Outages,
+}
+
+/// One built store: the `ObjectStore` every request uses and, for stores
+/// whose multipart uploads have ids the worker can keep (S3), the same
+/// client as a [`MultipartStore`] (see [`crate::ufs_uploads`]).
+#[derive(Clone)]
+struct Store {
+    store: Arc<dyn ObjectStore>,
+    multipart: Option<Arc<dyn MultipartStore>>,
 }
 
 /// Retries of one UFS request (after the first try) by `object_store`.
@@ -236,6 +246,22 @@ impl Ufs {
     /// The store serving `url` (built on first use) and the object path of
     /// `url` in it.
     pub(crate) fn locate(&self, url: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
+        let (s, path) = self.locate_store(url)?;
+        Ok((s.store, path))
+    }
+
+    /// [`Self::locate`], plus the store as a [`MultipartStore`] when it is
+    /// one whose upload ids the worker keeps (S3; `None` otherwise).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn locate_multipart(
+        &self,
+        url: &str,
+    ) -> Result<(Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>, Path)> {
+        let (s, path) = self.locate_store(url)?;
+        Ok((s.store, s.multipart, path))
+    }
+
+    fn locate_store(&self, url: &str) -> Result<(Store, Path)> {
         let parts = split_url(url);
         let path =
             Path::parse(parts.key).map_err(|e| WorkerError::BadRequest(format!("{url}: {e}")))?;
@@ -330,7 +356,7 @@ impl Ufs {
         opts
     }
 
-    fn build_store(&self, scheme: &str, authority: &str) -> Result<Arc<dyn ObjectStore>> {
+    fn build_store(&self, scheme: &str, authority: &str) -> Result<Store> {
         let opts = self.options_for(scheme, authority);
         let bad = |k: &str, e: &dyn std::fmt::Display| {
             WorkerError::Config(format!("{scheme}://{authority}: option {k:?}: {e}"))
@@ -338,6 +364,7 @@ impl Ufs {
         fn built<T>(scheme: &str, authority: &str, r: object_store::Result<T>) -> Result<T> {
             r.map_err(|e| WorkerError::Config(format!("{scheme}://{authority}: {e}")))
         }
+        let mut multipart: Option<Arc<dyn MultipartStore>> = None;
         let store: Arc<dyn ObjectStore> = match scheme {
             "file" => Arc::new(object_store::local::LocalFileSystem::new()),
             "s3" => {
@@ -349,7 +376,9 @@ impl Ufs {
                     let key: AmazonS3ConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(built(scheme, authority, b.build())?)
+                let s3 = Arc::new(built(scheme, authority, b.build())?);
+                multipart = Some(s3.clone());
+                s3
             }
             "gs" => {
                 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
@@ -393,7 +422,7 @@ impl Ufs {
             }
         };
         tracing::debug!(scheme, authority, "built UFS store");
-        Ok(store)
+        Ok(Store { store, multipart })
     }
 
     fn ufs_err(&self, op: UfsOp, url: &str, e: object_store::Error) -> WorkerError {

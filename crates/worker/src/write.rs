@@ -11,7 +11,9 @@
 //!   [`SINGLE_PUT_MAX`] bytes is sent with one PUT; a larger one becomes a
 //!   multipart upload of [`PART_SIZE`] parts with at most [`PARTS_IN_FLIGHT`]
 //!   parts uploading at once. The bytes are also appended to a spool file
-//!   in the first cache directory, never held whole in memory.
+//!   in the first cache directory, never held whole in memory; its bytes
+//!   count against that directory's capacity (a body that does not fit is
+//!   uploaded without filling the cache).
 //! - **Never stale, never corrupt.** Pages are keyed by the object version
 //!   the read path uses, which is only known once the upload is complete.
 //!   So the pages are stored *after* the upload: the worker HEADs the
@@ -19,7 +21,9 @@
 //!   upload returned and the size is the number of bytes received (another
 //!   writer may have replaced the object in between). Otherwise the path is
 //!   only invalidated. A failed upload (body cut, UFS error) is aborted and
-//!   leaves no pages.
+//!   leaves no pages. A multipart upload to S3 is recorded in the cache
+//!   directory while open, so that one a killed worker left open is
+//!   aborted when it starts again ([`crate::ufs_uploads`]).
 //! - **Invalidation.** Metadata of the path and its parent listing are
 //!   forgotten before the upload and again after it; pages of any other
 //!   version of the path are dropped. The client tells the other workers
@@ -28,9 +32,12 @@
 use crate::cache::ReadThrough;
 use crate::error::{Result, WorkerError};
 use crate::meta::CachedInfo;
+use crate::store::PageStore;
 use crate::ufs::ObjectVersion;
+use crate::ufs_uploads::{JournaledUpload, UfsUploads};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use object_store::multipart::MultipartStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -60,14 +67,31 @@ pub struct WriteOutcome {
     pub reason: String,
 }
 
-/// A spool file deleted when dropped.
+/// Bytes of the cache reserved at a time for a spool file (at least).
+const SPOOL_STEP: u64 = 1 << 20;
+
+/// A spool file deleted when dropped. It lives in the first cache
+/// directory and its bytes are reserved against that directory's capacity
+/// as they come ([`PageStore::reserve_scratch`]), so that the directory's
+/// files stay within it; when they do not fit (a body larger than the
+/// cache) the spool is given up and the write goes on without filling the
+/// cache. Each page stored from it gives its bytes back at once (the
+/// spool's blocks are freed with a hole punched), so a page takes the place
+/// of its spooled bytes rather than both taking the capacity.
 struct Spool {
     path: PathBuf,
     file: Option<std::io::BufWriter<std::fs::File>>,
+    store: Arc<PageStore>,
+    /// Bytes of the capacity held for this file.
+    reserved: u64,
+    /// Bytes appended.
+    written: u64,
+    /// Why the spool was given up (the pages will not be kept).
+    given_up: Option<String>,
 }
 
 impl Spool {
-    fn create(dir: &std::path::Path) -> Result<Spool> {
+    fn create(dir: &std::path::Path, store: Arc<PageStore>) -> Result<Spool> {
         std::fs::create_dir_all(dir)
             .map_err(|e| WorkerError::io(format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(uuid::Uuid::new_v4().to_string());
@@ -76,15 +100,44 @@ impl Spool {
         Ok(Spool {
             path,
             file: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            store,
+            reserved: 0,
+            written: 0,
+            given_up: None,
         })
     }
 
     fn append(&mut self, data: &[u8]) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
+        let need = self.written + data.len() as u64;
+        if need > self.reserved {
+            // More than the directory holds: give up before evicting for it.
+            let fits = self.store.scratch_capacity().is_none_or(|c| need <= c);
+            let step = (need - self.reserved).max(SPOOL_STEP);
+            if fits && self.store.reserve_scratch(step) {
+                self.reserved += step;
+            } else {
+                self.give_up("the body does not fit in the cache".into());
+                return Ok(());
+            }
+        }
         if let Some(f) = self.file.as_mut() {
             f.write_all(data)
                 .map_err(|e| WorkerError::io(format!("spool {}", self.path.display()), e))?;
         }
+        self.written = need;
         Ok(())
+    }
+
+    /// Stop spooling: the file goes, its reservation is given back.
+    fn give_up(&mut self, reason: String) {
+        self.file = None;
+        let _ = std::fs::remove_file(&self.path);
+        self.store.release_scratch(self.reserved);
+        self.reserved = 0;
+        self.given_up = Some(reason);
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -94,12 +147,25 @@ impl Spool {
         }
         Ok(())
     }
+
+    /// Bytes `off..off + len` were read back: free their blocks and give
+    /// their reservation back (kept when the file system cannot punch holes).
+    fn consumed(&mut self, file: &std::fs::File, off: u64, len: u64) {
+        use rustix::fs::{fallocate, FallocateFlags};
+        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        if fallocate(file, flags, off, len).is_ok() {
+            let back = len.min(self.reserved);
+            self.store.release_scratch(back);
+            self.reserved -= back;
+        }
+    }
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
         self.file = None;
         let _ = std::fs::remove_file(&self.path);
+        self.store.release_scratch(self.reserved);
     }
 }
 
@@ -150,11 +216,16 @@ where
             "{url}: a write names a file, not a directory"
         )));
     }
-    let (store, path) = cache.ufs().locate(url)?;
+    let (store, multipart, path) = cache.ufs().locate_multipart(url)?;
+    let target = Target {
+        store,
+        multipart: multipart.map(|m| (m, cache.uploads().clone())),
+        path,
+    };
     cache.forget(url, None).await;
-    let mut spool = Spool::create(cache.spool_dir())?;
+    let mut spool = Spool::create(cache.spool_dir(), cache.store().clone())?;
     let started = std::time::Instant::now();
-    let (size, put) = match upload(&store, &path, url, body, &mut spool).await {
+    let (size, put) = match upload(&target, url, body, &mut spool).await {
         Ok(r) => r,
         Err(e) => {
             // Whatever happened, no page of this path may stay behind.
@@ -190,11 +261,36 @@ where
     Ok(outcome)
 }
 
-/// Stream `body` to the UFS object `path` and to the spool; returns the
-/// bytes written and the upload's result.
+/// Where a write goes: the store, the object, and for a store whose upload
+/// ids the worker keeps, that store and the journal of open uploads.
+struct Target {
+    store: Arc<dyn ObjectStore>,
+    multipart: Option<(Arc<dyn MultipartStore>, Arc<UfsUploads>)>,
+    path: object_store::path::Path,
+}
+
+impl Target {
+    /// Begin a multipart upload. With a [`MultipartStore`] the upload is
+    /// created with its own id and recorded before its first part is sent,
+    /// so that a killed worker aborts it at its next start
+    /// ([`crate::ufs_uploads`]); otherwise the store's `put_multipart`.
+    async fn begin_multipart(
+        &self,
+        url: &str,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        match &self.multipart {
+            Some((store, journal)) => Ok(Box::new(
+                JournaledUpload::create(store.clone(), journal.clone(), url, &self.path).await?,
+            )),
+            None => self.store.put_multipart(&self.path).await,
+        }
+    }
+}
+
+/// Stream `body` to the UFS object of `target` and to the spool; returns
+/// the bytes written and the upload's result.
 async fn upload<S, E>(
-    store: &Arc<dyn ObjectStore>,
-    path: &object_store::path::Path,
+    target: &Target,
     url: &str,
     body: S,
     spool: &mut Spool,
@@ -225,8 +321,8 @@ where
                     Upload::Gathering(parts, n)
                 }
                 Upload::Gathering(parts, _) => {
-                    let mp = store
-                        .put_multipart(path)
+                    let mp = target
+                        .begin_multipart(url)
                         .await
                         .map_err(|e| ufs_err(url, e))?;
                     let mut w = WriteMultipart::new_with_chunk_size(mp, PART_SIZE);
@@ -258,7 +354,7 @@ where
     let put = match up.ok_or_else(|| WorkerError::Internal("upload state lost".into()))? {
         Upload::Gathering(parts, _) => {
             let payload: PutPayload = parts.into_iter().collect();
-            store.put(path, payload).await
+            target.store.put(&target.path, payload).await
         }
         Upload::Multipart(w) => w.finish().await,
     }
@@ -314,6 +410,11 @@ async fn populate(
         cache.forget(url, None).await;
         return Ok(outcome);
     }
+    if let Some(reason) = spool.given_up.clone() {
+        outcome.reason = reason;
+        cache.forget(url, None).await;
+        return Ok(outcome);
+    }
     let stored = store_pages(cache, &v, spool).await?;
     // Pages of any other version (a read that raced the write) go; the
     // metadata cache learns the new version.
@@ -331,12 +432,16 @@ async fn populate(
 }
 
 /// Read the spool page by page into the store under version `v`.
-async fn store_pages(cache: &ReadThrough, v: &ObjectVersion, spool: Spool) -> Result<u64> {
+async fn store_pages(cache: &ReadThrough, v: &ObjectVersion, mut spool: Spool) -> Result<u64> {
     let store = cache.store().clone();
     let v = v.clone();
     tokio::task::spawn_blocking(move || -> Result<u64> {
         let page = store.page_size() as usize;
-        let mut file = std::fs::File::open(&spool.path)
+        // Writable too: the holes punched as pages are stored.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&spool.path)
             .map_err(|e| WorkerError::io(format!("cannot open {}", spool.path.display()), e))?;
         let pages = v.size.div_ceil(page as u64);
         let mut stored = 0;
@@ -345,6 +450,8 @@ async fn store_pages(cache: &ReadThrough, v: &ObjectVersion, spool: Spool) -> Re
             let mut buf = vec![0u8; len];
             file.read_exact(&mut buf)
                 .map_err(|e| WorkerError::io(format!("spool {}", spool.path.display()), e))?;
+            // The page takes the place of its spooled bytes.
+            spool.consumed(&file, i * page as u64, len as u64);
             let key = store.key(v.url.clone(), v.version.clone(), i);
             match store.put(&key, &Bytes::from(buf)) {
                 Ok(true) => stored += 1,

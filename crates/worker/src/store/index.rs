@@ -146,8 +146,12 @@ pub(super) fn now_ds() -> u32 {
 /// Per cache directory.
 #[derive(Debug)]
 pub(super) struct DirState {
-    /// Bytes on disk: segment files (whole) and one-file pages.
+    /// Bytes on disk: segment files (whole) and one-file pages, and the
+    /// bytes reserved for pages being written (`writing`), which are not
+    /// on disk yet.
     pub(super) used: u64,
+    /// Of `used`, the bytes of pending pages: reserved, not written yet.
+    pub(super) writing: u64,
     /// Pages indexed in this directory (pending ones included).
     pub(super) pages: u64,
     pub(super) policy: Policy,
@@ -168,6 +172,13 @@ pub(super) struct DirState {
 pub(super) const DISK_FULL_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl DirState {
+    /// Bytes of pages that are on disk: `used` less what writes in flight
+    /// reserved (what `du` finds, give or take the blocks of those writes
+    /// already landed).
+    pub(super) fn on_disk(&self) -> u64 {
+        self.used.saturating_sub(self.writing)
+    }
+
     /// The bytes this directory may hold now: `capacity`, or less while its
     /// disk is full.
     pub(super) fn limit(&mut self, capacity: u64) -> u64 {
@@ -187,6 +198,7 @@ impl DirState {
     pub(super) fn new(policy: Policy, segments: Segments) -> Self {
         DirState {
             used: 0,
+            writing: 0,
             pages: 0,
             policy,
             segments,
@@ -396,6 +408,9 @@ impl Index {
         let len = u64::from(p.len);
         let d = &mut self.dirs[p.dir];
         d.pages += 1;
+        if p.pending {
+            d.writing += len;
+        }
         if p.seg == LARGE {
             d.used += len;
         } else {
@@ -431,6 +446,7 @@ impl Index {
         }
         s.flags &= !PENDING;
         let (dir, seg, pinned) = (s.dir(), s.seg, s.pinned());
+        self.dirs[dir].writing -= u64::from(s.len);
         if seg != LARGE {
             self.dirs[dir].segments.settle(seg);
         }
@@ -490,6 +506,9 @@ impl Index {
         let len = u64::from(s.len);
         let d = &mut self.dirs[s.dir()];
         d.pages -= 1;
+        if s.pending() {
+            d.writing -= len;
+        }
         if s.seg == LARGE {
             d.used -= len;
         } else {

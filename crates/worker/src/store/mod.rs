@@ -683,9 +683,11 @@ impl PageStore {
                 }
                 if e.kind() == std::io::ErrorKind::StorageFull {
                     // The disk holds less than the capacity: hold what it
-                    // holds now, and evict to make room from here on.
+                    // holds now, and evict to make room from here on. What
+                    // it holds is the pages written, not the bytes reserved
+                    // for writes in flight (they may fail the same way).
                     let first = idx.dirs[dir].disk_full.is_none();
-                    let at = idx.dirs[dir].used;
+                    let at = idx.dirs[dir].on_disk();
                     idx.dirs[dir].disk_full = Some((at, std::time::Instant::now()));
                     if first {
                         tracing::warn!(
@@ -705,6 +707,56 @@ impl PageStore {
                 ))
             }
         }
+    }
+
+    /// Reserve `bytes` of the first directory's capacity for a file that is
+    /// not a page (a write-through's spool, kept in that directory): room
+    /// is made as for a page, by compaction or eviction, so that the
+    /// directory's files stay within its capacity. `false` when they do not
+    /// fit (more than the directory holds, or everything left is being
+    /// written or pinned). Counted as used (the file is on disk) until
+    /// [`Self::release_scratch`]. Without a directory, nothing to reserve.
+    pub fn reserve_scratch(&self, bytes: u64) -> bool {
+        let Some(spec) = self.dirs.first() else {
+            return true;
+        };
+        if bytes > spec.capacity {
+            return false;
+        }
+        let mut reserved = false;
+        for attempt in 0..4 {
+            let mut idx = lock(&self.index);
+            match self.make_room(&mut idx, 0, bytes) {
+                evict::Room::Ready => {
+                    idx.dirs[0].used += bytes;
+                    reserved = true;
+                    break;
+                }
+                evict::Room::AfterFlush if attempt < 3 => {
+                    drop(idx);
+                    self.flush();
+                }
+                _ => break,
+            }
+        }
+        // The evictions' journal records.
+        self.write_log();
+        reserved
+    }
+
+    /// The first directory's capacity, which [`Self::reserve_scratch`]
+    /// reserves from (`None` without a directory).
+    pub fn scratch_capacity(&self) -> Option<u64> {
+        self.dirs.first().map(|d| d.capacity)
+    }
+
+    /// Give back `bytes` reserved with [`Self::reserve_scratch`].
+    pub fn release_scratch(&self, bytes: u64) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let mut idx = lock(&self.index);
+        idx.dirs[0].used = idx.dirs[0].used.saturating_sub(bytes);
     }
 
     /// Delete the pages of `url`: all of them, or only those whose version
@@ -790,12 +842,12 @@ impl PageStore {
                 .zip(&idx.dirs)
                 .map(|(d, s)| DirGauge {
                     path: d.path.display().to_string(),
-                    used_bytes: s.used,
+                    used_bytes: s.on_disk(),
                     capacity_bytes: d.capacity,
                 })
                 .collect();
             (
-                idx.dirs.iter().map(|d| d.used).sum(),
+                idx.dirs.iter().map(|d| d.on_disk()).sum(),
                 idx.len() as u64,
                 idx.pinned_bytes,
                 dirs,
@@ -1088,5 +1140,113 @@ mod tests {
             assert_eq!(store.get(&k).unwrap(), data(i as u8, 2048));
         }
         assert_eq!(store.get(&big).unwrap(), data(3, 1 << 20));
+    }
+    #[test]
+    fn used_bytes_count_pages_on_disk_not_writes_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&[(dir.path(), 1 << 20)], 0);
+        let k = PageKey::new("s3://b/f", "v", 0);
+        store.put(&k, &data(1, 2048)).unwrap();
+        let on_disk = store.gauges().used_bytes;
+        assert_eq!(on_disk, disk_bytes(dir.path()));
+        // A page being written: its bytes are reserved against the capacity
+        // (used_per_dir) but not on disk yet (the gauge, and a disk-full limit).
+        let pending = store.key("s3://b/g", "v", 0).hashes(PS);
+        let i = {
+            let mut idx = lock(&store.index);
+            let off = idx.next_write();
+            let i = idx.insert(NewPage {
+                key: pending.slot,
+                version_hash: pending.version_hash,
+                dir: 0,
+                seg: LARGE,
+                off,
+                len: 5000,
+                created: index::now_ds(),
+                pending: true,
+                pinned: false,
+                mount: None,
+                ttl_class: 0,
+            });
+            assert_eq!(idx.dirs[0].on_disk(), on_disk);
+            i
+        };
+        assert_eq!(store.used_per_dir()[0], on_disk + 5000);
+        assert_eq!(store.gauges().used_bytes, on_disk);
+        assert_eq!(store.gauges().dirs[0].used_bytes, on_disk);
+        // Written: counted. Removed while pending: never counted.
+        lock(&store.index).settle(i);
+        assert_eq!(store.gauges().used_bytes, on_disk + 5000);
+        lock(&store.index).remove(i);
+        assert_eq!(store.gauges().used_bytes, on_disk);
+        let i = lock(&store.index).insert(NewPage {
+            key: pending.slot,
+            version_hash: pending.version_hash,
+            dir: 0,
+            seg: LARGE,
+            off: 1,
+            len: 700,
+            created: index::now_ds(),
+            pending: true,
+            pinned: false,
+            mount: None,
+            ttl_class: 0,
+        });
+        lock(&store.index).remove(i);
+        assert_eq!(store.gauges().used_bytes, on_disk);
+        assert_eq!(store.used_per_dir()[0], on_disk);
+    }
+
+    #[test]
+    fn the_index_journal_of_a_small_cache_stays_small() {
+        // 1 MiB of 4 KiB pages churned 20 times over: every put and every
+        // eviction is a journal record; checkpoints keep the dead ones to
+        // 1/64 of the capacity (the floor of 1,024 records here).
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&[(dir.path(), 1 << 20)], 0);
+        for i in 0..5000u32 {
+            let k = PageKey::new(format!("s3://b/f{}", i % 8), "v", u64::from(i));
+            store.put(&k, &data(i as u8, PS as usize)).unwrap();
+            if i % 500 == 0 {
+                store.flush();
+            }
+        }
+        store.flush();
+        let g = store.gauges();
+        assert!(g.used_bytes <= 1 << 20);
+        let live = g.pages * journal::RECORD as u64;
+        let bound = 3 * live + persist::checkpoint_slack(1 << 20) * journal::RECORD as u64;
+        assert!(
+            g.index_disk_bytes <= bound + 4096,
+            "index {} bytes, bound {bound}",
+            g.index_disk_bytes
+        );
+        assert!(g.index_disk_bytes < 1 << 17, "{}", g.index_disk_bytes);
+        assert_eq!(persist::checkpoint_slack(1 << 20), 1024);
+        assert_eq!(persist::checkpoint_slack(64 << 20), 26_214);
+        assert_eq!(persist::checkpoint_slack(1 << 40), 1_000_000);
+    }
+    #[test]
+    fn scratch_bytes_make_room_and_count_as_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cap = 1 << 20;
+        let store = open_opts(&[(dir.path(), cap)], 0, lru());
+        for i in 0..300u64 {
+            let k = PageKey::new("s3://b/f", "v", i);
+            store.put(&k, &data(i as u8, PS as usize)).unwrap();
+        }
+        let full = store.used_per_dir()[0];
+        assert!(full > cap / 2);
+        assert!(store.reserve_scratch(cap / 2), "pages are evicted for it");
+        assert!(store.used_per_dir()[0] <= cap);
+        assert_eq!(
+            store.gauges().used_bytes,
+            disk_bytes(dir.path()) + cap / 2,
+            "counted as on disk"
+        );
+        assert!(!store.reserve_scratch(cap + 1), "more than the directory");
+        store.release_scratch(cap / 2);
+        assert_eq!(store.gauges().used_bytes, disk_bytes(dir.path()));
+        assert_eq!(store.scratch_capacity(), Some(cap));
     }
 }

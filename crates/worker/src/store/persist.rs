@@ -14,9 +14,11 @@
 //!   possible (it was written early): after a power loss its bytes fail
 //!   their check and it is a miss.
 //! - **Checkpoint**: when the journal has more than twice as many records
-//!   as pages plus a million, it is rewritten from the index (one `PUT` per
-//!   page, built under the index lock: 40 bytes per page of memory for a
-//!   moment), and the names file keeps only URLs with pages.
+//!   as pages plus a slack ([`checkpoint_slack`]: 1/64 of the directory's
+//!   capacity in records, at most a million), it is rewritten from the
+//!   index (one `PUT` per page, built under the index lock: 40 bytes per
+//!   page of memory for a moment), and the names file keeps only URLs with
+//!   pages.
 
 use super::index::{Index, Slot};
 use super::journal::{self, for_each_name_chunk};
@@ -25,8 +27,20 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Dead journal records tolerated beyond the live ones before a
-/// checkpoint.
+/// checkpoint, at most.
 const CHECKPOINT_SLACK: u64 = 1_000_000;
+/// ... and at least.
+const MIN_CHECKPOINT_SLACK: u64 = 1024;
+
+/// Dead journal records tolerated in a directory of `capacity` bytes: as
+/// many as take 1/64 of the capacity, within [`MIN_CHECKPOINT_SLACK`] and
+/// [`CHECKPOINT_SLACK`]. The journal sits in the cache directory beside
+/// the pages, outside their capacity: a fixed million records (40 MB)
+/// let it grow far past what a small cache holds (a 4 MiB cache's index
+/// reached 389 KB in a 10 s fill, `tests/test_disk_full.py`).
+pub(super) fn checkpoint_slack(capacity: u64) -> u64 {
+    (capacity / 64 / journal::RECORD as u64).clamp(MIN_CHECKPOINT_SLACK, CHECKPOINT_SLACK)
+}
 
 impl PageStore {
     /// Write the records buffered in the index to the journal files,
@@ -137,13 +151,14 @@ impl PageStore {
     pub(super) fn checkpoint_if_due(&self, force: bool) {
         let mut files = lock(&self.persist);
         for dir in 0..files.len() {
+            let slack = checkpoint_slack(self.dirs[dir].capacity);
             let (live, snapshot) = {
                 let mut idx = lock(&self.index);
                 let records =
                     files[dir].records + (idx.dirs[dir].log.len() / journal::RECORD) as u64;
                 // Counting the directory's pages walks the index: only
                 // when even all pages would leave the journal too long.
-                if !force && records <= 2 * idx.dirs[dir].pages + CHECKPOINT_SLACK {
+                if !force && records <= 2 * idx.dirs[dir].pages + slack {
                     continue;
                 }
                 let live = idx
@@ -153,7 +168,7 @@ impl PageStore {
                         s.dir() == dir && !s.pending()
                     })
                     .count() as u64;
-                let due = records > 2 * live + CHECKPOINT_SLACK || (force && records > live);
+                let due = records > 2 * live + slack || (force && records > live);
                 if !due {
                     continue;
                 }
