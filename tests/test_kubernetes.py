@@ -653,6 +653,25 @@ def test_etcd_and_workers_run_as_written(tmp_path):
                     if line.startswith("alluxiofs_bytes_served_total"))
             )  # fmt: skip
         assert all(s > 0 for s in served), served
+        # Sized from the node: the ConfigMap's shares of the cache disk and of the memory.
+        config = yaml.safe_load(find("ConfigMap", "alluxiofs-worker")["data"]["worker.yaml"])
+        capacity, memory = str(config["capacity"]), str(config["memory_capacity"])
+        assert capacity.endswith("%") and memory.endswith("%"), (capacity, memory)
+        share = float(capacity.rstrip("%")) / 100
+        for w in workers:
+            metrics_url = f"http://{w.ip}:{annotations['prometheus.io/port']}"
+            metrics_url += annotations["prometheus.io/path"]
+            auth = {"Authorization": f"Bearer {token}"}
+            text = requests.get(metrics_url, headers=auth, timeout=10).text
+            (cap,) = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("alluxiofs_cache_dir_capacity_bytes{")]  # fmt: skip
+            (cache_dir,) = [a.partition("=")[2] for a in w.argv if a.startswith("--cache-dir=")]
+            fs = os.statvfs(cache_dir)
+            assert abs(cap - share * fs.f_blocks * fs.f_frsize) <= 1 << 20, (w.name, cap)
+            (mem,) = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith("alluxiofs_cache_memory_capacity_bytes")]  # fmt: skip
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            assert 0 < mem <= ram * float(memory.rstrip("%")) / 100 + 1, mem
 
         # SIGTERM (what the kubelet sends): the worker leaves etcd before it exits,
         # within the grace period; the next pod on that node is the same worker.

@@ -358,6 +358,11 @@ pub struct WorkerConfig {
     pub cache_dirs: Vec<CacheDirConfig>,
     /// Default capacity of each cache directory, bytes.
     pub capacity: u64,
+    /// `capacity` given as a share (`90%`), in hundredths of a percent
+    /// (9000): each cache directory without a capacity of its own gets that
+    /// share of its filesystem's size, set when the configuration is built
+    /// (and `capacity` the first one's).
+    pub capacity_share: Option<u32>,
     /// Memory tier size, bytes; 0 = no memory tier.
     pub memory_capacity: u64,
     /// Page size, bytes.
@@ -490,6 +495,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("mounts", &self.mounts)
             .field("cache_dirs", &self.cache_dirs)
             .field("capacity", &self.capacity)
+            .field("capacity_share", &self.capacity_share)
             .field("memory_capacity", &self.memory_capacity)
             .field("page_size", &self.page_size)
             .field("metadata_ttl", &self.metadata_ttl)
@@ -557,6 +563,7 @@ impl Default for WorkerConfig {
             mounts: Vec::new(),
             cache_dirs: vec![CacheDirConfig::new(default_cache_dir())],
             capacity: DEFAULT_CAPACITY,
+            capacity_share: None,
             memory_capacity: DEFAULT_MEMORY_CAPACITY,
             page_size: DEFAULT_PAGE_SIZE,
             metadata_ttl: DEFAULT_METADATA_TTL,
@@ -740,9 +747,46 @@ impl WorkerConfig {
         cli: &Cli,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, WorkerError> {
-        let cfg = Self::merged(cli, env)?;
+        let mut cfg = Self::merged(cli, env)?;
+        cfg.resolve_capacity_share()?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// With `capacity_share`, give each cache directory without a capacity
+    /// of its own that share of its filesystem's size (the directory is
+    /// created to measure it), in whole pages; `capacity` becomes the
+    /// first directory's.
+    pub fn resolve_capacity_share(&mut self) -> Result<(), WorkerError> {
+        let Some(share) = self.capacity_share else {
+            return Ok(());
+        };
+        let share = f64::from(share) / 10_000.0;
+        let page = self.page_size.max(1);
+        for d in &mut self.cache_dirs {
+            if d.capacity.is_some() {
+                continue;
+            }
+            std::fs::create_dir_all(&d.path).map_err(|e| {
+                cfg_err(format!(
+                    "cache dir {}: cannot create it to size it: {e}",
+                    d.path.display()
+                ))
+            })?;
+            let fs = rustix::fs::statvfs(&d.path).map_err(|e| {
+                cfg_err(format!(
+                    "cache dir {}: cannot measure its filesystem: {e}",
+                    d.path.display()
+                ))
+            })?;
+            let size = fs.f_blocks.saturating_mul(fs.f_frsize);
+            let bytes = ((size as f64 * share) as u64) / page * page;
+            d.capacity = Some(bytes);
+        }
+        if let Some(first) = self.cache_dirs.first().and_then(|d| d.capacity) {
+            self.capacity = first;
+        }
+        Ok(())
     }
 
     /// The layers applied over the defaults, lowest first; not validated.
@@ -1015,6 +1059,78 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn capacities_can_be_shares_of_the_disk_and_of_the_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let fs = rustix::fs::statvfs(dir.path()).unwrap();
+        let disk = fs.f_blocks * fs.f_frsize;
+        let cli = Cli::try_parse_from([
+            "w",
+            "--mount",
+            "s3://b",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--capacity",
+            "50%",
+            "--memory-capacity",
+            "10%",
+        ])
+        .unwrap();
+        let cfg = WorkerConfig::from_cli_and_env(&cli, &env_of(&[])).unwrap();
+        let want = disk / 2 / cfg.page_size * cfg.page_size;
+        assert_eq!(cfg.cache_dirs[0].capacity, Some(want));
+        assert_eq!(cfg.capacity, want);
+        assert!(cache.is_dir(), "created to be measured");
+        let mem = crate::units::memory_limit().unwrap();
+        assert!(cfg.memory_capacity > 0 && cfg.memory_capacity <= mem / 10 + 1);
+        // The environment and YAML take shares too; a size after a share wins.
+        let cfg = WorkerConfig::from_cli_and_env(
+            &Cli::try_parse_from([
+                "w",
+                "--mount",
+                "s3://b",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+            ])
+            .unwrap(),
+            &env_of(&[("ALLUXIOFS_WORKER_CAPACITY", "25%")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.capacity, disk / 4 / cfg.page_size * cfg.page_size);
+        let cfg = WorkerConfig::from_cli_and_env(
+            &Cli::try_parse_from([
+                "w",
+                "--mount",
+                "s3://b",
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "--capacity",
+                "1GiB",
+            ])
+            .unwrap(),
+            &env_of(&[("ALLUXIOFS_WORKER_CAPACITY", "25%")]),
+        )
+        .unwrap();
+        assert_eq!((cfg.capacity, cfg.capacity_share), (1 << 30, None));
+        for bad in ["0%", "150%", "x%", "-5%"] {
+            assert!(
+                Cli::try_parse_from(["w", "--capacity", bad]).is_err(),
+                "{bad}"
+            );
+            let e = WorkerConfig::from_cli_and_env(
+                &Cli::try_parse_from(["w", "--mount", "s3://b"]).unwrap(),
+                &env_of(&[("ALLUXIOFS_WORKER_MEMORY_CAPACITY", bad)]),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("memory_capacity") && e.contains("percentage"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -173,6 +173,15 @@ pub async fn start(config: WorkerConfig) -> Result<RunningWorker> {
         page_size = state.cache.page_size(),
         "listening on {url}"
     );
+    for d in &state.config.cache_dirs {
+        let cap = d.capacity.unwrap_or(state.config.capacity);
+        tracing::info!(
+            dir = %d.path.display(),
+            capacity = %alluxiofs_core::info::human_size(cap),
+            share = ?state.config.capacity_share.map(|s| format!("{}%", f64::from(s) / 100.0)),
+            "cache directory"
+        );
+    }
     for w in state.config.capacity_warnings() {
         tracing::warn!("{w}");
     }

@@ -52,6 +52,53 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(t).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
+/// The memory this process may use: its cgroup's limit (v2 `memory.max`,
+/// else v1 `memory.limit_in_bytes`), else the machine's RAM (`MemTotal`).
+/// What a share such as `memory_capacity: 60%` is a share of: a container's
+/// memory limit in Kubernetes, all of the RAM elsewhere.
+pub fn memory_limit() -> Result<u64, String> {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024);
+    let cgroup = cgroup_memory_limit();
+    match (cgroup, ram) {
+        (Some(c), Some(r)) => Ok(c.min(r)),
+        (Some(c), None) => Ok(c),
+        (None, Some(r)) => Ok(r),
+        (None, None) => Err("no cgroup memory limit and no MemTotal in /proc/meminfo".into()),
+    }
+}
+
+/// The memory limit of this process's cgroup, `None` when it has none.
+fn cgroup_memory_limit() -> Option<u64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    // cgroup v2: "0::/path"; the limit is in the group's memory.max.
+    if let Some(path) = own.lines().find_map(|l| l.strip_prefix("0::")) {
+        let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+        for d in dir
+            .ancestors()
+            .take_while(|d| d.starts_with("/sys/fs/cgroup"))
+        {
+            if let Ok(v) = std::fs::read_to_string(d.join("memory.max")) {
+                if let Ok(n) = v.trim().parse::<u64>() {
+                    return Some(n);
+                }
+            }
+        }
+        return None;
+    }
+    // cgroup v1 (a huge number means no limit).
+    std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&n| n < 1 << 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +122,22 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn the_memory_limit_is_at_most_the_ram() {
+        let limit = memory_limit().unwrap();
+        assert!(limit > 0);
+        let ram = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib: u64 = ram
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(limit <= kib * 1024);
     }
 }

@@ -241,6 +241,39 @@ fn cloned<T: Clone>(v: &Option<T>) -> Option<T> {
     v.clone()
 }
 
+fn text_flag(v: &Option<String>) -> Option<SizeValue> {
+    v.clone().map(SizeValue::Text)
+}
+
+/// A size or a share (`90%`) as a flag: checked by clap, kept as text.
+fn parse_size_or_share(t: &str) -> Result<String, String> {
+    size_or_share("value", SizeValue::Text(t.to_string())).map(|_| t.to_string())
+}
+
+/// A size in bytes, or a share of something the setting names.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SizeOrShare {
+    /// Bytes.
+    Bytes(u64),
+    /// A share, above 0 and at most 1.
+    Share(f64),
+}
+
+fn size_or_share(name: &str, v: SizeValue) -> Result<SizeOrShare, String> {
+    match &v {
+        SizeValue::Text(t) if t.trim().ends_with('%') => {
+            let n = t.trim().trim_end_matches('%').trim();
+            match n.parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Ok(SizeOrShare::Share(p / 100.0)),
+                _ => Err(format!(
+                    "{name}: {t:?}: a share is a percentage above 0 and at most 100%"
+                )),
+            }
+        }
+        _ => size(name, v).map(SizeOrShare::Bytes),
+    }
+}
+
 fn size_flag(v: &Option<u64>) -> Option<SizeValue> {
     v.map(SizeValue::Bytes)
 }
@@ -316,20 +349,33 @@ Example: alluxiofs-worker --mount s3://bucket/datasets --cache-dir /nvme/alluxio
         default: "`$XDG_CACHE_HOME/alluxiofs/pages` (else `~/.cache/alluxiofs/pages`)",
     }
     capacity: SizeValue {
-        flag: "Capacity of each cache directory [default: 10GiB]."
-            [long, value_name = "SIZE", value_parser = parse_size] Option<u64> => size_flag,
+        flag: "Capacity of each cache directory: a size, or a share of the directory's filesystem such as 90% [default: 10GiB]."
+            [long, value_name = "SIZE|PCT", value_parser = parse_size_or_share] Option<String> => text_flag,
         env: "ALLUXIOFS_WORKER_CAPACITY" => size_text,
         yaml: capacity,
-        check: size,
-        set: |c, v| c.capacity = v,
+        check: size_or_share,
+        set: |c, v| match v {
+            SizeOrShare::Bytes(b) => {
+                c.capacity = b;
+                c.capacity_share = None;
+            }
+            SizeOrShare::Share(s) => c.capacity_share = Some((s * 10_000.0).round() as u32),
+        },
         default: "`10GiB`",
     }
     memory_capacity: SizeValue {
-        flag: "Memory tier for hot pages; 0 turns it off [default: 256MiB]."
-            [long, value_name = "SIZE", value_parser = parse_size] Option<u64> => size_flag,
+        flag: "Memory tier for hot pages: a size, or a share of the memory this process may use (its cgroup's limit, else the machine's RAM) such as 60%; 0 turns it off [default: 256MiB]."
+            [long, value_name = "SIZE|PCT", value_parser = parse_size_or_share] Option<String> => text_flag,
         env: "ALLUXIOFS_WORKER_MEMORY_CAPACITY" => size_text,
         yaml: memory_capacity,
-        check: size,
+        check: |name, v| match size_or_share(name, v)? {
+            SizeOrShare::Bytes(b) => Ok(b),
+            SizeOrShare::Share(s) => {
+                let limit = crate::units::memory_limit()
+                    .map_err(|e| format!("{name}: a share of the memory limit: {e}"))?;
+                Ok((limit as f64 * s) as u64)
+            }
+        },
         set: |c, v| c.memory_capacity = v,
         default: "`256MiB`",
     }
