@@ -36,9 +36,10 @@ Design:
   samples is compared, as a ratio, to the median of a fifth that starts a
   third of the way in (RSS rises for minutes while the page index, metadata
   cache, memory tier and connection pools fill; a leak keeps rising after).
-  Each cache directory's used bytes (``du``) and the workers' own
-  ``alluxiofs_cache_dir_used_bytes`` are compared with its capacity at every
-  sample.
+  What each cache's disk holds (the two ordinary caches sit on filesystems
+  of their own, read with ``statvfs``: exact at the moment of the sample)
+  and the workers' own ``alluxiofs_cache_dir_used_bytes`` are compared with
+  the capacity at every sample (``du`` is recorded too).
 - **Fail-fast back-off.** The UFS faults of a window are long enough for a
   worker's back-off to grow past the window: reads of data no replica holds
   in the seconds after the UFS is back fail (``UfsUnreachableError``) and are
@@ -447,9 +448,10 @@ class Soak:
 
     # -- setup --
 
-    def _mount_small_fs(self, path: Path) -> None:
+    def _mount_small_fs(self, path: Path, mib: int | None = None) -> None:
+        mib = mib or self.cfg.small_fs_mib
         path.mkdir(parents=True, exist_ok=True)
-        size = f"size={self.cfg.small_fs_mib}m"
+        size = f"size={mib}m"
         r = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(path)],
             capture_output=True,
@@ -457,7 +459,7 @@ class Soak:
         )
         if r.returncode != 0:
             raise RuntimeError(
-                f"cannot mount a {self.cfg.small_fs_mib} MiB tmpfs at {path} for the small cache "
+                f"cannot mount a {mib} MiB tmpfs at {path} for a cache "
                 f"disk (needs root or CAP_SYS_ADMIN): {r.stderr.strip()}"
             )
         self.stack.callback(self._umount, path)
@@ -496,7 +498,16 @@ class Soak:
         self._mount_small_fs(self.small_fs_dir)
         for i in range(3):
             small = i == 2
-            cache = self.small_fs_dir / "cache" if small else self.dir / f"w{i}-cache"
+            if small:
+                cache = self.small_fs_dir / "cache"
+            else:
+                # A filesystem of its own, twice the capacity, so that what the
+                # cache holds on disk is read exactly (statvfs) at each sample: a
+                # walk of a busy directory counts a page being evicted and its
+                # replacement both, megabytes over what the disk ever held.
+                own = self.dir / f"w{i}-fs"
+                self._mount_small_fs(own, 2 * cfg.capacity_mib)
+                cache = own / "cache"
             cache.mkdir(parents=True, exist_ok=True)
             capacity = (4 * cfg.small_fs_mib if small else cfg.capacity_mib) * MiB
             args = [
@@ -583,6 +594,9 @@ class Soak:
                 with contextlib.suppress(OSError, AttributeError):
                     entry["rss"], entry["fds"] = _proc_sample(w.proc.pid)
                 entry["du"] = _du(w.cache_dir)
+                if w.cache_dir.parent != self.small_fs_dir:
+                    st = os.statvfs(w.cache_dir.parent)
+                    entry["disk"] = (st.f_blocks - st.f_bfree) * st.f_frsize
                 if w.alive:
                     with contextlib.suppress(Exception):
                         m = w.metrics()
@@ -901,15 +915,20 @@ class Soak:
                 limit = e["cap"]
                 if e.get("used", 0) > limit:
                     over.append((round(row["t"], 1), e["name"], "metric", e["used"], limit))
-                # du also counts the index and journal files next to the pages
-                if e["du"] > limit + 4 * MiB:
-                    over.append((round(row["t"], 1), e["name"], "du", e["du"], limit))
+                # What the disk holds (statvfs of the cache's own filesystem): the
+                # pages, the index files beside them (a journal checkpointed at
+                # 1/64 of the capacity) and pages evicted while a read still holds
+                # them open (a page per read at most): 4 MiB of slack for those.
+                if e.get("disk", 0) > limit + 4 * MiB:
+                    over.append((round(row["t"], 1), e["name"], "disk", e["disk"], limit))
         for i, w in enumerate(self.workers):
             dus = [r["workers"][i]["du"] for r in self.samples]
+            disks = [r["workers"][i].get("disk", 0) for r in self.samples]
             useds = [r["workers"][i].get("used", 0) for r in self.samples]
             report.capacity[w.name] = {
                 "capacity_mib": self.capacities[i] / MiB,
                 "max_du_mib": round(max(dus, default=0) / MiB, 1),
+                "max_disk_mib": round(max(disks, default=0) / MiB, 1),
                 "max_used_mib": round(max(useds, default=0) / MiB, 1),
             }
         check(("cache used <= capacity", not over, f"{len(over)} samples over: {over[:3]}"))
@@ -1048,7 +1067,7 @@ def format_report(report: Report) -> str:
     for name, c in report.capacity.items():
         out.append(
             f"{name} cache: capacity {c['capacity_mib']:.0f} MiB, max used {c['max_used_mib']} "
-            f"MiB (metric), max du {c['max_du_mib']} MiB"
+            f"MiB (metric), max du {c['max_du_mib']} MiB, max on its disk {c['max_disk_mib']} MiB"
         )
     for pr in report.cold_probes:
         out.append(
