@@ -40,6 +40,19 @@ def test_short_soak_under_faults(tmp_path, s3_server):
     assert len(report.checks) >= 15
     assert report.small_fs["full_at_s"] is not None
     assert report.reads["small"]["ufs_fault"]["count"] > 0
+    # The ordinary caches were measured on filesystems of their own.
+    assert all("disk" in w for row in report.samples for w in row["workers"][:2])
+    # The RSS chart of docs/reliability.md renders from the report: a line per
+    # worker lifetime (the three first ones and every restart).
+    import dataclasses
+    import json
+
+    import soak_chart
+
+    data = json.loads(json.dumps(dataclasses.asdict(report), default=str))
+    chart = soak_chart.svg(data)
+    restarts = sum(1 for _t, what in data["events"] if what.startswith("restarted"))
+    assert chart.count('<polyline class="rss') == 3 + restarts, chart[:2000]
     # Everything stopped: no worker, etcd, proxy or S3 server left, no mount.
     assert not any(line.split()[1].startswith(str(tmp_path)) for line in open("/proc/mounts")), (
         "the small cache disk is still mounted"
