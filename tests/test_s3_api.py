@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 
 import boto3
@@ -242,6 +243,91 @@ def test_put_multipart_and_delete_reach_the_ufs(s3w, s3_server, dataset):
     ufs.invalidate_cache()
     assert not ufs.exists(f"{dataset.bucket}/{mkey}")
     assert s3w.metrics()["alluxiofs_s3_bytes_in_total"] >= len(body) + len(big)
+
+
+def test_list_parts_and_uploads_and_parts_count_against_capacity(start_worker, bucket_mount, dataset):
+    """ListParts and ListMultipartUploads answer what was uploaded (paged as
+    S3 pages them), and the parts of uploads in progress hold cache capacity,
+    also across a restart: a part that does not fit is refused, never
+    written past the capacity."""
+    w = start_worker(
+        bucket_mount,
+        capacity="16MiB",
+        env={"ALLUXIOFS_WORKER_S3_ACCESS_KEY": ACCESS, "ALLUXIOFS_WORKER_S3_SECRET_KEY": SECRET},
+    )
+    s3 = _client(w.s3_url)
+    b = dataset.bucket
+    ups = [
+        (k, s3.create_multipart_upload(Bucket=b, Key=k)["UploadId"])
+        for k in ["mp/a.bin", "mp/a.bin", "mp/dir/b.bin", "other/c.bin"]
+    ]
+    (ka, a1), (_, a2), (kb, b1), _ = ups
+    big = os.urandom(10 << 20)
+    sent = {1: big, 2: b"two" * 100, 3: b"first"}
+    for n, body in sent.items():
+        s3.upload_part(Bucket=b, Key=ka, UploadId=a1, PartNumber=n, Body=body)
+    sent[3] = b"sent again, longer"
+    s3.upload_part(Bucket=b, Key=ka, UploadId=a1, PartNumber=3, Body=sent[3])
+
+    def parts(**kw):
+        return s3.list_parts(Bucket=b, Key=ka, UploadId=a1, **kw)
+
+    got = parts()
+    assert [(p["PartNumber"], p["Size"], p["ETag"].strip('"')) for p in got["Parts"]] == [
+        (n, len(body), hashlib.md5(body).hexdigest()) for n, body in sorted(sent.items())
+    ]
+    assert got["IsTruncated"] is False
+    page = parts(MaxParts=2)
+    assert [p["PartNumber"] for p in page["Parts"]] == [1, 2]
+    assert page["IsTruncated"] is True and page["NextPartNumberMarker"] == 2
+    assert [p["PartNumber"] for p in parts(PartNumberMarker=2)["Parts"]] == [3]
+    assert s3.list_parts(Bucket=b, Key=kb, UploadId=b1).get("Parts", []) == []
+    with pytest.raises(ClientError) as e:  # an upload of another key
+        s3.list_parts(Bucket=b, Key=kb, UploadId=a1)
+    assert _code(e.value) == "NoSuchUpload"
+
+    listed = s3.list_multipart_uploads(Bucket=b, Prefix="mp/")
+    # By key, then in the order they were created.
+    assert [(u["Key"], u["UploadId"]) for u in listed["Uploads"]] == [(ka, a1), (ka, a2), (kb, b1)]
+    one_level = s3.list_multipart_uploads(Bucket=b, Prefix="mp/", Delimiter="/")
+    assert [u["UploadId"] for u in one_level["Uploads"]] == [a1, a2]
+    assert [c["Prefix"] for c in one_level["CommonPrefixes"]] == ["mp/dir/"]
+    seen, kw = [], {}
+    for _ in range(10):
+        page = s3.list_multipart_uploads(Bucket=b, MaxUploads=1, **kw)
+        seen += [u["UploadId"] for u in page.get("Uploads", [])]
+        if not page["IsTruncated"]:
+            break
+        kw = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+    assert seen == [a1, a2, b1, ups[3][1]]
+    with pytest.raises(ClientError) as e:
+        s3.list_multipart_uploads(Bucket="no-such-bucket")
+    assert _code(e.value) == "NoSuchBucket"
+
+    # 10 MiB of parts held: another 10 MiB does not fit in 16 MiB.
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Bucket=b, Key=kb, UploadId=b1, PartNumber=1, Body=big)
+    assert _code(e.value) == "EntityTooLarge", e.value.response
+    # The uploads, and the capacity their parts hold, survive a restart.
+    w.restart()
+    s3 = _client(w.s3_url)
+    assert len(s3.list_multipart_uploads(Bucket=b, Prefix="mp/")["Uploads"]) == 3
+    with pytest.raises(ClientError) as e:
+        s3.upload_part(Bucket=b, Key=kb, UploadId=b1, PartNumber=1, Body=big)
+    assert _code(e.value) == "EntityTooLarge"
+    # Aborting gives the capacity back.
+    s3.abort_multipart_upload(Bucket=b, Key=ka, UploadId=a1)
+    s3.upload_part(Bucket=b, Key=kb, UploadId=b1, PartNumber=1, Body=big)
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=b, Prefix="mp/")["Uploads"]] == [
+        a2,
+        b1,
+    ]
+    for k, u in [(ka, a2), (kb, b1), ups[3]]:
+        s3.abort_multipart_upload(Bucket=b, Key=k, UploadId=u)
+    assert s3.list_multipart_uploads(Bucket=b).get("Uploads", []) == []
+    log = w.log_path.read_text(errors="replace")
+    assert "op returns error" not in log, "s3s logs refused requests at ERROR"
+    assert "ERROR" not in log, log[-3000:]
 
 
 def test_errors_are_s3_errors(s3w, dataset):

@@ -305,10 +305,18 @@ pub fn write_ready_file(
 /// Install the log subscriber unless the process already has one.
 pub fn init_logging(config: &WorkerConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|e| {
+    let mut filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|e| {
         eprintln!("invalid log level {:?} ({e}); using info", config.log_level);
         EnvFilter::new("info")
     });
+    // The S3 protocol crate logs every refused request (a missing key, a
+    // bad signature) at ERROR; the endpoint logs its own line per failed
+    // request instead (`crate::s3`). Named in the level, s3s logs as asked.
+    if !config.log_level.contains("s3s") {
+        if let Ok(quiet) = "s3s::ops=off".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

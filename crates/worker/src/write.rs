@@ -107,7 +107,7 @@ impl Spool {
         })
     }
 
-    fn append(&mut self, data: &[u8]) -> Result<()> {
+    async fn append(&mut self, data: &[u8]) -> Result<()> {
         if self.file.is_none() {
             return Ok(());
         }
@@ -116,7 +116,13 @@ impl Spool {
             // More than the directory holds: give up before evicting for it.
             let fits = self.store.scratch_capacity().is_none_or(|c| need <= c);
             let step = (need - self.reserved).max(SPOOL_STEP);
-            if fits && self.store.reserve_scratch(step) {
+            // Reserving may evict and flush the index: off the async threads.
+            let store = self.store.clone();
+            let reserved = fits
+                && tokio::task::spawn_blocking(move || store.reserve_scratch(step))
+                    .await
+                    .unwrap_or(false);
+            if reserved {
                 self.reserved += step;
             } else {
                 self.give_up("the body does not fit in the cache".into());
@@ -310,7 +316,7 @@ where
                 continue;
             }
             total += chunk.len() as u64;
-            spool.append(&chunk)?;
+            spool.append(&chunk).await?;
             let Some(current) = up.take() else {
                 return Err(WorkerError::Internal("upload state lost".into()));
             };

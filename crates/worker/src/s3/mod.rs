@@ -105,7 +105,10 @@ fn build(state: &Arc<AppState>) -> crate::error::Result<(S3Service, Arc<S3Front>
     let buckets = Buckets::new(&cache.ufs().mounts(), &config.s3_buckets)?;
     let keys: S3Keys = config.resolve_s3_keys()?;
     let peers = state.cluster()?;
-    let uploads = Uploads::open(cache.spool_dir().with_file_name(".s3-uploads"));
+    let uploads = Uploads::open(
+        cache.spool_dir().with_file_name(".s3-uploads"),
+        Some(cache.store().clone()),
+    );
     let front = Arc::new(S3Front {
         cache,
         buckets,
@@ -161,6 +164,8 @@ delegate! {
     upload_part: UploadPartInput => UploadPartOutput,
     complete_multipart_upload: CompleteMultipartUploadInput => CompleteMultipartUploadOutput,
     abort_multipart_upload: AbortMultipartUploadInput => AbortMultipartUploadOutput,
+    list_parts: ListPartsInput => ListPartsOutput,
+    list_multipart_uploads: ListMultipartUploadsInput => ListMultipartUploadsOutput,
 }
 
 /// Start the S3 endpoint of `state` beside the worker on `http_port`, as
@@ -282,6 +287,27 @@ async fn handle(
             e
         }))
     });
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = call_service(&shared, req, &broken).await;
+    // One line per failed request, ours rather than s3s's (which logs every
+    // client error at ERROR and is quiet by default, see
+    // `crate::server::init_logging`): the client's errors at debug, the
+    // endpoint's at warn. The path only: a presigned query holds a signature.
+    let status = resp.status();
+    if status.is_server_error() {
+        tracing::warn!(%method, path, status = status.as_u16(), "S3 request failed");
+    } else if status.is_client_error() {
+        tracing::debug!(%method, path, status = status.as_u16(), "S3 request refused");
+    }
+    resp
+}
+
+async fn call_service(
+    shared: &Shared,
+    req: axum::http::Request<s3s::Body>,
+    broken: &AtomicBool,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     match shared.service.call(req).await {
         Ok(resp)
             if resp.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR

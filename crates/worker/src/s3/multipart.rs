@@ -12,16 +12,33 @@
 //! directory; aborting removes it. The upload id is a random UUID and is
 //! checked to be one, so it never names a path outside the uploads
 //! directory. Uploads older than [`STALE_AFTER`] are removed when the
-//! endpoint starts. Parts take disk space outside the cache's capacity
-//! until the upload completes or is aborted.
+//! endpoint starts; part files left half-written by a crash are removed
+//! then too.
+//!
+//! Parts count against the first cache directory's capacity, as the
+//! write-through spool does ([`PageStore::reserve_scratch`]): a part's
+//! bytes are reserved as they arrive (pages are evicted for them), given
+//! back when the upload completes or is aborted, and reserved again for the
+//! uploads found at start. A part that cannot fit is refused
+//! (`EntityTooLarge`) rather than letting the directory grow past its
+//! capacity.
+//!
+//! Each upload also keeps `key` (its bucket and key, for
+//! ListMultipartUploads); ListParts reads the part files' sizes, times and
+//! MD5s.
 
 use crate::error::{Result, WorkerError};
+use crate::store::PageStore;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
+
+/// Bytes of capacity reserved at a time for a part being received.
+const RESERVE_STEP: u64 = 1 << 20;
 
 /// Most parts of one upload (S3's limit).
 pub const MAX_PARTS: i32 = 10_000;
@@ -30,9 +47,68 @@ pub const MAX_PARTS: i32 = 10_000;
 pub const STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The multipart uploads of one worker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Uploads {
     dir: PathBuf,
+    /// The store whose first directory holds [`Self::dir`]; parts reserve
+    /// their bytes from its capacity (`None`: no accounting, in unit tests).
+    store: Option<Arc<PageStore>>,
+    /// Held while a part file replaces another, so that the replaced
+    /// part's bytes are given back once.
+    replacing: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One stored part, as ListParts answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// Its number.
+    pub number: i32,
+    /// Bytes.
+    pub size: u64,
+    /// Hex MD5 (its ETag).
+    pub md5: String,
+    /// When it was stored.
+    pub modified: SystemTime,
+}
+
+/// One upload in progress, as ListMultipartUploads answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// The upload id.
+    pub id: String,
+    /// The bucket it was created in.
+    pub bucket: String,
+    /// Its key.
+    pub key: String,
+    /// When it was created.
+    pub initiated: SystemTime,
+}
+
+/// Bytes of the whole part files in an upload's directory.
+fn parts_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| is_part_name(&e.file_name().to_string_lossy()))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// `part-NNNNN` (not its `.md5`, not a temporary file).
+fn is_part_name(name: &str) -> bool {
+    name.strip_prefix("part-")
+        .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One part as the complete request names it.
@@ -57,8 +133,11 @@ fn no_such_upload(id: &str) -> WorkerError {
 }
 
 impl Uploads {
-    /// Uploads under `dir`; removes those older than [`STALE_AFTER`].
-    pub fn open(dir: PathBuf) -> Uploads {
+    /// Uploads under `dir`, their parts' bytes reserved from `store`'s
+    /// capacity; removes those older than [`STALE_AFTER`] and the
+    /// half-written part files of a crash.
+    pub fn open(dir: PathBuf, store: Option<Arc<PageStore>>) -> Uploads {
+        let mut kept = 0u64;
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
                 let old = e
@@ -70,10 +149,51 @@ impl Uploads {
                 if old {
                     tracing::info!(upload = ?e.file_name(), "removing a stale multipart upload");
                     let _ = std::fs::remove_dir_all(e.path());
+                    continue;
                 }
+                if let Ok(files) = std::fs::read_dir(e.path()) {
+                    for f in files.flatten() {
+                        if f.file_name().to_string_lossy().ends_with(".tmp") {
+                            let _ = std::fs::remove_file(f.path());
+                        }
+                    }
+                }
+                kept += parts_size(&e.path());
             }
         }
-        Uploads { dir }
+        if let Some(store) = &store {
+            if kept > 0 && !store.reserve_scratch(kept) {
+                tracing::warn!(
+                    bytes = kept,
+                    "the parts of the multipart uploads in progress exceed the cache \
+                     directory's capacity; new parts are refused until they complete or are aborted"
+                );
+            }
+        }
+        Uploads {
+            dir,
+            store,
+            replacing: Arc::default(),
+        }
+    }
+
+    /// Reserve `bytes` of the cache directory for parts (evicting pages
+    /// for them, off the async threads).
+    async fn reserve(&self, bytes: u64) -> bool {
+        let Some(store) = self.store.clone() else {
+            return true;
+        };
+        tokio::task::spawn_blocking(move || store.reserve_scratch(bytes))
+            .await
+            .unwrap_or(false)
+    }
+
+    fn release(&self, bytes: u64) {
+        if let Some(store) = &self.store {
+            if bytes > 0 {
+                store.release_scratch(bytes);
+            }
+        }
     }
 
     fn upload_dir(&self, id: &str) -> Result<PathBuf> {
@@ -84,17 +204,101 @@ impl Uploads {
         Ok(self.dir.join(id))
     }
 
-    /// Start an upload of `url`; returns its id.
-    pub async fn create(&self, url: &str) -> Result<String> {
+    /// Start an upload of `url` (`key` in `bucket`); returns its id.
+    pub async fn create(&self, url: &str, bucket: &str, key: &str) -> Result<String> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let dir = self.dir.join(&id);
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io(format!("cannot create {}", dir.display())))?;
+        // The key first: an upload is listed once `target` exists.
+        tokio::fs::write(dir.join("key"), format!("{bucket}\n{key}"))
+            .await
+            .map_err(io(format!("cannot write {}", dir.display())))?;
         tokio::fs::write(dir.join("target"), url)
             .await
             .map_err(io(format!("cannot write {}", dir.display())))?;
         Ok(id)
+    }
+
+    /// The uploads in progress in `bucket` whose keys start with `prefix`,
+    /// ordered by key, then by time of creation (as S3 lists them).
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Vec<UploadInfo> {
+        let dir = self.dir.clone();
+        let (bucket, prefix) = (bucket.to_string(), prefix.to_string());
+        let mut found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return found;
+            };
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let Ok(initiated) = std::fs::metadata(e.path().join("target")).and_then(|m| m.modified())
+                else {
+                    continue;
+                };
+                let Ok(text) = std::fs::read_to_string(e.path().join("key")) else {
+                    continue;
+                };
+                let Some((b, k)) = text.split_once('\n') else {
+                    continue;
+                };
+                if b == bucket && k.starts_with(&prefix) {
+                    found.push(UploadInfo {
+                        id,
+                        bucket: b.to_string(),
+                        key: k.to_string(),
+                        initiated,
+                    });
+                }
+            }
+            found
+        })
+        .await
+        .unwrap_or_default();
+        found.sort_by(|a, b| (&a.key, a.initiated, &a.id).cmp(&(&b.key, b.initiated, &b.id)));
+        found
+    }
+
+    /// The parts of upload `id` stored so far, by number.
+    pub async fn parts(&self, id: &str) -> Result<Vec<StoredPart>> {
+        let dir = self.upload_dir(id)?;
+        if !tokio::fs::try_exists(dir.join("target"))
+            .await
+            .unwrap_or(false)
+        {
+            return Err(no_such_upload(id));
+        }
+        let parts = tokio::task::spawn_blocking(move || {
+            let mut parts = Vec::new();
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !is_part_name(&name) {
+                    continue;
+                }
+                let Ok(number) = name["part-".len()..].parse::<i32>() else {
+                    continue;
+                };
+                let (Ok(meta), Ok(md5)) = (
+                    e.metadata(),
+                    std::fs::read_to_string(e.path().with_extension("md5")),
+                ) else {
+                    continue;
+                };
+                parts.push(StoredPart {
+                    number,
+                    size: meta.len(),
+                    md5,
+                    modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                });
+            }
+            parts
+        })
+        .await
+        .unwrap_or_default();
+        let mut parts = parts;
+        parts.sort_by_key(|p| p.number);
+        Ok(parts)
     }
 
     /// The URL upload `id` writes.
@@ -129,33 +333,54 @@ impl Uploads {
         }
         let part = Self::part_path(&dir, number);
         let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+        let mut reserved = 0u64;
         let result = async {
             let mut f = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(io(format!("cannot create {}", tmp.display())))?;
             let mut md5 = Md5::new();
+            let mut written = 0u64;
             let mut body = std::pin::pin!(body);
             while let Some(chunk) = body.next().await {
                 let chunk = chunk
                     .map_err(|e| WorkerError::BadRequest(format!("the part's body failed: {e}")))?;
+                written += chunk.len() as u64;
+                if written > reserved {
+                    let step = (written - reserved).max(RESERVE_STEP);
+                    if !self.reserve(step).await {
+                        return Err(WorkerError::BadRequest(format!(
+                            "EntityTooLarge: part {number} does not fit in the cache directory \
+                             beside the other uploads' parts and the pinned pages"
+                        )));
+                    }
+                    reserved += step;
+                }
                 md5.update(&chunk);
                 f.write_all(&chunk)
                     .await
                     .map_err(io(format!("cannot write {}", tmp.display())))?;
             }
             f.flush().await.map_err(io("flush part"))?;
+            // Hold exactly the part's bytes from here on.
+            self.release(reserved - written);
+            reserved = written;
             let hex: String = md5.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            let _one_at_a_time = self.replacing.lock().await;
+            let replaced = tokio::fs::metadata(&part).await.map(|m| m.len()).ok();
             tokio::fs::write(part.with_extension("md5"), &hex)
                 .await
                 .map_err(io("write part checksum"))?;
             tokio::fs::rename(&tmp, &part)
                 .await
                 .map_err(io(format!("cannot rename to {}", part.display())))?;
+            // The part sent again takes the place of the one before.
+            self.release(replaced.unwrap_or(0));
             Ok(hex)
         }
         .await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
+            self.release(reserved);
         }
         result
     }
@@ -219,11 +444,22 @@ impl Uploads {
         Ok((paths, format!("{hex}-{}", parts.len())))
     }
 
-    /// Remove upload `id` (after completing or aborting it).
+    /// Remove upload `id` (after completing or aborting it) and give its
+    /// parts' bytes back.
     pub async fn remove(&self, id: &str) -> Result<()> {
         let dir = self.upload_dir(id)?;
+        let _one_at_a_time = self.replacing.lock().await;
+        let size = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || parts_size(&dir))
+                .await
+                .unwrap_or(0)
+        };
         match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.release(size);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_such_upload(id)),
             Err(e) => Err(WorkerError::io(
                 format!("cannot remove {}", dir.display()),
@@ -268,8 +504,8 @@ mod tests {
     #[tokio::test]
     async fn parts_in_order_make_the_object_and_bad_ids_name_nothing() {
         let tmp = tempfile::tempdir().unwrap();
-        let u = Uploads::open(tmp.path().join("up"));
-        let id = u.create("file:///x/y").await.unwrap();
+        let u = Uploads::open(tmp.path().join("up"), None);
+        let id = u.create("file:///x/y", "b", "x/y").await.unwrap();
         assert_eq!(u.target(&id).await.unwrap(), "file:///x/y");
         let body = |s: &'static str| futures::stream::iter([Ok::<_, String>(Bytes::from(s))]);
         let e2 = u.put_part(&id, 2, body("world")).await.unwrap();

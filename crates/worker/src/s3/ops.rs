@@ -648,7 +648,11 @@ impl S3 for S3Front {
                     "a key ending in '/' names a directory",
                 ));
             }
-            let id = self.uploads.create(&url).await.map_err(s3_err)?;
+            let id = self
+                .uploads
+                .create(&url, &i.bucket, &i.key)
+                .await
+                .map_err(s3_err)?;
             let out = dto::CreateMultipartUploadOutput {
                 bucket: Some(i.bucket),
                 key: Some(i.key),
@@ -681,6 +685,9 @@ impl S3 for S3Front {
                 .await
                 .map_err(|e| match e.kind() {
                     ErrorKind::NotFound => no_such_upload(),
+                    _ if e.to_string().starts_with("EntityTooLarge") => {
+                        s3e(S3ErrorCode::EntityTooLarge, e.to_string())
+                    }
                     _ => s3_err(e),
                 })?;
             let out = dto::UploadPartOutput {
@@ -738,6 +745,164 @@ impl S3 for S3Front {
                 bucket: Some(i.bucket),
                 key: Some(i.key),
                 e_tag: Some(etag_of(&etag)),
+                ..Default::default()
+            };
+            Ok(S3Response::new(out))
+        }
+        .await;
+        self.count(r)
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        let r = async {
+            let i = req.input;
+            let url = self.resolve(&i.bucket, &i.key)?;
+            self.upload_of(&i.upload_id, &url).await?;
+            let max = match i.max_parts {
+                None => 1000,
+                Some(m) if m < 0 => {
+                    return Err(s3e(
+                        S3ErrorCode::InvalidArgument,
+                        "max-parts must not be negative",
+                    ))
+                }
+                Some(m) => m.min(1000) as usize,
+            };
+            let after = i.part_number_marker.unwrap_or(0);
+            let stored = self
+                .uploads
+                .parts(&i.upload_id)
+                .await
+                .map_err(|_| no_such_upload())?;
+            let mut rest = stored.into_iter().filter(|p| p.number > after).peekable();
+            let page: Vec<_> = rest.by_ref().take(max).collect();
+            let truncated = rest.peek().is_some();
+            let next = page.last().map(|p| p.number);
+            let parts = page
+                .into_iter()
+                .map(|p| dto::Part {
+                    e_tag: Some(dto::ETag::Strong(p.md5)),
+                    last_modified: Some(Timestamp::from(p.modified)),
+                    part_number: Some(p.number),
+                    size: Some(i64::try_from(p.size).unwrap_or(i64::MAX)),
+                    ..Default::default()
+                })
+                .collect();
+            let out = dto::ListPartsOutput {
+                bucket: Some(i.bucket),
+                key: Some(i.key),
+                upload_id: Some(i.upload_id),
+                max_parts: Some(max as i32),
+                part_number_marker: i.part_number_marker,
+                next_part_number_marker: if truncated { next } else { None },
+                is_truncated: Some(truncated),
+                parts: Some(parts),
+                storage_class: Some(dto::StorageClass::from_static(
+                    dto::StorageClass::STANDARD,
+                )),
+                ..Default::default()
+            };
+            Ok(S3Response::new(out))
+        }
+        .await;
+        self.count(r)
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let r = async {
+            let i = req.input;
+            self.bucket(&i.bucket)?;
+            let max = match i.max_uploads {
+                None => 1000,
+                Some(m) if m < 0 => {
+                    return Err(s3e(
+                        S3ErrorCode::InvalidArgument,
+                        "max-uploads must not be negative",
+                    ))
+                }
+                Some(m) => m.min(1000) as usize,
+            };
+            let prefix = i.prefix.clone().unwrap_or_default();
+            let all = self.uploads.list(&i.bucket, &prefix).await;
+            // After the markers: keys after key-marker; with an
+            // upload-id-marker, also the uploads of key-marker that come after
+            // that upload in the listing's order.
+            let key_marker = i.key_marker.clone().unwrap_or_default();
+            let start = i
+                .upload_id_marker
+                .as_deref()
+                .filter(|_| !key_marker.is_empty())
+                .and_then(|m| all.iter().position(|u| u.key == key_marker && u.id == m))
+                .map(|at| at + 1)
+                .unwrap_or_else(|| {
+                    all.iter()
+                        .position(|u| key_marker.is_empty() || u.key > key_marker)
+                        .unwrap_or(all.len())
+                });
+            let rows = all.into_iter().skip(start);
+            let mut uploads = Vec::new();
+            let mut prefixes: Vec<String> = Vec::new();
+            let mut truncated = false;
+            let mut last: Option<(String, String)> = None;
+            for u in rows {
+                let rest = &u.key[prefix.len()..];
+                if let Some(d) = i.delimiter.as_deref().filter(|d| !d.is_empty()) {
+                    if let Some(at) = rest.find(d) {
+                        let cp = format!("{prefix}{}", &rest[..at + d.len()]);
+                        // A prefix a page ended on was listed whole on it.
+                        if cp != key_marker && prefixes.last() != Some(&cp) {
+                            if uploads.len() + prefixes.len() == max {
+                                truncated = true;
+                                break;
+                            }
+                            last = Some((cp.clone(), String::new()));
+                            prefixes.push(cp);
+                        }
+                        continue;
+                    }
+                }
+                if uploads.len() + prefixes.len() == max {
+                    truncated = true;
+                    break;
+                }
+                last = Some((u.key.clone(), u.id.clone()));
+                uploads.push(dto::MultipartUpload {
+                    initiated: Some(Timestamp::from(u.initiated)),
+                    key: Some(u.key),
+                    upload_id: Some(u.id),
+                    storage_class: Some(dto::StorageClass::from_static(
+                        dto::StorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                });
+            }
+            let (next_key, next_id) = match (truncated, last) {
+                (true, Some((k, id))) => (Some(k), Some(id).filter(|s| !s.is_empty())),
+                _ => (None, None),
+            };
+            let out = dto::ListMultipartUploadsOutput {
+                bucket: Some(i.bucket),
+                prefix: i.prefix,
+                delimiter: i.delimiter,
+                key_marker: i.key_marker,
+                upload_id_marker: i.upload_id_marker,
+                max_uploads: Some(max as i32),
+                is_truncated: Some(truncated),
+                next_key_marker: next_key,
+                next_upload_id_marker: next_id,
+                uploads: Some(uploads),
+                common_prefixes: Some(
+                    prefixes
+                        .into_iter()
+                        .map(|p| dto::CommonPrefix { prefix: Some(p) })
+                        .collect(),
+                ),
                 ..Default::default()
             };
             Ok(S3Response::new(out))
