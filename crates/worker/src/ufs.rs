@@ -389,7 +389,11 @@ impl Ufs {
                     let key: GoogleConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(built(scheme, authority, b.build())?)
+                // GCS's XML multipart API: an upload left by a killed worker
+                // is aborted at its next start, as on S3.
+                let gcs = Arc::new(built(scheme, authority, b.build())?);
+                multipart = Some(gcs.clone());
+                gcs
             }
             "az" => {
                 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
@@ -400,7 +404,12 @@ impl Ufs {
                     let key: AzureConfigKey = k.parse().map_err(|e| bad(k, &e))?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(built(scheme, authority, b.build())?)
+                // Blocks put and never committed: Azure drops them itself
+                // after 7 days and has no abort call (object_store's abort is
+                // a no-op), so the journal only records and forgets them.
+                let azure = Arc::new(built(scheme, authority, b.build())?);
+                multipart = Some(azure.clone());
+                azure
             }
             "http" | "https" => {
                 use object_store::http::HttpBuilder;

@@ -5,7 +5,9 @@
 //! is completed or aborted, the UFS keeps its parts (and bills for them)
 //! forever. A failing write aborts its upload; a killed worker cannot. So,
 //! for stores that expose their upload ids (`object_store`'s
-//! [`MultipartStore`]: S3), the worker
+//! [`MultipartStore`]: S3, GCS through its XML multipart API, and Azure,
+//! whose uncommitted blocks have no abort call and are dropped by the
+//! service after 7 days), the worker
 //!
 //! 1. creates the upload, then records (URL, upload id, start time) in
 //!    `<first cache dir>/ufs-uploads.json` (rewritten whole and atomically,
