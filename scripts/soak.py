@@ -84,6 +84,9 @@ MiB = 1 << 20
 
 # Fault phases (shared with the reader processes as small integers).
 WARMUP, CALM, WORKER_DOWN, ETCD_DOWN, UFS_FAULT, RESTARTING = range(6)
+# The longest fail-fast wait of a worker between two tries of a UFS in an
+# outage (crates/worker/src/outage.rs MAX_WAIT).
+OUTAGE_MAX_WAIT = 1.0
 PHASES = ("warmup", "calm", "worker_down", "etcd_down", "ufs_fault", "restarting")
 UFS_MODES = ("slowdown", "unavailable", "reset", "cut")
 
@@ -164,6 +167,16 @@ def large_bytes(cfg: SoakConfig, i: int) -> bytes:
     return np.random.default_rng(cfg.seed * 7 + i).bytes(size)
 
 
+def hot_large_path(bucket: str) -> str:
+    return f"{bucket}/soak/hot/h00.bin"
+
+
+def hot_large_bytes(cfg: SoakConfig) -> bytes:
+    import numpy as np
+
+    return np.random.default_rng(cfg.seed * 7 - 1).bytes(cfg.hot_large_mib * MiB)
+
+
 def parquet_path(bucket: str, i: int) -> str:
     return f"{bucket}/soak/parquet/p{i}.parquet"
 
@@ -203,10 +216,21 @@ class Data:
     hot_large: str
     hot_parquet: str
 
+    @property
+    def cold_large(self) -> list[str]:
+        """The large files other than the hot one: the hot set is pinned, and
+        only the hot reads touch the hot file, so what is pinned stays small."""
+        return sorted(p for p in self.large if p != self.hot_large)
+
+    @property
+    def hot_paths(self) -> list[str]:
+        return [*self.hot_small, self.hot_large, self.hot_parquet]
+
     @classmethod
     def generate(cls, cfg: SoakConfig, bucket: str) -> Data:
         small = {p: small_bytes(cfg, i, n) for i, (p, n) in enumerate(small_paths(cfg, bucket))}
         large = {large_path(bucket, i): large_bytes(cfg, i) for i in range(cfg.large_files)}
+        large[hot_large_path(bucket)] = hot_large_bytes(cfg)
         tables = {parquet_path(bucket, i): parquet_table(cfg, i) for i in range(cfg.parquet_files)}
         paths = sorted(small)
         return cls(
@@ -214,7 +238,7 @@ class Data:
             large=large,
             parquet=tables,
             hot_small=paths[: cfg.hot_small],
-            hot_large=large_path(bucket, 0),
+            hot_large=hot_large_path(bucket),
             hot_parquet=parquet_path(bucket, 0),
         )
 
@@ -228,6 +252,9 @@ def upload(cfg: SoakConfig, s3fs, bucket: str) -> int:
         data = large_bytes(cfg, i)
         s3fs.pipe_file(large_path(bucket, i), data)
         total += len(data)
+    hot = hot_large_bytes(cfg)
+    s3fs.pipe_file(hot_large_path(bucket), hot)
+    total += len(hot)
     for i in range(cfg.parquet_files):
         data = parquet_bytes(cfg, i)
         s3fs.pipe_file(parquet_path(bucket, i), data)
@@ -268,7 +295,7 @@ def _one_read(fs, data: Data, kind: str, hot: bool, rnd: random.Random) -> tuple
         if not got.equals(data.parquet[path].select(cols)):
             raise WrongBytes(f"{path} columns {cols}: table differs")
         return got.nbytes, path
-    path = data.hot_large if hot else rnd.choice(sorted(data.large))
+    path = data.hot_large if hot else rnd.choice(data.cold_large)
     want = data.large[path]
     limit = data_hot_limit(data, path, hot)
     if kind == "random":
@@ -540,37 +567,54 @@ class Soak:
         }
 
     def prewarm(self) -> None:
-        """Read the hot set once, so that some replica holds it before any fault."""
+        """Pin the hot set and read it once, so that a replica holds it before any
+        fault and keeps it: the reads during UFS windows are of the hot set only,
+        and without the pin eviction may drop it from its owner (a 20 MiB cache
+        turns over every few seconds here; the small disk holds a few MiB), and
+        then no replica could serve it."""
         import fsspec
         import pyarrow.parquet as pq
 
         fs = fsspec.filesystem("alluxiofs", **self.fs_options())
         self.probe_fs = fs
         data = Data.generate(self.cfg, "soak")
+        for p in data.hot_paths:
+            fs.pin(p)
         for p in data.hot_small:
             assert fs.cat_file(p) == data.small[p], p
         n = self.cfg.hot_large_mib * MiB
         assert fs.cat_file(data.hot_large, 0, n) == data.large[data.hot_large][:n]
         table = pq.read_table(data.hot_parquet, filesystem=fs)
         assert table.equals(data.parquet[data.hot_parquet])
-        self.log(f"hot set pre-warmed ({len(data.hot_small)} small, {n // MiB} MiB, 1 Parquet)")
+        self.log(
+            f"hot set pinned and pre-warmed ({len(data.hot_small)} small, {n // MiB} MiB, "
+            "1 Parquet)"
+        )
         sizes = {p: len(b) for p, b in data.small.items()}
         sizes.update({p: len(b) for p, b in data.large.items()})
         share: dict[str, int] = {}
+        hot_share: dict[str, int] = {}
         for p, n in sizes.items():
             first = fs.workers_for(p)[0]
             share[first] = share.get(first, 0) + n
+            if p in data.hot_paths:
+                hot_share[first] = hot_share.get(first, 0) + n
+        owner = fs.workers_for(data.hot_parquet)[0]
+        hot_share[owner] = hot_share.get(owner, 0) + fs.info(data.hot_parquet)["size"]
         self.shares = {
             w.name: round(share.get(w.addr, 0) / MiB, 1) for w in self.workers
         }  # MiB whose first choice is each worker
         self.log(f"placement {fs.placement()}, MiB first owned: {self.shares}")
         # Whole files go to one worker, so shares are lumpy: when the small-disk worker
         # owns less than twice its disk, a ballast file next to its cache directory
-        # leaves it half that share, so that the disk fills in every run.
+        # leaves it half that share, so that the disk fills in every run, and at
+        # least room for the pinned hot bytes it owns and 2 MiB more.
         own = share.get(self.workers[2].addr, 0)
+        hot_own = hot_share.get(self.workers[2].addr, 0)
         self.small_fs_size = self.cfg.small_fs_mib * MiB
         if own < 2 * self.small_fs_size:
-            size = max(4 * MiB, own // 2 // MiB * MiB)
+            size = max(4 * MiB, own // 2 // MiB * MiB, -(-(hot_own + 2 * MiB) // MiB) * MiB)
+            size = min(size, self.small_fs_size)
             st = os.statvfs(self.small_fs_dir)
             ballast = st.f_bavail * st.f_frsize - size
             with open(self.small_fs_dir / "ballast", "wb") as f:
@@ -580,7 +624,8 @@ class Soak:
                 os.fsync(f.fileno())
             self.small_fs_size = size
             self.log(
-                f"small disk: {size // MiB} MiB free after a ballast (w2 owns {own / MiB:.1f} MiB)"
+                f"small disk: {size // MiB} MiB free after a ballast (w2 owns {own / MiB:.1f} "
+                f"MiB, {hot_own / MiB:.1f} of them pinned)"
             )
 
     # -- sampling --
@@ -692,6 +737,12 @@ class Soak:
         took = self._recover()
         self.recoveries.append(round(took, 2))
         self.log(f"UFS passes again; cold files served {took:.2f}s later")
+        # The probes' owner serves again; another worker may still be inside
+        # its fail-fast wait (at most the worker's outage::MAX_WAIT, 1 s, after
+        # its last failed try) and answer an uncached read at once with "UFS
+        # unreachable". That bounded second is still the outage's: the
+        # readers stay on cached data until it is over.
+        time.sleep(OUTAGE_MAX_WAIT + 0.25)
         phase.value = CALM
 
     def _etcd_restart(self, phase) -> None:
