@@ -245,7 +245,9 @@ def test_put_multipart_and_delete_reach_the_ufs(s3w, s3_server, dataset):
     assert s3w.metrics()["alluxiofs_s3_bytes_in_total"] >= len(body) + len(big)
 
 
-def test_list_parts_and_uploads_and_parts_count_against_capacity(start_worker, bucket_mount, dataset):
+def test_list_parts_and_uploads_and_parts_count_against_capacity(
+    start_worker, bucket_mount, dataset
+):
     """ListParts and ListMultipartUploads answer what was uploaded (paged as
     S3 pages them), and the parts of uploads in progress hold cache capacity,
     also across a restart: a part that does not fit is refused, never
@@ -318,10 +320,8 @@ def test_list_parts_and_uploads_and_parts_count_against_capacity(start_worker, b
     # Aborting gives the capacity back.
     s3.abort_multipart_upload(Bucket=b, Key=ka, UploadId=a1)
     s3.upload_part(Bucket=b, Key=kb, UploadId=b1, PartNumber=1, Body=big)
-    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=b, Prefix="mp/")["Uploads"]] == [
-        a2,
-        b1,
-    ]
+    left = s3.list_multipart_uploads(Bucket=b, Prefix="mp/")["Uploads"]
+    assert [u["UploadId"] for u in left] == [a2, b1]
     for k, u in [(ka, a2), (kb, b1), ups[3]]:
         s3.abort_multipart_upload(Bucket=b, Key=k, UploadId=u)
     assert s3.list_multipart_uploads(Bucket=b).get("Uploads", []) == []

@@ -233,7 +233,8 @@ impl Uploads {
             };
             for e in entries.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
-                let Ok(initiated) = std::fs::metadata(e.path().join("target")).and_then(|m| m.modified())
+                let Ok(initiated) =
+                    std::fs::metadata(e.path().join("target")).and_then(|m| m.modified())
                 else {
                     continue;
                 };

@@ -800,9 +800,7 @@ impl S3 for S3Front {
                 next_part_number_marker: if truncated { next } else { None },
                 is_truncated: Some(truncated),
                 parts: Some(parts),
-                storage_class: Some(dto::StorageClass::from_static(
-                    dto::StorageClass::STANDARD,
-                )),
+                storage_class: Some(dto::StorageClass::from_static(dto::StorageClass::STANDARD)),
                 ..Default::default()
             };
             Ok(S3Response::new(out))
