@@ -245,7 +245,9 @@ def test_dashboard_metrics_exist(start_worker, tmp_path):
 
 
 def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: exit {r.returncode}: {r.stderr.strip()}")
 
 
 class PodNetwork:
@@ -257,20 +259,33 @@ class PodNetwork:
     def __init__(self) -> None:
         routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
         self.block = next(b for b in random.sample(range(256), 256) if f"10.232.{b}." not in routes)
-        self.tag = f"ak{os.getpid() % 10000:04d}"
+        # A tag no link or namespace has: a namespace is destroyed after `ip netns
+        # del` returns, so the veths of an earlier network (of this process, too)
+        # may still be there for a moment.
+        taken = (
+            subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+            + subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        )
+        self.tag = next(
+            t for t in (f"ak{random.randrange(16**4):04x}" for _ in range(1000)) if t not in taken
+        )
         self.made: list[str] = []
         self.count = 0
         switch = f"{self.tag}sw"
         _ip("netns", "add", switch)
         self.made.append(switch)
         self.switch = switch
-        _ip("-n", switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", switch, "link", "set", "br0", "up")
-        up, down = f"{self.tag}up", f"{self.tag}upb"
-        _ip("link", "add", up, "type", "veth", "peer", "name", down)
-        self._plug(down)
-        _ip("addr", "add", f"10.232.{self.block}.1/24", "dev", up)
-        _ip("link", "set", up, "up")
+        try:
+            _ip("-n", switch, "link", "add", "br0", "type", "bridge")
+            _ip("-n", switch, "link", "set", "br0", "up")
+            up, down = f"{self.tag}up", f"{self.tag}upb"
+            _ip("link", "add", up, "type", "veth", "peer", "name", down)
+            self._plug(down)
+            _ip("addr", "add", f"10.232.{self.block}.1/24", "dev", up)
+            _ip("link", "set", up, "up")
+        except BaseException:
+            self.close()  # a half-made network is taken down too
+            raise
 
     def _plug(self, link: str) -> None:
         _ip("link", "set", link, "netns", self.switch)
@@ -296,6 +311,15 @@ class PodNetwork:
     def close(self) -> None:
         for ns in reversed(self.made):  # removing a namespace removes its veths
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        # ... once the kernel has destroyed it, a moment later: wait for that, so
+        # that nothing of this network is left when the test ends.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+            if f"{self.tag}up" not in links:
+                return
+            time.sleep(0.05)
+        subprocess.run(["ip", "link", "del", f"{self.tag}up"], capture_output=True)
 
 
 def expand(text: str, env: dict[str, str]) -> str:
