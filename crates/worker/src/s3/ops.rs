@@ -99,6 +99,19 @@ fn secs_of(t: &Timestamp) -> i64 {
     odt.unix_timestamp()
 }
 
+/// The page size a listing asks for (`max-keys`, `max-parts`,
+/// `max-uploads`): at most [`list::MAX_KEYS`], 1000 when not given.
+fn page_limit(asked: Option<i32>, what: &str) -> S3Result<usize> {
+    match asked {
+        None => Ok(list::MAX_KEYS),
+        Some(m) if m < 0 => Err(s3e(
+            S3ErrorCode::InvalidArgument,
+            format!("{what} must not be negative"),
+        )),
+        Some(m) => Ok(usize::try_from(m).unwrap_or(0).min(list::MAX_KEYS)),
+    }
+}
+
 fn etag_matches(cond: &dto::ETagCondition, version: &str) -> bool {
     match cond {
         dto::ETagCondition::Any => true,
@@ -381,16 +394,7 @@ impl S3 for S3Front {
         let r = async {
             let i = req.input;
             let b = self.bucket(&i.bucket)?;
-            let max_keys = match i.max_keys {
-                None => list::MAX_KEYS,
-                Some(m) if m < 0 => {
-                    return Err(s3e(
-                        S3ErrorCode::InvalidArgument,
-                        "max-keys must not be negative",
-                    ))
-                }
-                Some(m) => (m as usize).min(list::MAX_KEYS),
-            };
+            let max_keys = page_limit(i.max_keys, "max-keys")?;
             let token_key = match &i.continuation_token {
                 Some(t) => Some(
                     list::key_of_token(t)
@@ -761,16 +765,7 @@ impl S3 for S3Front {
             let i = req.input;
             let url = self.resolve(&i.bucket, &i.key)?;
             self.upload_of(&i.upload_id, &url).await?;
-            let max = match i.max_parts {
-                None => 1000,
-                Some(m) if m < 0 => {
-                    return Err(s3e(
-                        S3ErrorCode::InvalidArgument,
-                        "max-parts must not be negative",
-                    ))
-                }
-                Some(m) => m.min(1000) as usize,
-            };
+            let max = page_limit(i.max_parts, "max-parts")?;
             let after = i.part_number_marker.unwrap_or(0);
             let stored = self
                 .uploads
@@ -816,16 +811,7 @@ impl S3 for S3Front {
         let r = async {
             let i = req.input;
             self.bucket(&i.bucket)?;
-            let max = match i.max_uploads {
-                None => 1000,
-                Some(m) if m < 0 => {
-                    return Err(s3e(
-                        S3ErrorCode::InvalidArgument,
-                        "max-uploads must not be negative",
-                    ))
-                }
-                Some(m) => m.min(1000) as usize,
-            };
+            let max = page_limit(i.max_uploads, "max-uploads")?;
             let prefix = i.prefix.clone().unwrap_or_default();
             let all = self.uploads.list(&i.bucket, &prefix).await;
             // After the markers: keys after key-marker; with an
