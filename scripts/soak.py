@@ -297,7 +297,7 @@ def _one_read(fs, data: Data, kind: str, hot: bool, rnd: random.Random) -> tuple
         return got.nbytes, path
     path = data.hot_large if hot else rnd.choice(data.cold_large)
     want = data.large[path]
-    limit = data_hot_limit(data, path, hot)
+    limit = len(want)
     if kind == "random":
         n = rnd.randrange(4096, 256 * 1024)
         start = rnd.randrange(0, max(1, limit - n))
@@ -321,13 +321,6 @@ def _one_read(fs, data: Data, kind: str, hot: bool, rnd: random.Random) -> tuple
     return len(got), path
 
 
-HOT_LIMIT: dict[str, int] = {}
-
-
-def data_hot_limit(data: Data, path: str, hot: bool) -> int:
-    return HOT_LIMIT.get(path, len(data.large[path])) if hot else len(data.large[path])
-
-
 class WrongBytes(Exception):
     """A read returned bytes other than the generator's."""
 
@@ -338,7 +331,6 @@ def reader_main(args: ReaderArgs, phase, inflight, stop) -> None:
 
     cfg = args.cfg
     data = Data.generate(cfg, args.bucket)
-    HOT_LIMIT[data.hot_large] = cfg.hot_large_mib * MiB
     fs = fsspec.filesystem("alluxiofs", **args.fs_options)
     results: dict[str, list] = {"reads": [], "failures": [], "wrong": []}
     lock = threading.Lock()

@@ -67,9 +67,6 @@ pub struct WriteOutcome {
     pub reason: String,
 }
 
-/// Bytes of the cache reserved at a time for a spool file (at least).
-const SPOOL_STEP: u64 = 1 << 20;
-
 /// A spool file deleted when dropped. It lives in the first cache
 /// directory and its bytes are reserved against that directory's capacity
 /// as they come ([`PageStore::reserve_scratch`]), so that the directory's
@@ -115,15 +112,18 @@ impl Spool {
         if need > self.reserved {
             // More than the directory holds: give up before evicting for it.
             let fits = self.store.scratch_capacity().is_none_or(|c| need <= c);
-            let step = (need - self.reserved).max(SPOOL_STEP);
             // Reserving may evict and flush the index: off the async threads.
             let store = self.store.clone();
-            let reserved = fits
-                && tokio::task::spawn_blocking(move || store.reserve_scratch(step))
+            let want = need - self.reserved;
+            let got = if fits {
+                tokio::task::spawn_blocking(move || store.reserve_scratch_step(want))
                     .await
-                    .unwrap_or(false);
-            if reserved {
-                self.reserved += step;
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            if got > 0 {
+                self.reserved += got;
             } else {
                 self.give_up("the body does not fit in the cache".into());
                 return Ok(());

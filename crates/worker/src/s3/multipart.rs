@@ -33,12 +33,10 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
-
-/// Bytes of capacity reserved at a time for a part being received.
-const RESERVE_STEP: u64 = 1 << 20;
 
 /// Most parts of one upload (S3's limit).
 pub const MAX_PARTS: i32 = 10_000;
@@ -56,6 +54,10 @@ pub struct Uploads {
     /// Held while a part file replaces another, so that the replaced
     /// part's bytes are given back once.
     replacing: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes of the parts found at start that could not be reserved (more
+    /// than the capacity): given back to no one, so that releasing them
+    /// never lowers the count of the pages' bytes.
+    unbacked: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Uploads {
@@ -161,8 +163,10 @@ impl Uploads {
                 kept += parts_size(&e.path());
             }
         }
+        let mut unbacked = 0;
         if let Some(store) = &store {
             if kept > 0 && !store.reserve_scratch(kept) {
+                unbacked = kept;
                 tracing::warn!(
                     bytes = kept,
                     "the parts of the multipart uploads in progress exceed the cache \
@@ -174,21 +178,32 @@ impl Uploads {
             dir,
             store,
             replacing: Arc::default(),
+            unbacked: Arc::new(AtomicU64::new(unbacked)),
         }
     }
 
-    /// Reserve `bytes` of the cache directory for parts (evicting pages
-    /// for them, off the async threads).
-    async fn reserve(&self, bytes: u64) -> bool {
+    /// Reserve at least `want` bytes of the cache directory for a part
+    /// (evicting pages for them, off the async threads); returns the bytes
+    /// reserved, 0 when they do not fit.
+    async fn reserve(&self, want: u64) -> u64 {
         let Some(store) = self.store.clone() else {
-            return true;
+            return want;
         };
-        tokio::task::spawn_blocking(move || store.reserve_scratch(bytes))
+        tokio::task::spawn_blocking(move || store.reserve_scratch_step(want))
             .await
-            .unwrap_or(false)
+            .unwrap_or(0)
     }
 
     fn release(&self, bytes: u64) {
+        // What was never reserved goes first.
+        let mut unbacked = 0;
+        let _ = self
+            .unbacked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                unbacked = left.min(bytes);
+                Some(left - unbacked)
+            });
+        let bytes = bytes - unbacked;
         if let Some(store) = &self.store {
             if bytes > 0 {
                 store.release_scratch(bytes);
@@ -347,14 +362,14 @@ impl Uploads {
                     .map_err(|e| WorkerError::BadRequest(format!("the part's body failed: {e}")))?;
                 written += chunk.len() as u64;
                 if written > reserved {
-                    let step = (written - reserved).max(RESERVE_STEP);
-                    if !self.reserve(step).await {
+                    let got = self.reserve(written - reserved).await;
+                    if got == 0 {
                         return Err(WorkerError::BadRequest(format!(
                             "EntityTooLarge: part {number} does not fit in the cache directory \
                              beside the other uploads' parts and the pinned pages"
                         )));
                     }
-                    reserved += step;
+                    reserved += got;
                 }
                 md5.update(&chunk);
                 f.write_all(&chunk)
@@ -501,6 +516,53 @@ fn file_chunks(f: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn parts_hold_capacity_and_what_was_never_reserved_is_never_given_back() {
+        use crate::store::testing::{open, PS};
+        let tmp = tempfile::tempdir().unwrap();
+        let cap = 16 * PS;
+        let store = Arc::new(open(&[(tmp.path(), cap)], 0));
+        let ups = tmp.path().join(".s3-uploads");
+        let body = |n: usize| futures::stream::iter([Ok::<_, String>(Bytes::from(vec![7u8; n]))]);
+        // Within capacity: a part's bytes are reserved while the upload lives,
+        // again when the uploads are found at a start, and given back once.
+        let u = Uploads::open(ups.clone(), Some(store.clone()));
+        let id = u.create("file:///x/y", "b", "x/y").await.unwrap();
+        u.put_part(&id, 1, body(4 * PS as usize)).await.unwrap();
+        assert_eq!(store.used_per_dir()[0], 4 * PS);
+        u.put_part(&id, 1, body(2 * PS as usize)).await.unwrap(); // sent again, smaller
+        assert_eq!(store.used_per_dir()[0], 2 * PS);
+        drop(u);
+        store.release_scratch(2 * PS); // as a restart forgets it
+        let u = Uploads::open(ups.clone(), Some(store.clone()));
+        assert_eq!(store.used_per_dir()[0], 2 * PS, "reserved again at start");
+        assert!(
+            u.put_part(&id, 2, body(cap as usize)).await.is_err(),
+            "a part that cannot fit is refused"
+        );
+        assert_eq!(
+            store.used_per_dir()[0],
+            2 * PS,
+            "the refused part holds nothing"
+        );
+        u.remove(&id).await.unwrap();
+        assert_eq!(store.used_per_dir()[0], 0);
+
+        // Parts found at start beyond the capacity cannot be reserved; removing
+        // them must not lower the count of what else is reserved.
+        let plain = Uploads::open(ups.clone(), None);
+        let big = plain.create("file:///x/z", "b", "x/z").await.unwrap();
+        plain
+            .put_part(&big, 1, body(2 * cap as usize))
+            .await
+            .unwrap();
+        let u = Uploads::open(ups, Some(store.clone()));
+        assert_eq!(store.used_per_dir()[0], 0, "nothing could be reserved");
+        assert!(store.reserve_scratch(3 * PS));
+        u.remove(&big).await.unwrap();
+        assert_eq!(store.used_per_dir()[0], 3 * PS);
+    }
 
     #[tokio::test]
     async fn parts_in_order_make_the_object_and_bad_ids_name_nothing() {

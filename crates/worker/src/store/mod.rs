@@ -744,6 +744,21 @@ impl PageStore {
         reserved
     }
 
+    /// Reserve at least `want` bytes for a file being written (a spool, a
+    /// part): 1 MiB at a time when that fits (a reservation per MiB, not
+    /// per chunk), else just `want`. Returns the bytes reserved, 0 when not
+    /// even `want` fits.
+    pub fn reserve_scratch_step(&self, want: u64) -> u64 {
+        const STEP: u64 = 1 << 20;
+        if want < STEP && self.reserve_scratch(STEP) {
+            STEP
+        } else if self.reserve_scratch(want) {
+            want
+        } else {
+            0
+        }
+    }
+
     /// The first directory's capacity, which [`Self::reserve_scratch`]
     /// reserves from (`None` without a directory).
     pub fn scratch_capacity(&self) -> Option<u64> {
@@ -931,7 +946,7 @@ impl Drop for PageStore {
 }
 
 #[cfg(test)]
-pub(super) mod testing {
+pub(crate) mod testing {
     //! Helpers shared by the store's tests.
     pub(super) use super::format::header_len;
     use super::*;
