@@ -226,8 +226,13 @@ impl Uploads {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(io(format!("cannot create {}", dir.display())))?;
-        // The key first: an upload is listed once `target` exists.
-        tokio::fs::write(dir.join("key"), format!("{bucket}\n{key}"))
+        // The key first: an upload is listed once `target` exists. The
+        // creation time to the nanosecond orders uploads of one key (a file's
+        // mtime can be the same for two made a moment apart).
+        let created = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        tokio::fs::write(dir.join("key"), format!("{created}\n{bucket}\n{key}"))
             .await
             .map_err(io(format!("cannot write {}", dir.display())))?;
         tokio::fs::write(dir.join("target"), url)
@@ -256,9 +261,15 @@ impl Uploads {
                 let Ok(text) = std::fs::read_to_string(e.path().join("key")) else {
                     continue;
                 };
-                let Some((b, k)) = text.split_once('\n') else {
+                let Some((nanos, rest)) = text.split_once('\n') else {
                     continue;
                 };
+                let Some((b, k)) = rest.split_once('\n') else {
+                    continue;
+                };
+                let initiated = nanos.parse::<u64>().map_or(initiated, |n| {
+                    SystemTime::UNIX_EPOCH + Duration::from_nanos(n)
+                });
                 if b == bucket && k.starts_with(&prefix) {
                     found.push(UploadInfo {
                         id,
